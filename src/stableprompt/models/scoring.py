@@ -1,0 +1,330 @@
+"""The target scoring engine: log p(label word | prompt, input) for many prompts and inputs at once.
+
+This is the hot path of every algorithm. A sequence is `template` with `{prompt}` and `{input}`
+filled in, followed by a label word. Its tokens are tokenize(prefix) + tokenize(suffix) +
+tokenize(label), where the prefix is the template up to and including whichever placeholder comes
+first. Every row that shares a prefix shares its KV cache, so with an input-first template each
+input is encoded once for all prompts, and with a prompt-first template each prompt once for all
+inputs. Only the positions that predict label tokens are projected onto the vocabulary.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from stableprompt.errors import UserError
+
+PLACEHOLDERS = ("{prompt}", "{input}")
+
+
+def fill(template: str, prompt: str, text: str) -> str:
+    return template.replace("{prompt}", prompt).replace("{input}", text)
+
+
+def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:
+    """Split the filled template after its first placeholder: (shared prefix, rest)."""
+    positions = {p: template.find(p) for p in PLACEHOLDERS}
+    if min(positions.values()) < 0:
+        raise UserError(f"template {template!r} needs both {{prompt}} and {{input}} placeholders")
+    first = min(positions, key=positions.get)
+    cut = positions[first] + len(first)
+    return fill(template[:cut], prompt, text), fill(template[cut:], prompt, text)
+
+
+class ScoreCache:
+    """LRU map from (model, template, labels, prompt, input) to the per-class log-probs."""
+
+    def __init__(self, max_entries: int = 1_000_000):
+        self.max_entries = max_entries
+        self.store: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+
+    def get(self, key: tuple) -> torch.Tensor | None:
+        value = self.store.get(key)
+        if value is not None:
+            self.store.move_to_end(key)
+        return value
+
+    def put(self, key: tuple, value: torch.Tensor) -> None:
+        self.store[key] = value
+        if len(self.store) > self.max_entries:
+            self.store.popitem(last=False)
+
+
+class TargetScorer(ABC):
+    """What every target backend (local model, remote server) provides to the algorithms."""
+
+    name: str
+
+    def __init__(self, cache: ScoreCache | None = None):
+        self.cache = cache if cache is not None else ScoreCache()
+        self.queries = 0  # (prompt, input) pairs asked for, cache hits included: the budget unit
+        self.computed = 0  # pairs that actually reached the model
+
+    def score(
+        self, prompts: list[str], inputs: list[str], template: str, label_words: list[str]
+    ) -> torch.Tensor:
+        """Return log p(label word | prompt, input) as a float32 tensor [prompts, inputs, classes]."""
+        labels = tuple(label_words)
+        keys = [(self.name, template, labels, p, x) for p in prompts for x in inputs]
+        self.queries += len(keys)
+        found = {k: self.cache.get(k) for k in keys}
+        missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
+        if missing:
+            computed = self._score_pairs([(k[3], k[4]) for k in missing], template, labels)
+            self.computed += len(missing)
+            for key, row in zip(missing, computed):
+                self.cache.put(key, row)
+                found[key] = row
+        out = torch.stack([found[k] for k in keys])
+        return out.view(len(prompts), len(inputs), len(labels))
+
+    @abstractmethod
+    def _score_pairs(
+        self, pairs: list[tuple[str, str]], template: str, label_words: tuple[str, ...]
+    ) -> torch.Tensor:
+        """Log-probs [len(pairs), classes] for (prompt, input) pairs."""
+
+    @abstractmethod
+    def generate(
+        self, texts: list[str], max_new_tokens: int = 32, stop: str | None = "\n"
+    ) -> list[str]:
+        """Greedy continuations of `texts`, cut at the first `stop`."""
+
+
+@dataclass
+class _Row:
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]  # rest of the template, then all but the last label token
+    targets: list[list[int]]  # per class: the label tokens read off this row's last positions
+
+
+def label_token_ids(tokenizer, label_words: tuple[str, ...]) -> list[list[int]]:
+    """Token ids of each label word; a word the vocabulary cannot spell is a clear error."""
+    ids = []
+    for word in label_words:
+        tokens = tokenizer(word, add_special_tokens=False).input_ids
+        if not tokens or (tokenizer.unk_token_id is not None and tokenizer.unk_token_id in tokens):
+            raise UserError(
+                f"label word {word!r} is not in the target's vocabulary "
+                "(choose another label word in the task's label_words)"
+            )
+        ids.append(tokens)
+    return ids
+
+
+class LocalScorer(TargetScorer):
+    """Scores with a local Hugging Face causal LM: shared-prefix KV reuse, batched, cached."""
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        cache: ScoreCache | None = None,
+        prefix_batch_size: int = 32,
+        suffix_batch_size: int = 128,
+    ):
+        super().__init__(cache)
+        self.model, self.tokenizer = model, tokenizer
+        self.name = getattr(model, "name_or_path", None) or model.config.name_or_path
+        self.prefix_batch_size = prefix_batch_size
+        self.suffix_batch_size = suffix_batch_size
+        self.device = next(model.parameters()).device
+
+    def _encode(self, text: str, special: bool) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=special).input_ids)
+
+    def build_rows(
+        self, pairs: list[tuple[str, str]], template: str, label_words: tuple[str, ...]
+    ) -> list[list[_Row]]:
+        """Token rows for each pair: one row if all labels are single tokens, else one per class."""
+        label_ids = label_token_ids(self.tokenizer, label_words)
+        single = all(len(ids) == 1 for ids in label_ids)
+        rows = []
+        for prompt, text in pairs:
+            head, rest = split_template(template, prompt, text)
+            prefix, suffix = self._encode(head, True), self._encode(rest, False)
+            if not prefix:  # the shared prefix must hold at least one token to attend to
+                prefix, suffix = suffix[:1], suffix[1:]
+            if single:
+                rows.append([_Row(prefix, suffix, label_ids)])
+            else:
+                rows.append([_Row(prefix, suffix + tuple(ids[:-1]), [ids]) for ids in label_ids])
+        return rows
+
+    @torch.inference_mode()
+    def _score_pairs(self, pairs, template, label_words):
+        per_pair = self.build_rows(pairs, template, label_words)
+        flat = [row for rows in per_pair for row in rows]
+        row_scores = self.score_rows(flat)
+        out, i = [], 0
+        for rows in per_pair:
+            out.append(torch.cat(row_scores[i : i + len(rows)]))
+            i += len(rows)
+        return torch.stack(out)
+
+    def score_rows(self, rows: list[_Row]) -> list[torch.Tensor]:
+        """Per row, the summed log-prob of each of its targets. Rows are grouped by prefix."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, row in enumerate(rows):
+            groups.setdefault(row.prefix, []).append(i)
+        prefixes = sorted(groups, key=len)  # length bucketing: little padding per batch
+        results: list[torch.Tensor | None] = [None] * len(rows)
+        for start in range(0, len(prefixes), self.prefix_batch_size):
+            batch = prefixes[start : start + self.prefix_batch_size]
+            prefix = self._encode_prefixes(batch)
+            members = [(g, i) for g, p in enumerate(batch) for i in groups[p]]
+            members.sort(key=lambda m: len(rows[m[1]].suffix))
+            for s in range(0, len(members), self.suffix_batch_size):
+                chunk = members[s : s + self.suffix_batch_size]
+                scores = self._score_suffixes(prefix, chunk, rows)
+                for (_, i), score in zip(chunk, scores):
+                    results[i] = score
+        return results
+
+    def _encode_prefixes(self, prefixes: list[tuple[int, ...]]):
+        """KV cache of a batch of right-padded prefixes, their mask, and last real hidden state."""
+        width = max(len(p) for p in prefixes)
+        pad = self.tokenizer.pad_token_id
+        ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in prefixes])
+        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prefixes])
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        out = self.model.model(
+            input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
+        )
+        last = out.last_hidden_state[torch.arange(len(prefixes)), mask.sum(1) - 1]
+        return out.past_key_values, mask, last
+
+    def _score_suffixes(self, prefix, chunk, rows) -> list[torch.Tensor]:
+        """Run the suffixes of `chunk` (left-padded) on top of their prefixes' cache rows."""
+        prefix_cache, prefix_mask, prefix_last = prefix
+        group_idx = torch.tensor([g for g, _ in chunk], device=self.device)
+        suffixes = [rows[i].suffix for _, i in chunk]
+        width = max(len(s) for s in suffixes)
+        pad = self.tokenizer.pad_token_id
+        hidden = prefix_last[group_idx][:, None]
+        if width:
+            ids = torch.tensor(
+                [[pad] * (width - len(s)) + list(s) for s in suffixes], device=self.device
+            )
+            mask = torch.tensor(
+                [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device
+            )
+            past_mask = prefix_mask[group_idx]
+            full_mask = torch.cat([past_mask, mask], dim=1)
+            positions = _positions(full_mask)[:, past_mask.shape[1] :]
+            out = self.model.model(
+                input_ids=ids,
+                attention_mask=full_mask,
+                position_ids=positions,
+                use_cache=True,
+                **_cache_kwarg(self.model.model, _select_cache_rows(prefix_cache, group_idx)),
+            )
+            hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # [rows, 1 + width, H]
+        # Window of the last n_keep predicting positions per row. Logically a row reads
+        # [prefix_last, suffix tokens]; physically its suffix sits at the right end (left padding).
+        n_keep = max(len(t) for _, i in chunk for t in rows[i].targets)
+        index = torch.zeros(len(chunk), n_keep, dtype=torch.long)
+        for r, s in enumerate(suffixes):
+            for k in range(n_keep):
+                logical = len(s) + 1 - n_keep + k
+                index[r, k] = width - len(s) + logical if logical > 0 else 0
+        index = index.to(self.device)
+        window = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+        logprobs = _head_logprobs(self.model, window)  # [rows, n_keep, vocab], float32
+        scores = []
+        for r, (_, i) in enumerate(chunk):
+            per_target = []
+            for target in rows[i].targets:
+                slots = torch.arange(n_keep - len(target), n_keep, device=self.device)
+                per_target.append(
+                    logprobs[r, slots, torch.tensor(target, device=self.device)].sum()
+                )
+            scores.append(torch.stack(per_target).cpu())
+        return scores
+
+    @torch.inference_mode()
+    def generate(self, texts, max_new_tokens=32, stop="\n"):
+        return greedy_generate(self.model, self.tokenizer, texts, max_new_tokens, stop)
+
+
+def _positions(mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that count only real (unmasked) tokens; padding gets position 0."""
+    return (mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _cache_kwarg(module, cache) -> dict:
+    """transformers renamed `past_key_values` to `cache`; pass whichever this version takes."""
+    params = inspect.signature(module.forward).parameters
+    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def _select_cache_rows(cache, rows: torch.Tensor):
+    """A new cache holding `rows` of `cache` (the original is left untouched for reuse)."""
+    selected = copy.copy(cache)
+    selected.layers = [copy.copy(layer) for layer in cache.layers]
+    selected.reorder_cache(rows)
+    return selected
+
+
+def _head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:
+    """log_softmax of the LM head on selected hidden states (honours final logit soft-capping)."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config, "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return F.log_softmax(logits.float(), dim=-1)
+
+
+def greedy_generate(
+    model, tokenizer, texts: list[str], max_new_tokens: int, stop: str | None, batch_size: int = 16
+) -> list[str]:
+    """Batched greedy decoding with left padding; each output is cut at the first `stop`."""
+    outputs = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
+            batch = batch.to(next(model.parameters()).device)
+            generated = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+            new = generated[:, batch.input_ids.shape[1] :]
+            for text in tokenizer.batch_decode(new, skip_special_tokens=True):
+                outputs.append(text.split(stop)[0] if stop else text)
+    finally:
+        tokenizer.padding_side = side
+    return outputs
+
+
+class NaiveScorer(LocalScorer):
+    """Reference scorer: one full forward per (prompt, input, class), logits at every position.
+
+    This is what RLPrompt does. It reads the same token ids as LocalScorer, so the two must agree;
+    tests and benchmarks/scoring.py compare them.
+    """
+
+    def score_rows(self, rows: list[_Row]) -> list[torch.Tensor]:
+        results = []
+        for row in rows:
+            per_target = []
+            for target in row.targets:
+                ids = torch.tensor(
+                    [list(row.prefix + row.suffix) + target[-1:]], device=self.device
+                )
+                logprobs = F.log_softmax(self.model(input_ids=ids).logits.float(), dim=-1)[0]
+                n = len(target)
+                steps = torch.arange(ids.shape[1] - n - 1, ids.shape[1] - 1, device=self.device)
+                per_target.append(logprobs[steps, torch.tensor(target, device=self.device)].sum())
+            results.append(torch.stack(per_target).cpu())
+        return results

@@ -1,0 +1,389 @@
+"""Data loading: k-shot TSV directories, tables, Hugging Face datasets and the built-in demo.
+
+Every loader returns plain `Example` lists so the rest of the library never touches pandas or
+`datasets` objects. Bad user input raises `UserError` with one line naming the problem and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from stableprompt.errors import UserError
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: int = -1  # class index for classification; -1 when unlabelled
+    target: str | tuple[str, ...] | None = None  # acceptable outputs for generation tasks
+
+
+Splits = dict[str, list[Example]]  # keys "train", "dev", "test" ("test" may be empty)
+
+TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl")
+KSHOT_HINT = "pass --data a directory holding train.tsv, dev.tsv, test.tsv"
+DEMO_FILE = "demo_sentiment.jsonl"
+
+
+# ---------------------------------------------------------------------------- row -> Example
+
+
+def _parse_label(value: Any, where: str, label_map: dict[str, int] | None) -> int:
+    if label_map is not None:
+        key = str(value).strip()
+        if key not in label_map:
+            known = ", ".join(sorted(label_map))
+            raise UserError(
+                f"label {key!r} at {where} is not in the label map ({known}); "
+                "add it to the label map or fix the data"
+            )
+        return label_map[key]
+    if isinstance(value, bool):  # bool is an int subclass; a True label is almost surely a bug
+        raise UserError(
+            f"label {value!r} at {where} is not an integer "
+            "(use integer labels 0..C-1 or pass a label map)"
+        )
+    if isinstance(value, int):
+        return value
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise UserError(
+            f"label {value!r} at {where} is not an integer "
+            "(use integer labels 0..C-1 or pass a label map)"
+        ) from None
+
+
+def _parse_target(value: Any) -> str | tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return str(value)
+
+
+def _pick_column(columns: Sequence[str], wanted: str, what: str, source: str) -> str:
+    """Return `wanted`, falling back from the default "text" to LM-BFF's "sentence"."""
+    if wanted in columns:
+        return wanted
+    if wanted == "text" and "sentence" in columns:
+        return "sentence"
+    raise UserError(
+        f"{what} column {wanted!r} not found in {source} "
+        f"(available columns: {', '.join(columns)}; pass the right column name)"
+    )
+
+
+def rows_to_examples(
+    rows: Iterable[dict[str, Any]],
+    columns: Sequence[str],
+    source: str,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    label_map: dict[str, int] | None = None,
+    target_column: str | None = None,
+) -> list[Example]:
+    """Turn dict rows into Examples. `label_column=None` leaves labels at -1 (generation)."""
+    tcol = _pick_column(columns, text_column, "text", source)
+    lcol = _pick_column(columns, label_column, "label", source) if label_column else None
+    gcol = _pick_column(columns, target_column, "target", source) if target_column else None
+    out = []
+    for i, row in enumerate(rows):
+        where = f"{source} row {i + 1}"
+        for col in (tcol, lcol, gcol):
+            if col and row.get(col) is None:
+                raise UserError(
+                    f"{where} has no value for column {col!r} (fill in the value or drop the row)"
+                )
+        label = _parse_label(row[lcol], where, label_map) if lcol else -1
+        target = _parse_target(row[gcol]) if gcol else None
+        out.append(Example(text=str(row[tcol]), label=label, target=target))
+    return out
+
+
+# ---------------------------------------------------------------------------- files
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
+    """Read a .csv/.tsv/.jsonl file into (columns, rows)."""
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        rows = []
+        with path.open(encoding="utf-8") as f:
+            for i, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise UserError(
+                        f"invalid JSON on line {i} of {path}: {e.msg} "
+                        "(each line must be one JSON object)"
+                    ) from None
+                if not isinstance(row, dict):
+                    raise UserError(
+                        f"line {i} of {path} is not a JSON object "
+                        '(each line must look like {"text": ..., "label": ...})'
+                    )
+                rows.append(row)
+        columns = list(dict.fromkeys(k for r in rows for k in r))
+        return columns, rows
+    if suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as f:
+            # LM-BFF TSVs contain raw quote characters, so TSV is read without quoting.
+            if suffix == ".tsv":
+                reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
+            else:
+                reader = csv.DictReader(f)
+            rows = list(reader)
+            columns = list(reader.fieldnames or [])
+        for i, row in enumerate(rows, 1):
+            if None in row.values() or None in row:
+                raise UserError(
+                    f"row {i} of {path} does not have {len(columns)} fields "
+                    "(fix the row or check the delimiter)"
+                )
+        return columns, rows
+    raise UserError(
+        f"unsupported data file type {path.suffix!r}: {path} "
+        f"(use one of {', '.join(TABLE_SUFFIXES)})"
+    )
+
+
+def load_table(
+    path: str | Path,
+    text_column: str = "text",
+    label_column: str | None = "label",
+    label_map: dict[str, int] | None = None,
+    target_column: str | None = None,
+) -> list[Example]:
+    """Load a .csv, .tsv (no quoting) or .jsonl file. The "text" column falls back to "sentence"."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file not found: {path} (check the path passed to --data)")
+    columns, rows = _read_rows(path)
+    return rows_to_examples(
+        rows, columns, str(path), text_column, label_column, label_map, target_column
+    )
+
+
+def load_kshot_dir(path: str | Path) -> Splits:
+    """Load an LM-BFF/RLPrompt k-shot directory `<dir>/{train,dev,test}.tsv` (test optional)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise UserError(f"data directory not found: {path} ({KSHOT_HINT})")
+    splits: Splits = {}
+    for split in ("train", "dev", "test"):
+        file = path / f"{split}.tsv"
+        if not file.is_file():
+            if split == "test":
+                splits[split] = []  # e.g. RLPrompt's yelp-2 ships train/dev only
+                continue
+            raise UserError(f"data file not found: {file} ({KSHOT_HINT})")
+        splits[split] = load_table(file, text_column="text", label_column="label")
+    return splits
+
+
+# ---------------------------------------------------------------------------- k-shot sampling
+
+
+def sample_kshot(
+    examples: Sequence[Example], k: int, seed: int, rounds: int = 1
+) -> list[list[Example]]:
+    """Draw `rounds` disjoint balanced sets of k examples per class (seeded, deterministic).
+
+    rounds=2 gives a train set and a disjoint dev set from the same pool.
+    """
+    if k < 1:
+        raise UserError(f"k must be at least 1, got {k} (pass --k 16 for RLPrompt's setting)")
+    by_class: dict[int, list[Example]] = defaultdict(list)
+    for ex in examples:
+        by_class[ex.label].append(ex)
+    rng = random.Random(seed)
+    sets: list[list[Example]] = [[] for _ in range(rounds)]
+    for label in sorted(by_class):
+        pool = by_class[label]
+        if len(pool) < k * rounds:
+            raise UserError(
+                f"class {label} has only {len(pool)} examples but {k * rounds} are "
+                f"needed (lower --k or use a larger dataset)"
+            )
+        picked = rng.sample(pool, k * rounds)
+        for r in range(rounds):
+            sets[r].extend(picked[r * k : (r + 1) * k])
+    for s in sets:
+        rng.shuffle(s)  # mix classes so minibatches are not single-class
+    return sets
+
+
+# ---------------------------------------------------------------------------- Hugging Face
+
+
+def _hf_examples(
+    ds: Any, source: str, text_column: str, label_column: str, label_map: dict[str, int] | None
+) -> list[Example]:
+    columns = list(ds.column_names)
+    tcol = _pick_column(columns, text_column, "text", source)
+    lcol = _pick_column(columns, label_column, "label", source)
+    rows = ({tcol: t, lcol: lab} for t, lab in zip(ds[tcol], ds[lcol], strict=True))
+    return rows_to_examples(rows, [tcol, lcol], source, tcol, lcol, label_map)
+
+
+def _open_hf(name: str, config: str | None) -> dict[str, Any]:
+    import datasets  # deferred: importing `datasets` costs ~1 s
+
+    if Path(name).is_dir():
+        loaded = datasets.load_from_disk(name)
+        return {"train": loaded} if isinstance(loaded, datasets.Dataset) else dict(loaded)
+    try:
+        return dict(datasets.load_dataset(name, config))
+    except Exception as e:  # network, unknown name, missing config: all user-fixable
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(
+            f"could not load Hugging Face dataset {name!r} (config {config!r}): "
+            f"{msg} (check the name/config and that you are online)"
+        ) from None
+
+
+def load_hf(
+    name: str,
+    config: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    k: int | None = None,
+    seed: int = 0,
+    split_names: tuple[str, str, str] = ("train", "validation", "test"),
+    label_map: dict[str, int] | None = None,
+) -> Splits:
+    """Load a Hugging Face dataset (hub name, or a directory written by `save_to_disk`).
+
+    `split_names` names the (train, dev, test) splits. LM-BFF convention: when the test split is
+    missing or unlabelled (GLUE's labels are -1) the validation split becomes the test set and dev
+    is carved from train. With `k`, train holds k examples per class and dev another disjoint k
+    per class (from the validation split if it is still available, else from train). Without
+    `k`, a missing dev split is a seeded 10% hold-out of train.
+    """
+    raw = _open_hf(name, config)
+    train_name, dev_name, test_name = split_names
+    if train_name not in raw:
+        raise UserError(
+            f"dataset {name!r} has no split {train_name!r} "
+            f"(available: {', '.join(raw)}; pass the right split names)"
+        )
+
+    def get(split: str | None) -> list[Example]:
+        if split is None or split not in raw:
+            return []
+        return _hf_examples(raw[split], f"{name}[{split}]", text_column, label_column, label_map)
+
+    train_all, dev_all, test = get(train_name), get(dev_name), get(test_name)
+    if not any(ex.label >= 0 for ex in test):  # missing or unlabelled test split
+        test, dev_all = dev_all, []
+
+    if k is None:
+        if dev_all:
+            return {"train": train_all, "dev": dev_all, "test": test}
+        shuffled = train_all[:]
+        random.Random(seed).shuffle(shuffled)
+        n_dev = max(1, len(shuffled) // 10)
+        return {"train": shuffled[n_dev:], "dev": shuffled[:n_dev], "test": test}
+    if dev_all:
+        (train,) = sample_kshot(train_all, k, seed)
+        (dev,) = sample_kshot(dev_all, k, seed + 1)
+    else:
+        train, dev = sample_kshot(train_all, k, seed, rounds=2)
+    return {"train": train, "dev": dev, "test": test}
+
+
+# ---------------------------------------------------------------------------- demo + entry point
+
+
+def load_demo() -> Splits:
+    """The packaged 96-sentence movie-review set: 16/class train, 16/class dev, the rest test."""
+    text = resources.files("stableprompt").joinpath("data", DEMO_FILE).read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+    examples = rows_to_examples(rows, ["text", "label"], DEMO_FILE)
+    train, dev, test = [], [], []
+    for label in (0, 1):  # fixed split: no randomness, so every run sees the same demo data
+        cls = [ex for ex in examples if ex.label == label]
+        train += cls[:16]
+        dev += cls[16:32]
+        test += cls[32:]
+    return {"train": train, "dev": dev, "test": test}
+
+
+def _is_saved_hf_dir(path: Path) -> bool:
+    return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
+
+
+def load_data(
+    spec: str | None,
+    text_column: str = "text",
+    label_column: str = "label",
+    label_map: dict[str, int] | None = None,
+    k: int | None = None,
+    seed: int = 0,
+    train: str | None = None,
+    dev: str | None = None,
+) -> Splits:
+    """One entry point for the CLI. `spec` may be:
+
+    - None: the built-in demo sentiment set (`load_demo`).
+    - `hf:<name>[:<config>]`: a Hugging Face hub dataset (`load_hf`, k-shot if `k` is given).
+    - a directory holding train.tsv/dev.tsv[/test.tsv]: an LM-BFF k-shot directory.
+    - a directory written by `datasets.save_to_disk`: loaded like a hub dataset.
+    - a .csv/.tsv/.jsonl file: used as the TEST split; pass `train`/`dev` files to train on.
+      (Evaluation-only runs, e.g. scoring a manual prompt, need nothing else.)
+    """
+    if spec is None:
+        return load_demo()
+    if spec.startswith("hf:"):
+        name, _, config = spec[3:].partition(":")
+        if not name:
+            raise UserError(
+                f"empty dataset name in {spec!r} (use hf:<name>[:<config>], e.g. hf:SetFit/sst2)"
+            )
+        return load_hf(
+            name, config or None, text_column, label_column, k, seed, label_map=label_map
+        )
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "train.tsv").is_file():
+            return load_kshot_dir(path)
+        if _is_saved_hf_dir(path):
+            return load_hf(str(path), None, text_column, label_column, k, seed, label_map=label_map)
+        raise UserError(
+            f"directory {path} holds neither train.tsv nor a saved Hugging Face "
+            f"dataset ({KSHOT_HINT}, or a .csv/.tsv/.jsonl file)"
+        )
+    if not path.exists():
+        raise UserError(f"data not found: {spec} (pass a file, a directory, or hf:<name>)")
+
+    def table(p: str | None) -> list[Example]:
+        return load_table(p, text_column, label_column, label_map) if p else []
+
+    return {"train": table(train), "dev": table(dev), "test": table(spec)}
+
+
+def validate_labels(splits: Splits, num_classes: int, required: Iterable[str] = ("train",)) -> None:
+    """Check required splits are non-empty and every label lies in 0..num_classes-1."""
+    for split in required:
+        if not splits.get(split):
+            raise UserError(
+                f"the {split} split is empty (give data with a {split} split, "
+                "e.g. an LM-BFF directory with train.tsv and dev.tsv)"
+            )
+    for split, examples in splits.items():
+        for i, ex in enumerate(examples):
+            if not 0 <= ex.label < num_classes:
+                raise UserError(
+                    f"label {ex.label} of {split} example {i + 1} is outside "
+                    f"0..{num_classes - 1} for this {num_classes}-class task "
+                    "(fix the data or pick a task with matching label words)"
+                )

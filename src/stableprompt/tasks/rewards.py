@@ -1,0 +1,73 @@
+"""Rewards computed from the target LM's label-word log-probabilities.
+
+Shapes: `logprobs` is [P, N, C] (prompts x examples x classes), `labels` is [N] class indices.
+All probabilities are a softmax over the C label words only, as in RLPrompt.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stableprompt.errors import UserError
+
+
+def label_probs(logprobs: Tensor) -> Tensor:
+    """Softmax over the label-word axis (last dim): renormalises onto the label words."""
+    return torch.softmax(logprobs.float(), dim=-1)
+
+
+def _checked_probs(logprobs: Tensor, labels: Tensor) -> Tensor:
+    if logprobs.dim() != 3 or labels.dim() != 1 or logprobs.shape[1] != labels.shape[0]:
+        raise ValueError(
+            f"expected logprobs [P,N,C] and labels [N], got "
+            f"{tuple(logprobs.shape)} and {tuple(labels.shape)}"
+        )
+    probs = label_probs(logprobs)
+    bad = torch.isnan(probs).any(-1)  # NaN inputs, or all -inf (overflowed fp16) rows
+    if bad.any():
+        raise UserError(
+            f"target returned NaN log-probabilities for {int(bad.sum())} rows; "
+            "check the target model dtype (try --dtype float32)"
+        )
+    return probs
+
+
+def _gap(probs: Tensor, labels: Tensor) -> Tensor:
+    """p(correct) - max p(other), shape [P, N]."""
+    onehot = torch.nn.functional.one_hot(labels.long(), probs.shape[-1]).bool()
+    onehot = onehot.expand_as(probs)
+    p_correct = probs.masked_select(onehot).view(probs.shape[:-1])
+    p_other = probs.masked_fill(onehot, float("-inf")).amax(-1)
+    return p_correct - p_other
+
+
+def rlprompt_reward(
+    logprobs: Tensor, labels: Tensor, correct_coef: float = 200.0, incorrect_coef: float = 180.0
+) -> Tensor:
+    """RLPrompt's piecewise-linear gap reward, mean over examples -> [P].
+
+    gap = p(correct) - max p(other); reward = correct_coef*gap if gap > 0 else incorrect_coef*gap.
+    """
+    gap = _gap(_checked_probs(logprobs, labels), labels)
+    return torch.where(gap > 0, correct_coef * gap, incorrect_coef * gap).mean(-1)
+
+
+def zscore(rewards: Tensor, eps: float = 1e-8) -> Tensor:
+    """Standardise across the prompts of one step with the POPULATION std (unbiased=False),
+    so a single prompt gives 0 rather than NaN."""
+    rewards = rewards.float()
+    return (rewards - rewards.mean()) / (rewards.std(unbiased=False) + eps)
+
+
+def appo_reward(
+    logprobs: Tensor, labels: Tensor, acc_coef: float = 10.0, gap_coef: float = 0.1
+) -> Tensor:
+    """StablePrompt's reward R = acc_coef * accuracy + gap_coef * D -> [P].
+
+    accuracy: argmax over label words == label, averaged over examples. D: mean over examples of
+    p(correct) - max p(wrong), with probabilities (0..1, not percent) from the label-word softmax.
+    """
+    probs = _checked_probs(logprobs, labels)
+    acc = (probs.argmax(-1) == labels.long()).float().mean(-1)
+    return acc_coef * acc + gap_coef * _gap(probs, labels).mean(-1)

@@ -1,0 +1,61 @@
+"""The scoring engine must give the same numbers as one full forward pass per sequence."""
+
+import pytest
+import torch
+
+from stableprompt.errors import UserError
+from stableprompt.models.scoring import LocalScorer, NaiveScorer, split_template
+
+PROMPTS = ["the movie", "not very fun plot", "Review", "it is", "acting was okay but"]
+INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{input} {prompt}",
+        "{prompt}\nInput: {input}\nOutput:",
+        "Review: {input} {prompt} Sentiment:",
+    ],
+)
+@pytest.mark.parametrize(
+    "labels",
+    [
+        (" terrible", " great"),  # " great" spells out in 2 tokens
+        (" good", " bad", " okay"),  # all single tokens
+        (" superb", " awful"),
+    ],
+)  # many tokens each
+def test_engine_matches_naive_forward(tiny_lm, template, labels):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer, prefix_batch_size=3, suffix_batch_size=5)
+    naive = NaiveScorer(model, tokenizer)
+    fast = engine.score(PROMPTS, INPUTS, template, list(labels))
+    slow = naive.score(PROMPTS, INPUTS, template, list(labels))
+    assert fast.shape == (len(PROMPTS), len(INPUTS), len(labels))
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    assert (fast < 0).all()
+
+
+def test_cache_skips_repeated_pairs(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer)
+    first = engine.score(PROMPTS[:2], INPUTS, "{input} {prompt}", [" good", " bad"])
+    assert engine.computed == 8
+    again = engine.score(PROMPTS[:3], INPUTS, "{input} {prompt}", [" good", " bad"])
+    assert engine.computed == 12 and engine.queries == 20
+    torch.testing.assert_close(again[:2], first)
+
+
+def test_split_template_puts_first_placeholder_in_prefix():
+    assert split_template("{input} {prompt} It was", "P", "X") == ("X", " P It was")
+    assert split_template("Q: {prompt}\n{input}", "P", "X") == ("Q: P", "\nX")
+    with pytest.raises(UserError, match="placeholders"):
+        split_template("{input} only", "P", "X")
+
+
+def test_unknown_label_word_is_a_clear_error(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer)
+    with pytest.raises(UserError, match="label word '' is not in the target's vocabulary"):
+        engine.score(["p"], ["x"], "{input} {prompt}", [" good", ""])
