@@ -17,40 +17,10 @@ def build_tiny_tokenizer():
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = [
-        "the",
-        "a",
-        "movie",
-        "film",
-        "was",
-        "great",
-        "terrible",
-        "good",
-        "bad",
-        "it",
-        "is",
-        "not",
-        "very",
-        "fun",
-        "boring",
-        "plot",
-        "acting",
-        "Review",
-        "Sentiment",
-        "okay",
-        "love",
-        "hate",
-        "World",
-        "Sports",
-        "Business",
-        "Tech",
-        "Input",
-        "Output",
-        "prompt",
-        "answer",
-        "yes",
-        "no",
-    ]
+    words = (
+        "the a movie film was great terrible good bad it is not very fun boring plot acting Review "
+        "Sentiment okay love hate World Sports Business Tech Input Output prompt answer yes no"
+    ).split()
     vocab = {"<pad>": 0, "<eos>": 1, "<unk>": 2}
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     for ch in alphabet:  # every byte, so any text can be encoded

@@ -70,7 +70,7 @@ class TargetScorer(ABC):
     def score(
         self, prompts: list[str], inputs: list[str], template: str, label_words: list[str]
     ) -> torch.Tensor:
-        """Return log p(label word | prompt, input) as a float32 tensor [prompts, inputs, classes]."""
+        """log p(label word | prompt, input) as float32 [prompts, inputs, classes]."""
         labels = tuple(label_words)
         keys = [(self.name, template, labels, p, x) for p in prompts for x in inputs]
         self.queries += len(keys)
