@@ -72,3 +72,20 @@ def tiny_llama(vocab_size: int, seed: int = 0):
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_tokenizer):
     return tiny_llama(len(tiny_tokenizer)), tiny_tokenizer
+
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, tiny_tokenizer):
+    """A tiny random llama + tokenizer (with a chat template) saved like a hub model directory,
+    so tests go through the same `load_lm` path as real models."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tiny_tokenizer.chat_template = CHAT_TEMPLATE
+    tiny_llama(len(tiny_tokenizer)).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    return str(path)

@@ -17,7 +17,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stableprompt.algorithms.sql import apply_mask, gather_actions, mask_fill_value, sql_loss
+from stableprompt.agents.token_policy import Rollout
+from stableprompt.algorithms.sql import (
+    SoftQLearning,
+    apply_mask,
+    gather_actions,
+    mask_fill_value,
+    sql_loss,
+)
 
 __all__ = [
     "apply_mask",
@@ -119,3 +126,26 @@ def sample_sparsemax(q: Tensor, generator: torch.Generator | None = None) -> Ten
     probs = sparsemax(q.float(), dim=-1)
     flat = probs.reshape(-1, probs.shape[-1])
     return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
+# ---------------------------------------------------------------------------- the PIN algorithm
+
+
+class SparseSoftQLearning(SoftQLearning):
+    """PIN: RLPrompt with sparse Tsallis entropy. Actions are restricted to the frozen LM's
+    top-k next tokens, the policy is sparsemax(Q) and the soft value is spmax(Q)."""
+
+    def allowed(self, base_logits: Tensor) -> Tensor:
+        return topk_mask(base_logits, self.config.pin_top_k) & self.policy.allowed
+
+    def choose(self, q: Tensor, base_logits: Tensor) -> Tensor:
+        return sample_sparsemax(apply_mask(q, self.allowed(base_logits)))
+
+    def greedy(self, q: Tensor, base_logits: Tensor) -> Tensor:
+        return apply_mask(q, self.allowed(base_logits)).argmax(-1)
+
+    def loss(self, q: Tensor, q_target: Tensor, rollout: Rollout, rewards: Tensor):
+        mask = self.allowed(rollout.base_logits)
+        if self.config.loss == "mc":
+            return mc_loss(q, rollout.actions, rewards, mask)
+        return sparse_sql_loss(q, q_target, rollout.actions, rewards, mask)

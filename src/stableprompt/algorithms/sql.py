@@ -21,10 +21,17 @@ so that sparse SQL (PIN, :mod:`stableprompt.algorithms.sparse_sql`) reuses this 
 
 from __future__ import annotations
 
+import copy
+import random
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
+
+from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
+from stableprompt.models.loading import load_lm
+from stableprompt.tasks.rewards import zscore
+from stableprompt.trainer import Algorithm
 
 ValueFn = Callable[[Tensor], Tensor]
 
@@ -139,3 +146,130 @@ def polyak_update(target: nn.Module, online: nn.Module, tau: float = 0.001) -> N
     online_params = dict(online.named_parameters())
     for name, p_target in target.named_parameters():
         p_target.lerp_(online_params[name].to(p_target.dtype), tau)
+
+
+# ------------------------------------------------------------------------ the RLPrompt algorithm
+
+
+class SoftQLearning(Algorithm):
+    """RLPrompt: sample prompts from the token policy, reward them with the target, SQL update.
+
+    Subclasses change three hooks (PIN: `sparse_sql.SparseSoftQLearning`): how actions are
+    sampled, which tokens are allowed, and the loss.
+    """
+
+    reward_kind = "rlprompt"
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
+        self.policy = TokenPolicy(lm, tokenizer, config.prompt_length, config.mlp_hidden)
+        self.target_mlp = copy.deepcopy(self.policy.mlp).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
+        self.replay = ReplayBuffer(config.replay_size)
+
+    # hooks -------------------------------------------------------------------------------------
+
+    def choose(self, q: Tensor, base_logits: Tensor) -> Tensor:
+        return sample_top_k(q, self.config.top_k)
+
+    def greedy(self, q: Tensor, base_logits: Tensor) -> Tensor:
+        return q.argmax(-1)
+
+    def loss(self, q: Tensor, q_target: Tensor, rollout: Rollout, rewards: Tensor):
+        return sql_loss(q, q_target, rollout.actions, rewards, mask=self.policy.allowed)
+
+    # the step ----------------------------------------------------------------------------------
+
+    def train_examples(self) -> list:
+        train = self.ctx.splits["train"]
+        n = self.config.train_examples
+        return train if not n or n >= len(train) else random.sample(train, n)
+
+    def update(self, rollout: Rollout, rewards: Tensor) -> dict:
+        q = self.policy.q_values(rollout.hidden)
+        with torch.no_grad():
+            q_target = self.policy.q_values(rollout.hidden, self.target_mlp)
+        loss, stats = self.loss(q, q_target, rollout, rewards)
+        self.optimizer.zero_grad()
+        loss.backward()
+        grad_norm = nn.utils.clip_grad_norm_(
+            self.policy.mlp.parameters(), self.config.max_grad_norm
+        )
+        self.optimizer.step()
+        polyak_update(self.target_mlp, self.policy.mlp, self.config.target_update_rate)
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), **stats}
+
+    def train_step(self, step: int) -> dict:
+        c = self.config
+        rollout = self.policy.rollout(c.prompts_per_step, self.choose)
+        prompts = self.policy.decode(rollout.actions)
+        raw = self.ctx.rewards(prompts, self.train_examples(), self.reward_kind)
+        metrics = self.update(rollout, zscore(raw) * c.reward_scale)
+        if c.replay:  # off-policy: replay stored prompts with their stored rewards
+            self.replay.add(rollout.actions, raw)
+            actions, old = self.replay.sample(c.replay_batch)
+            replay_metrics = self.update(self.policy.replay(actions), zscore(old) * c.reward_scale)
+            metrics["replay_loss"] = replay_metrics["loss"]
+        best = int(raw.argmax())
+        return {
+            "reward_mean": raw.mean().item(),
+            "reward_std": raw.std().item(),
+            "reward_max": raw[best].item(),
+            "prompt": prompts[best],
+            **metrics,
+        }
+
+    def eval_prompts(self) -> list[str]:
+        return self.policy.decode(self.policy.rollout(1, self.greedy).actions)
+
+    def calls_per_step(self) -> int:
+        n = self.config.train_examples or len(self.ctx.splits["train"])
+        return self.config.prompts_per_step * min(n, len(self.ctx.splits["train"]))
+
+    # checkpoint --------------------------------------------------------------------------------
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {f"mlp.{k}": v for k, v in self.policy.mlp.state_dict().items()}
+        out |= {f"target_mlp.{k}": v for k, v in self.target_mlp.state_dict().items()}
+        return out
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        for prefix, module in (("mlp.", self.policy.mlp), ("target_mlp.", self.target_mlp)):
+            module.load_state_dict(
+                {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            )
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "replay": self.replay.state()}
+
+    def load_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.replay.load_state(state["replay"])
+
+
+class ReplayBuffer:
+    """FIFO buffer of (prompt token ids, raw reward) for off-policy updates."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.actions: Tensor | None = None
+        self.rewards: Tensor | None = None
+
+    def add(self, actions: Tensor, rewards: Tensor) -> None:
+        actions, rewards = actions.cpu(), rewards.cpu().float()
+        if self.actions is None:
+            self.actions, self.rewards = actions, rewards
+        else:
+            self.actions = torch.cat([self.actions, actions])[-self.size :]
+            self.rewards = torch.cat([self.rewards, rewards])[-self.size :]
+
+    def sample(self, n: int) -> tuple[Tensor, Tensor]:
+        idx = torch.randint(len(self.rewards), (n,))
+        return self.actions[idx], self.rewards[idx]
+
+    def state(self) -> dict:
+        return {"actions": self.actions, "rewards": self.rewards}
+
+    def load_state(self, state: dict) -> None:
+        self.actions, self.rewards = state["actions"], state["rewards"]

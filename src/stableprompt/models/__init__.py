@@ -1,0 +1,25 @@
+"""Models: loading (hub, local, GGUF, offline aliases) and target scoring backends."""
+
+from stableprompt.models.loading import ALIASES, load_lm, resolve_dtype
+from stableprompt.models.scoring import LocalScorer, NaiveScorer, TargetScorer
+
+
+def build_scorer(target: str, dtype: str = "auto") -> TargetScorer:
+    """A scorer for `--target`: `openai:<model>@<url>[,<url>...]` for a server, else a local LM."""
+    if target.startswith("openai:"):
+        from stableprompt.models.remote import OpenAIScorer
+
+        return OpenAIScorer.from_spec(target)
+    model, tokenizer = load_lm(target, dtype=dtype, shared=True)
+    return LocalScorer(model, tokenizer)
+
+
+__all__ = [
+    "ALIASES",
+    "LocalScorer",
+    "NaiveScorer",
+    "TargetScorer",
+    "build_scorer",
+    "load_lm",
+    "resolve_dtype",
+]

@@ -212,16 +212,25 @@ def resolve_model_path(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict
     )
 
 
+_SHARED: dict[tuple, tuple] = {}
+
+
 def load_lm(
     name_or_path: str,
     dtype: str | torch.dtype = "auto",
     device: str | None = None,
     masked: bool = False,
+    shared: bool = False,
 ):
     """Return (model, tokenizer) in eval mode with a pad token set.
 
-    `masked=True` loads a masked LM (RoBERTa-style) instead of a causal LM.
+    `masked=True` loads a masked LM (RoBERTa-style) instead of a causal LM. `shared=True` returns
+    one instance per (name, dtype, device) for frozen uses, so a target that is also the agent's
+    base LM is held in memory once; never share a model you will modify (e.g. add LoRA to).
     """
+    key = (name_or_path, resolve_dtype(dtype), device or default_device(), masked)
+    if shared and key in _SHARED:
+        return _SHARED[key]
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
 
     torch_dtype = resolve_dtype(dtype)
@@ -239,4 +248,6 @@ def load_lm(
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device or default_device()).eval()
     model.name_or_path = name_or_path
+    if shared:
+        _SHARED[key] = (model, tokenizer)
     return model, tokenizer

@@ -199,7 +199,7 @@ class LocalScorer(TargetScorer):
             input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
         )
         last = out.last_hidden_state[torch.arange(len(prefixes)), mask.sum(1) - 1]
-        return out.past_key_values, mask, last
+        return output_cache(out), mask, last
 
     def _score_suffixes(self, prefix, chunk, rows) -> list[torch.Tensor]:
         """Run the suffixes of `chunk` (left-padded) on top of their prefixes' cache rows."""
@@ -224,7 +224,7 @@ class LocalScorer(TargetScorer):
                 attention_mask=full_mask,
                 position_ids=positions,
                 use_cache=True,
-                **_cache_kwarg(self.model.model, _select_cache_rows(prefix_cache, group_idx)),
+                **cache_kwarg(self.model.model, _select_cache_rows(prefix_cache, group_idx)),
             )
             hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # [rows, 1 + width, H]
         # Window of the last n_keep predicting positions per row. Logically a row reads
@@ -259,10 +259,16 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
     return (mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
-def _cache_kwarg(module, cache) -> dict:
+def cache_kwarg(module, cache) -> dict:
     """transformers renamed `past_key_values` to `cache`; pass whichever this version takes."""
     params = inspect.signature(module.forward).parameters
     return {"cache": cache} if "cache" in params else {"past_key_values": cache}
+
+
+def output_cache(out):
+    """The KV cache a forward returned (`cache` in newer transformers, `past_key_values` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
 
 
 def _select_cache_rows(cache, rows: torch.Tensor):

@@ -1,0 +1,167 @@
+"""Command line: `stableprompt train | eval | models | tasks`.
+
+Every `train` flag is a field of `TrainConfig` (dashes for underscores), so a YAML config and the
+command line say the same things; flags given on the command line override the YAML.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from stableprompt.errors import UserError
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    from stableprompt.trainer import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        if f.name == "extra":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.type in ("bool",) or isinstance(default, bool):
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=argparse.SUPPRESS,
+                help=f"(default: {default})",
+            )
+        else:
+            kind = {int: int, float: float}.get(type(default), str)
+            if f.name in ("max_target_calls", "train_examples"):
+                kind = int
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=argparse.SUPPRESS,
+                help=f"(default: {default})",
+            )
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from stableprompt.trainer import Trainer, TrainConfig, build_context
+
+    overrides = {
+        k: v
+        for k, v in vars(args).items()
+        if k in {f.name for f in dataclasses.fields(TrainConfig)}
+    }
+    if args.resume:
+        run = Path(args.resume)
+        config = TrainConfig.from_yaml(run / "config.yaml", **{**overrides, "out": str(run)})
+    elif args.config:
+        config = TrainConfig.from_yaml(args.config, **overrides)
+    else:
+        config = TrainConfig.from_dict(overrides)
+    ctx = build_context(config)
+    summary = Trainer(config, ctx, progress=not args.no_progress).train(resume=bool(args.resume))
+    for entry in summary["prompts"]:
+        test = f"  test {entry['test']:.3f}" if "test" in entry else ""
+        print(f"dev {entry['dev']:.3f}{test}  {entry['prompt']!r}")
+    print(f"run written to {config.out}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from stableprompt.models import build_scorer
+    from stableprompt.tasks import load_data
+    from stableprompt.trainer import TaskContext, load_task
+
+    task = load_task(args.task)
+    splits = load_data(args.data, seed=args.seed)
+    if not splits.get(args.split):
+        raise UserError(f"the {args.split} split is empty (choose --split train, dev or test)")
+    prompt = task.manual_prompt if args.prompt is None else args.prompt
+    ctx = TaskContext(task, splits, build_scorer(args.target, args.dtype), args.template)
+    report = ctx.report(prompt, args.split)
+    lo, hi = report["ci95"]
+    print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
+    print(f"prompt {prompt!r}")
+    print(f"accuracy {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
+    for word, recall in zip(task.label_words, report["per_class_recall"]):
+        print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
+    if args.out:
+        result = {
+            "task": task.name,
+            "split": args.split,
+            "target": args.target,
+            "prompt": prompt,
+            "template": ctx.template,
+            **report,
+        }
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from stableprompt.models.loading import ALIASES, is_cached, resolve_dtype
+
+    dtype = resolve_dtype(args.dtype)
+    for alias in ALIASES.values():
+        state = "cached" if is_cached(alias, dtype) else "not cached (fetched on first use)"
+        print(f"{alias.name:<14} {state:<36} {alias.note}")
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from stableprompt.tasks import get_task, list_tasks
+
+    for name in list_tasks():
+        task = get_task(name)
+        words = ", ".join(w.strip() for w in task.label_words)
+        print(f"{name:<8} {task.template!r:<32} {words}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stableprompt", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a prompt agent (sql, sparse-sql, ppo, appo)")
+    train.add_argument("--config", help="YAML file of TrainConfig fields")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_config_flags(train)
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("eval", help="score one prompt on a task split")
+    ev.add_argument("--task", default="demo")
+    ev.add_argument("--data", default=None, help="data dir/file/hf:name (default: demo set)")
+    ev.add_argument("--prompt", default=None, help="the prompt (default: the task's manual one)")
+    ev.add_argument("--target", default="smollm2-135m")
+    ev.add_argument("--template", default=None)
+    ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    ev.add_argument("--dtype", default="auto")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--out", default=None, help="write the result as JSON here")
+    ev.set_defaults(func=cmd_eval)
+
+    models = sub.add_parser("models", help="list built-in model aliases and their cache state")
+    models.add_argument("--dtype", default="auto")
+    models.set_defaults(func=cmd_models)
+    tasks = sub.add_parser("tasks", help="list registered tasks")
+    tasks.set_defaults(func=cmd_tasks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

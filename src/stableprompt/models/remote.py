@@ -1,0 +1,351 @@
+"""Remote targets: any OpenAI-compatible `/v1/completions` server (vLLM, SGLang, llama.cpp).
+
+Exact label log-probs come from echoed prompt log-probs: each sequence (template filled with prompt
+and input, then a label word) is sent as text with `echo=true` and `logprobs`, and the log-probs of
+the tokens that spell the label word are summed. The server tokenises the whole string at once,
+whereas LocalScorer tokenises the prefix, the rest and the label separately; with byte-level BPE
+the two agree whenever no merge crosses a segment boundary (the usual case, since words carry
+their leading space). Servers that cannot echo prompt log-probs get an approximate fallback.
+
+Spec: `openai:<model>@<base_url>[,<base_url>...]`; the API key is read from an environment
+variable (OPENAI_API_KEY by default) and never logged.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+import torch
+
+from stableprompt.errors import UserError
+from stableprompt.models.scoring import ScoreCache, TargetScorer, fill
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+PROBE_TEXT = "Review: the film was great, not boring! It was"
+
+
+@dataclass(frozen=True)
+class RemoteSpec:
+    model: str
+    base_urls: tuple[str, ...]
+
+
+def parse_remote_spec(spec: str) -> RemoteSpec:
+    """`openai:<model>@<url>[,<url>...]` -> RemoteSpec (URLs normalised to the server root)."""
+    usage = "use --target openai:<model>@http://host:port[,http://host2:port]"
+    if not spec.startswith("openai:"):
+        raise UserError(f"remote target {spec!r} must start with 'openai:' ({usage})")
+    model, at, urls = spec.removeprefix("openai:").partition("@")
+    if not model or not at or not urls:
+        raise UserError(f"remote target {spec!r} needs a model and a base URL ({usage})")
+    base_urls = []
+    for url in urls.split(","):
+        url = url.strip().rstrip("/")
+        if not url.startswith(("http://", "https://")):
+            raise UserError(f"base URL {url!r} in {spec!r} needs http:// or https:// ({usage})")
+        base_urls.append(url.removesuffix("/v1"))  # we add /v1/... ourselves
+    return RemoteSpec(model, tuple(base_urls))
+
+
+@dataclass
+class _Capabilities:
+    echo: bool  # server returns log-probs of the echoed prompt tokens
+    batch: bool  # server accepts a list of prompts per request
+
+
+class OpenAIScorer(TargetScorer):
+    """TargetScorer backed by one or more OpenAI-compatible completion servers.
+
+    `batch_size` sequences go in one request, at most `concurrency` requests are in flight, and
+    requests cycle over the base URLs. Transient failures (connection errors, timeouts, 429, 5xx)
+    are retried with exponential backoff; after `max_retries` a one-line UserError tells the user
+    to restart the server and resume. If the server cannot echo prompt log-probs, `approximate`
+    becomes True: only each label's first token is scored, from the next-token top-k, and labels
+    outside the top-k get the k-th log-prob as a floor.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        base_urls: Sequence[str],
+        tokenizer=None,
+        cache: ScoreCache | None = None,
+        concurrency: int = 8,
+        batch_size: int = 16,
+        timeout: float = 120.0,
+        max_retries: int = 5,
+        backoff: float = 0.5,
+        api_key_env: str = "OPENAI_API_KEY",
+        top_logprobs: int = 20,
+    ):
+        super().__init__(cache)
+        if not base_urls:
+            raise UserError("remote target needs at least one base URL")
+        self.model, self.base_urls, self.tokenizer = model, tuple(base_urls), tokenizer
+        self.name = f"openai:{model}"  # cache key: replicas of one model share entries
+        self.concurrency, self.batch_size = max(1, concurrency), max(1, batch_size)
+        self.max_retries, self.backoff, self.top_logprobs = max_retries, backoff, top_logprobs
+        self.api_key_env = api_key_env
+        self.approximate = False
+        self.requests = 0  # HTTP requests sent (attempts, retries included)
+        self.boundary_merges = 0  # sequences whose label shared a token with the context
+        self._caps: _Capabilities | None = None
+        self._lock = threading.Lock()
+        self._next_url = itertools.cycle(range(len(self.base_urls)))
+        key = os.environ.get(api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(
+            headers=headers,
+            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            limits=httpx.Limits(max_connections=self.concurrency * 2),
+        )
+
+    @classmethod
+    def from_spec(cls, spec: str, tokenizer=None, **opts) -> OpenAIScorer:
+        parsed = parse_remote_spec(spec)
+        return cls(parsed.model, parsed.base_urls, tokenizer=tokenizer, **opts)
+
+    def __repr__(self) -> str:  # no headers here: the API key must never be printed
+        return f"OpenAIScorer(model={self.model!r}, base_urls={list(self.base_urls)!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    # ---- HTTP -------------------------------------------------------------------------------
+
+    def _pick_url(self) -> str:
+        with self._lock:
+            return self.base_urls[next(self._next_url)]
+
+    def _post(self, path: str, body: dict, retries: int | None = None) -> dict:
+        """POST JSON with round-robin, retries and backoff; a clear UserError when it gives up."""
+        retries = self.max_retries if retries is None else retries
+        reason = ""
+        for attempt in range(retries + 1):
+            url = self._pick_url()  # a retry moves on to the next replica
+            with self._lock:
+                self.requests += 1
+            try:
+                response = self._client.post(url + path, json=body)
+            except httpx.TransportError as err:  # refused, reset, timed out
+                reason, wait = f"{type(err).__name__}: {err}".rstrip(": "), None
+            else:
+                if response.status_code == 200:
+                    return response.json()
+                detail = _one_line(response.text)
+                if response.status_code in (401, 403):
+                    raise UserError(
+                        f"target server {url} refused the API key (HTTP {response.status_code}); "
+                        f"set ${self.api_key_env} to a valid key"
+                    )
+                if response.status_code not in RETRY_STATUS:
+                    raise UserError(
+                        f"target server {url} rejected the request (HTTP "
+                        f"{response.status_code}: {detail}); check the model name in --target"
+                    )
+                reason = f"HTTP {response.status_code}: {detail}"
+                wait = _retry_after(response)
+            if attempt == retries:
+                break
+            delay = wait if wait is not None else min(self.backoff * 2**attempt, 30.0)
+            log.warning(
+                "target %s failed (%s); retry %d/%d in %.1fs", url, reason, attempt + 1, retries,
+                delay,
+            )  # fmt: skip
+            time.sleep(delay)
+        where = ", ".join(self.base_urls)
+        raise UserError(
+            f"target server {where} is unreachable after {retries} retries ({reason}); "
+            "start the server or fix --target, then rerun with --resume RUN_DIR"
+        )
+
+    def _map(self, fn: Callable, items: list) -> list:
+        """fn over items with at most `concurrency` in flight; the first error stops the rest."""
+        if len(items) <= 1 or self.concurrency == 1:
+            return [fn(item) for item in items]
+        pool = ThreadPoolExecutor(self.concurrency)
+        try:
+            return list(pool.map(fn, items))
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, prompts: list[str], **params) -> list[dict]:
+        """One /v1/completions call per chunk of prompts; choices in prompt order."""
+        size = self.batch_size if self.capabilities.batch else 1
+        chunks = [prompts[i : i + size] for i in range(0, len(prompts), size)]
+
+        def call(chunk: list[str]) -> list[dict]:
+            body = {"model": self.model, "prompt": chunk if len(chunk) > 1 else chunk[0]}
+            choices = self._post("/v1/completions", body | params)["choices"]
+            if len(choices) != len(chunk):
+                raise UserError(
+                    f"target server returned {len(choices)} completions for {len(chunk)} prompts"
+                    " (set batch_size=1 for this server)"
+                )
+            return sorted(choices, key=lambda c: c.get("index", 0))
+
+        return [choice for chunk in self._map(call, chunks) for choice in chunk]
+
+    # ---- capabilities and tokenisation check ------------------------------------------------
+
+    @property
+    def capabilities(self) -> _Capabilities:
+        if self._caps is None:
+            self._caps = self._probe()
+        return self._caps
+
+    def _probe(self) -> _Capabilities:
+        """One echo request (reachability, echo support, tokenisation), then a batched one."""
+        params = _echo_params()
+        body = {"model": self.model, "prompt": PROBE_TEXT} | params
+        choice = self._post("/v1/completions", body)["choices"][0]
+        tokens = _prompt_tokens(choice, len(PROBE_TEXT))
+        echo = tokens is not None and len(tokens) > 1 and any(lp is not None for _, lp in tokens)
+        if self.tokenizer is not None:
+            self._check_tokenizer(len(tokens) if echo else None)
+        try:  # llama-cpp-python asserts a single prompt: fall back to one sequence per request
+            body = {"model": self.model, "prompt": [PROBE_TEXT, PROBE_TEXT[:-3]]} | params
+            batch = len(self._post("/v1/completions", body, retries=0)["choices"]) == 2
+        except UserError:
+            batch = False
+        if not echo:
+            self.approximate = True
+            warnings.warn(
+                f"target {self.name} does not return prompt log-probs (echo); label scores are "
+                f"approximate: first label token only, from the top-{self.top_logprobs} next-token "
+                "log-probs, with the k-th log-prob as a floor for labels outside the top-k",
+                stacklevel=2,
+            )
+        return _Capabilities(echo=echo, batch=batch)
+
+    def _check_tokenizer(self, echoed_count: int | None) -> None:
+        """Compare the server's tokenisation of PROBE_TEXT with the local tokenizer's."""
+        local = list(self.tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids)
+        special = {self.tokenizer.bos_token_id, self.tokenizer.eos_token_id} - {None}
+        remote = self._server_token_ids(PROBE_TEXT)
+        if remote is not None:
+            remote = [t for t in remote if t not in special]  # BOS policy is not a mismatch
+            if remote != local:
+                raise UserError(
+                    f"target {self.name} tokenises a probe string differently from the local "
+                    f"tokenizer (server ids {remote[:12]}..., local {local[:12]}...); serve the "
+                    "same model as the local tokenizer, or do not pass a local tokenizer"
+                )
+        elif echoed_count is not None and echoed_count not in (len(local), len(local) + 1):
+            raise UserError(
+                f"target {self.name} splits a probe string into {echoed_count} tokens but the "
+                f"local tokenizer into {len(local)}; serve the same model as the local tokenizer"
+            )
+
+    def _server_token_ids(self, text: str) -> list[int] | None:
+        """Token ids from whichever tokenize endpoint the server has, else None."""
+        candidates = [
+            ("/tokenize", {"content": text}),  # llama.cpp llama-server
+            ("/extras/tokenize", {"input": text}),  # llama-cpp-python
+            ("/tokenize", {"model": self.model, "prompt": text}),  # vLLM
+        ]
+        for path, body in candidates:
+            try:
+                tokens = self._post(path, body, retries=0).get("tokens")
+            except (UserError, ValueError):
+                continue
+            if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
+                return tokens
+        return None
+
+    # ---- scoring and generation -------------------------------------------------------------
+
+    def _score_pairs(self, pairs, template, label_words):
+        if self.capabilities.echo:
+            return self._score_echo(pairs, template, label_words)
+        return self._score_top_k(pairs, template, label_words)
+
+    def _score_echo(self, pairs, template, label_words) -> torch.Tensor:
+        contexts = [fill(template, p, x) for p, x in pairs]
+        texts = [c + w for c in contexts for w in label_words]
+        choices = self._complete(texts, **_echo_params())
+        scores = []
+        for i, choice in enumerate(choices):
+            context, text = contexts[i // len(label_words)], texts[i]
+            tokens = _prompt_tokens(choice, len(text))
+            if tokens is None:
+                raise UserError(f"target {self.name} returned no prompt log-probs for {text!r}")
+            label = [lp for start, lp in tokens if start >= len(context)]
+            starts = [start for start, _ in tokens]
+            if len(context) not in starts:  # a token spans context and label: count it in
+                self.boundary_merges += 1
+                label = [tokens[max(0, _last_before(starts, len(context)))][1], *label]
+            if not label or any(lp is None for lp in label):
+                raise UserError(f"target {self.name} gave no log-prob for the label in {text!r}")
+            scores.append(sum(label))
+        return torch.tensor(scores, dtype=torch.float32).view(len(pairs), len(label_words))
+
+    def _score_top_k(self, pairs, template, label_words) -> torch.Tensor:
+        contexts = [fill(template, p, x) for p, x in pairs]
+        params = {"max_tokens": 1, "temperature": 0.0, "logprobs": self.top_logprobs}
+        choices = self._complete(contexts, **params)
+        out = torch.empty(len(pairs), len(label_words))
+        for i, choice in enumerate(choices):
+            top = ((choice.get("logprobs") or {}).get("top_logprobs") or [None])[0] or {}
+            if not top:
+                raise UserError(f"target {self.name} returned no top_logprobs; it cannot score")
+            floor = min(top.values())
+            for c, word in enumerate(label_words):
+                first = self._first_token_text(word)
+                out[i, c] = top.get(first, floor)
+        return out
+
+    def _first_token_text(self, word: str) -> str:
+        if self.tokenizer is None:
+            return word  # best guess without a tokenizer: the word is one token
+        ids = self.tokenizer(word, add_special_tokens=False).input_ids
+        return self.tokenizer.decode(ids[:1])
+
+    def generate(self, texts, max_new_tokens=32, stop="\n"):
+        params = {"max_tokens": max_new_tokens, "temperature": 0.0}
+        if stop:
+            params["stop"] = [stop]
+        choices = self._complete(list(texts), **params)
+        return [c["text"].split(stop)[0] if stop else c["text"] for c in choices]
+
+
+def _echo_params() -> dict:
+    # max_tokens=1, not 0: llama-cpp-python reads 0 as "until the context is full", and one
+    # sampled token costs no extra forward pass after the prefill on any engine.
+    return {"echo": True, "max_tokens": 1, "logprobs": 1, "temperature": 0.0}
+
+
+def _prompt_tokens(choice: dict, prompt_chars: int) -> list[tuple[int, float | None]] | None:
+    """(character offset, log-prob) of each echoed token inside the first `prompt_chars`."""
+    logprobs = choice.get("logprobs") or {}
+    offsets, values = logprobs.get("text_offset"), logprobs.get("token_logprobs")
+    if not offsets or values is None or offsets[0] != 0:
+        return None  # no echo: offsets start after the prompt
+    return [(o, v) for o, v in zip(offsets, values) if o < prompt_chars]
+
+
+def _last_before(starts: list[int], position: int) -> int:
+    return max(i for i, s in enumerate(starts) if s < position)
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    try:
+        return min(float(response.headers.get("retry-after", "")), 60.0)
+    except ValueError:
+        return None
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    line = " ".join(text.split())
+    return line[:limit] + ("..." if len(line) > limit else "")

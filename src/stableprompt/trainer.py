@@ -1,0 +1,425 @@
+"""The trainer every algorithm shares: config, task context, loop, evaluation, checkpoints.
+
+One contract for very different optimisers (TRL-style): a `TrainConfig` whose fields map 1:1 to
+CLI flags and YAML keys, and an `Algorithm` that knows how to take one training step and which
+prompts to put forward for evaluation. The trainer owns everything else: dev evaluation, the pool
+of best prompts, the final test evaluation (test never chooses anything), the target-call budget,
+atomic checkpoints and exact resume, metrics.jsonl and the progress bar.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from stableprompt.errors import UserError
+from stableprompt.models.scoring import TargetScorer
+from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
+from stableprompt.tasks.rewards import appo_reward, rlprompt_reward
+
+
+@dataclass
+class TrainConfig:
+    """Every field is a CLI flag (`--prompt-length 5`) and a YAML key (`prompt_length: 5`)."""
+
+    # what to optimise
+    algo: str = "sql"  # sql | sparse-sql | ppo | appo
+    task: str = "demo"  # registered task name or a task YAML file
+    data: str | None = None  # data directory/file/hf:name; default: the built-in demo set
+    target: str = "smollm2-135m"  # the frozen LM being prompted
+    agent: str = "smollm2-135m"  # the LM the policy is built on
+    template: str | None = None  # overrides the task's template
+    dtype: str = "auto"
+    seed: int = 0
+    out: str = "runs/latest"
+    # loop
+    steps: int = 200
+    eval_every: int = 10
+    save_every: int = 10
+    pool_size: int = 5
+    max_target_calls: int | None = None  # budget in (prompt, example) scorings, cache hits included
+    train_examples: int | None = None  # score each prompt on this many train examples (default all)
+    lr: float = 5e-5
+    max_grad_norm: float = 5.0
+    # token policy (sql, sparse-sql)
+    prompt_length: int = 5
+    prompts_per_step: int = 16
+    top_k: int = 256  # sampling filter while training (sql)
+    mlp_hidden: int = 2048
+    reward_scale: float = 5.0
+    target_update_rate: float = 0.001  # Polyak rate of the target network
+    pin_top_k: int = 1024  # sparse-sql: tokens outside the frozen LM's top-k get Q = -inf
+    loss: str = "sql"  # sparse-sql: sql (spmax targets) | mc (Monte-Carlo ablation)
+    replay: bool = False
+    replay_size: int = 2048
+    replay_batch: int = 16
+    # instruction agent (ppo, appo)
+    reference: str = "anchor"  # anchor | initial | previous
+    num_shots: int = 5
+    max_new_tokens: int = 64
+    ppo_epochs: int = 4
+    kl_coef: float = 0.05
+    adaptive_kl: bool = True
+    kl_target: float = 6.0
+    anchor_every: int = 5
+    anchor_update_threshold: float = 0.05
+    anchor_rollback_threshold: float = 0.1
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    extra: dict = field(default_factory=dict)  # algorithm-specific knobs not listed above
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file not found: {path} (pass --config a YAML file)")
+        raw = yaml.safe_load(path.read_text()) or {}
+        return cls.from_dict({**raw, **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(
+                f"unknown config key(s) {', '.join(unknown)} "
+                "(see `stableprompt train --help` for the valid names)"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class TaskContext:
+    """What algorithms need from the task: examples, the target scorer, rewards and evaluation."""
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        splits: dict[str, list[Example]],
+        scorer: TargetScorer,
+        template: str | None = None,
+    ):
+        validate_labels(splits, task.num_classes, required=("train", "dev"))
+        self.task, self.splits, self.scorer = task, splits, scorer
+        self.template = template or task.template
+        self.label_words = list(task.label_words)
+
+    def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples, classes] label-word log-probs from the target."""
+        return self.scorer.score(
+            prompts, [ex.text for ex in examples], self.template, self.label_words
+        )
+
+    def rewards(
+        self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
+    ) -> torch.Tensor:
+        """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's."""
+        labels = torch.tensor([ex.label for ex in examples])
+        logprobs = self.logprobs(prompts, examples)
+        if kind == "rlprompt":
+            return rlprompt_reward(logprobs, labels)
+        if kind == "appo":
+            return appo_reward(logprobs, labels)
+        raise ValueError(f"unknown reward kind {kind!r}")
+
+    def accuracy(self, prompts: list[str], split: str) -> list[float]:
+        """The task metric of each prompt on a whole split."""
+        examples = self.splits[split]
+        predictions = self.logprobs(prompts, examples).argmax(-1)
+        labels = torch.tensor([ex.label for ex in examples])
+        return (predictions == labels).float().mean(-1).tolist()
+
+    def report(self, prompt: str, split: str) -> dict:
+        examples = self.splits[split]
+        predictions = self.logprobs([prompt], examples)[0].argmax(-1).tolist()
+        return accuracy_report(predictions, [ex.label for ex in examples], self.task.num_classes)
+
+
+class Algorithm(ABC):
+    """One RL method. The trainer calls `train_step` once per step and `eval_prompts` to evaluate.
+
+    Checkpoints hold `tensors()` (safetensors: weights, target networks, anchors) and `state()`
+    (optimizer, buffers, counters: anything `torch.save` writes and `weights_only=True` reads).
+    """
+
+    def __init__(self, config: TrainConfig, ctx: TaskContext):
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def train_step(self, step: int) -> dict:
+        """One update. Returns metrics: at least reward_mean, reward_std and a sample `prompt`."""
+
+    @abstractmethod
+    def eval_prompts(self) -> list[str]:
+        """Prompts to score on dev now (the greedy prompt for token policies)."""
+
+    @abstractmethod
+    def calls_per_step(self) -> int:
+        """Target scorings one `train_step` requests (for the budget projection)."""
+
+    @abstractmethod
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    @abstractmethod
+    def state(self) -> dict: ...
+
+    @abstractmethod
+    def load_state(self, state: dict) -> None: ...
+
+
+def build_algorithm(config: TrainConfig, ctx: TaskContext) -> Algorithm:
+    """Imported lazily so `stableprompt eval` never pays for the training stack."""
+    if config.algo == "sql":
+        from stableprompt.algorithms.sql import SoftQLearning
+
+        return SoftQLearning(config, ctx)
+    if config.algo == "sparse-sql":
+        from stableprompt.algorithms.sparse_sql import SparseSoftQLearning
+
+        return SparseSoftQLearning(config, ctx)
+    if config.algo in ("ppo", "appo"):
+        from stableprompt.algorithms.ppo import AdaptivePPO
+
+        return AdaptivePPO(config, ctx)
+    raise UserError(f"unknown algorithm {config.algo!r} (use sql, sparse-sql, ppo or appo)")
+
+
+class PromptPool:
+    """The best distinct prompts by dev score, highest first."""
+
+    def __init__(self, size: int, entries: list[dict] | None = None):
+        self.size = size
+        self.entries: list[dict] = entries or []
+
+    def add(self, prompt: str, dev: float, step: int) -> None:
+        if any(e["prompt"] == prompt for e in self.entries):
+            return
+        self.entries.append({"prompt": prompt, "dev": dev, "step": step})
+        # ties keep the earlier prompt: sort is stable and we sort by score only
+        self.entries.sort(key=lambda e: -e["dev"])
+        del self.entries[self.size :]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+class Trainer:
+    """Runs an algorithm on a task; writes config.yaml, metrics.jsonl, best_prompts.json and
+    checkpoints/ into `config.out`."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        ctx: TaskContext,
+        algorithm: Algorithm | None = None,
+        progress: bool = True,
+    ):
+        self.config, self.ctx = config, ctx
+        self.out = Path(config.out)
+        self.progress = progress
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.algorithm = algorithm or build_algorithm(config, ctx)
+        self.pool = PromptPool(config.pool_size)
+        self.step = 0
+        self.queries_before = 0  # target scorings of earlier (pre-resume) sessions
+
+    # -- budget ------------------------------------------------------------------------------
+
+    def projected_calls(self) -> int:
+        c = self.config
+        n_evals = c.steps // c.eval_every + 1
+        dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
+        per_eval = len(self.algorithm.eval_prompts()) * dev if n_evals else 0
+        return c.steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
+
+    def calls_used(self) -> int:
+        return self.queries_before + self.ctx.scorer.queries
+
+    # -- checkpoints -------------------------------------------------------------------------
+
+    def save(self) -> Path:
+        """Write checkpoints/step-N atomically, then point checkpoints/latest at it."""
+        root = self.out / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+        save_file(
+            {k: v.detach().contiguous().cpu() for k, v in self.algorithm.tensors().items()},
+            tmp / "weights.safetensors",
+        )
+        torch.save({"algorithm": self.algorithm.state(), "rng": _rng_state()}, tmp / "state.pt")
+        meta = {"step": self.step, "pool": self.pool.entries, "calls_used": self.calls_used()}
+        (tmp / "trainer.json").write_text(json.dumps(meta))
+        final = root / f"step-{self.step}"
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        _atomic_write_text(root / "latest", final.name)
+        for old in root.glob("step-*"):  # keep only the newest checkpoint
+            if old.name != final.name:
+                shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def load(self, run_dir: Path) -> None:
+        pointer = run_dir / "checkpoints" / "latest"
+        if not pointer.is_file():
+            raise UserError(f"no checkpoint in {run_dir} (start a new run without --resume)")
+        ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+        self.algorithm.load_tensors(load_file(ckpt / "weights.safetensors"))
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+        self.algorithm.load_state(state["algorithm"])
+        _set_rng_state(state["rng"])
+        meta = json.loads((ckpt / "trainer.json").read_text())
+        self.step = meta["step"]
+        self.pool = PromptPool(self.config.pool_size, meta["pool"])
+        self.queries_before = meta["calls_used"] - self.ctx.scorer.queries
+        self._truncate_metrics(self.step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        """Drop metrics logged after the checkpoint: the resumed run logs those steps again."""
+        path = self.out / "metrics.jsonl"
+        if path.exists():
+            lines = [
+                ln
+                for ln in path.read_text().splitlines()
+                if ln.strip() and json.loads(ln)["step"] <= step
+            ]
+            _atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+
+    # -- loop --------------------------------------------------------------------------------
+
+    def log(self, record: dict) -> None:
+        with (self.out / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def evaluate(self) -> dict:
+        prompts = list(dict.fromkeys(self.algorithm.eval_prompts()))
+        scores = self.ctx.accuracy(prompts, "dev")
+        for prompt, score in zip(prompts, scores):
+            self.pool.add(prompt, score, self.step)
+        best = max(range(len(prompts)), key=scores.__getitem__)
+        return {"dev_accuracy": scores[best], "dev_prompt": prompts[best]}
+
+    def train(self, resume: bool = False) -> dict:
+        """Train for config.steps (or until the budget runs out), then score the pool on test."""
+        c = self.config
+        self.out.mkdir(parents=True, exist_ok=True)
+        if resume:
+            self.load(self.out)
+        else:
+            (self.out / "metrics.jsonl").unlink(missing_ok=True)
+        _atomic_write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+        projected = self.projected_calls()
+        print(
+            f"projected target calls: {projected:,} ({c.steps} steps x "
+            f"{self.algorithm.calls_per_step()} per step, plus dev/test evaluation)"
+            + (f"; budget {c.max_target_calls:,}" if c.max_target_calls else "")
+        )
+        if self.step == 0:
+            self.log({"step": 0, **self.evaluate(), "calls": self.calls_used()})
+        bar = _progress(c.steps, self.step, self.progress)
+        started, calls_at_start = time.time(), self.calls_used()
+        while self.step < c.steps:
+            if c.max_target_calls and self.calls_used() >= c.max_target_calls:
+                print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
+                break
+            metrics = self.algorithm.train_step(self.step)
+            self.step += 1
+            record = {
+                "step": self.step,
+                **metrics,
+                "calls": self.calls_used(),
+                "seconds": round(time.time() - started, 2),
+            }
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                record.update(self.evaluate())
+            self.log(record)
+            rate = (self.calls_used() - calls_at_start) / max(time.time() - started, 1e-9)
+            bar.set_postfix(
+                reward=f"{metrics['reward_mean']:.2f}",
+                dev=f"{record.get('dev_accuracy', float('nan')):.3f}",
+                calls_s=f"{rate:.0f}",
+                prompt=metrics.get("prompt", "")[:40],
+            )
+            bar.update(1)
+            if self.step % c.save_every == 0 or self.step == c.steps:
+                self.save()
+        bar.close()
+        self.save()
+        return self.finish()
+
+    def finish(self) -> dict:
+        """Score the pool on test once; the best prompt is the one with the best dev score."""
+        results = []
+        has_test = bool(self.ctx.splits.get("test"))
+        for entry in self.pool.entries:
+            result = dict(entry)
+            if has_test:
+                report = self.ctx.report(entry["prompt"], "test")
+                result.update(test=report["accuracy"], test_ci95=list(report["ci95"]))
+            results.append(result)
+        summary = {
+            "best_prompt": results[0]["prompt"] if results else None,
+            "prompts": results,
+            "steps": self.step,
+            "target_calls": self.calls_used(),
+        }
+        _atomic_write_text(self.out / "best_prompts.json", json.dumps(summary, indent=2))
+        return summary
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, disable=not enabled, dynamic_ncols=True, desc="train")
+
+
+def load_task(name_or_path: str) -> TaskSpec:
+    """A registered task name, or a task YAML file of the user's."""
+    from stableprompt.tasks import get_task, load_task_yaml
+
+    if name_or_path.endswith((".yaml", ".yml")):
+        return load_task_yaml(name_or_path)
+    return get_task(name_or_path)
+
+
+def build_context(config: TrainConfig) -> TaskContext:
+    """Load the task, its data and the target named in the config."""
+    from stableprompt.models import build_scorer
+    from stableprompt.tasks import load_data
+
+    task = load_task(config.task)
+    splits = load_data(config.data, seed=config.seed)
+    return TaskContext(task, splits, build_scorer(config.target, config.dtype), config.template)

@@ -1,0 +1,115 @@
+"""The shared trainer with the token-policy algorithms, on a tiny random model."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from stableprompt.errors import UserError
+from stableprompt.models import LocalScorer, load_lm
+from stableprompt.tasks import Example, get_task
+from stableprompt.trainer import TaskContext, Trainer, TrainConfig
+
+TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
+
+
+def make_ctx(model_dir: str) -> TaskContext:
+    model, tokenizer = load_lm(model_dir, dtype="float32", shared=True)
+    examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
+    splits = {"train": examples[:4], "dev": examples[2:], "test": examples}
+    return TaskContext(get_task("sst-2"), splits, LocalScorer(model, tokenizer))
+
+
+def make_config(model_dir: str, out, **kw) -> TrainConfig:
+    base = dict(
+        agent=model_dir,
+        target=model_dir,
+        dtype="float32",
+        prompt_length=3,
+        prompts_per_step=4,
+        mlp_hidden=16,
+        steps=6,
+        eval_every=2,
+        save_every=2,
+        pool_size=3,
+        lr=1e-3,
+        out=str(out),
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("algo", ["sql", "sparse-sql"])
+def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo):
+    config = make_config(tiny_model_dir, tmp_path / algo, algo=algo, pin_top_k=50, replay=True)
+    summary = Trainer(config, make_ctx(tiny_model_dir), progress=False).train()
+    run = tmp_path / algo
+    metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["step"] for m in metrics] == list(range(7))
+    assert all("dev_accuracy" in m for m in metrics if m["step"] % 2 == 0)
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics[1:])
+    best = json.loads((run / "best_prompts.json").read_text())
+    assert best == summary and 1 <= len(best["prompts"]) <= 3
+    assert all("test" in p and 0 <= p["test"] <= 1 for p in best["prompts"])
+    devs = [p["dev"] for p in best["prompts"]]
+    assert devs == sorted(devs, reverse=True)
+    assert (run / "config.yaml").exists() and (run / "checkpoints" / "latest").exists()
+    # 6 steps x 4 prompts x 4 train examples, 4 dev evaluations x 4 examples, <=3 test x 6
+    assert summary["target_calls"] == 6 * 4 * 4 + 4 * 4 + len(best["prompts"]) * 6
+
+
+def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
+    full = Trainer(
+        make_config(tiny_model_dir, tmp_path / "full"), make_ctx(tiny_model_dir), progress=False
+    ).train()
+    # "Kill" after 4 steps: a run configured for 4 steps leaves the step-4 checkpoint behind...
+    Trainer(
+        make_config(tiny_model_dir, tmp_path / "cut", steps=4),
+        make_ctx(tiny_model_dir),
+        progress=False,
+    ).train()
+    # ...and a new process resumes it with the full step count.
+    resumed = Trainer(
+        make_config(tiny_model_dir, tmp_path / "cut"), make_ctx(tiny_model_dir), progress=False
+    ).train(resume=True)
+    assert resumed["best_prompt"] == full["best_prompt"]
+    assert resumed["prompts"] == full["prompts"]
+    a = load_file(tmp_path / "full" / "checkpoints" / "step-6" / "weights.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoints" / "step-6" / "weights.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(ln)["step"] for ln in (tmp_path / "cut" / "metrics.jsonl").open()]
+    assert steps == list(range(7))  # no duplicated or missing steps after the resume
+
+
+def test_budget_stops_training(tiny_model_dir, tmp_path):
+    config = make_config(tiny_model_dir, tmp_path, steps=50, max_target_calls=100)
+    trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    assert trainer.projected_calls() == 50 * 16 + 26 * 4 + 3 * 6
+    summary = trainer.train()
+    assert summary["steps"] < 10  # each step costs 16 scorings; the budget ends it early
+
+
+def test_gradients_reach_only_the_mlp(tiny_model_dir, tmp_path):
+    from stableprompt.algorithms.sql import SoftQLearning
+
+    algo = SoftQLearning(make_config(tiny_model_dir, tmp_path), make_ctx(tiny_model_dir))
+    rollout = algo.policy.rollout(4, algo.choose)
+    q = algo.policy.q_values(rollout.hidden)
+    q.gather(-1, rollout.actions[..., None]).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in algo.policy.mlp.parameters())
+    assert all(p.grad is None for p in algo.policy.lm.parameters())
+    assert all(p.grad is None for p in algo.target_mlp.parameters())
+
+
+def test_near_zero_init_gives_nearly_uniform_policy(tiny_model_dir, tmp_path):
+    from stableprompt.algorithms.sql import SoftQLearning
+
+    algo = SoftQLearning(make_config(tiny_model_dir, tmp_path), make_ctx(tiny_model_dir))
+    rollout = algo.policy.rollout(2, algo.choose)
+    probs = torch.softmax(algo.policy.q_values(rollout.hidden), -1)
+    assert probs.max() < 5.0 / probs.shape[-1]
+
+
+def test_unknown_config_key_is_a_clear_error():
+    with pytest.raises(UserError, match="unknown config key"):
+        TrainConfig.from_dict({"stepz": 3})
