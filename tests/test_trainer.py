@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer, load_lm
 from stableprompt.tasks import Example, get_task
-from stableprompt.trainer import TaskContext, Trainer, TrainConfig
+from stableprompt.trainer import TaskContext, TrainConfig, Trainer
 
 TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
 

@@ -45,7 +45,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stableprompt.trainer import Trainer, TrainConfig, build_context
+    from stableprompt.trainer import TrainConfig, Trainer, build_context
 
     overrides = {
         k: v
