@@ -75,10 +75,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     task = load_task(args.task)
     splits = load_data(args.data, seed=args.seed)
-    if not splits.get(args.split):
-        raise UserError(f"the {args.split} split is empty (choose --split train, dev or test)")
     prompt = task.manual_prompt if args.prompt is None else args.prompt
-    ctx = TaskContext(task, splits, build_scorer(args.target, args.dtype), args.template)
+    scorer = build_scorer(args.target, args.dtype)
+    ctx = TaskContext(task, splits, scorer, args.template, required=(args.split,))
     report = ctx.report(prompt, args.split)
     lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")

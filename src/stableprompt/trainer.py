@@ -113,8 +113,9 @@ class TaskContext:
         splits: dict[str, list[Example]],
         scorer: TargetScorer,
         template: str | None = None,
+        required: tuple[str, ...] = ("train", "dev"),
     ):
-        validate_labels(splits, task.num_classes, required=("train", "dev"))
+        validate_labels(splits, task.num_classes, required=required)
         self.task, self.splits, self.scorer = task, splits, scorer
         self.template = template or task.template
         self.label_words = list(task.label_words)

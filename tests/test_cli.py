@@ -1,0 +1,78 @@
+"""The command line: results, files written, and one-line errors with exit code 2."""
+
+import json
+
+import pytest
+
+from stableprompt.cli import main
+
+from .conftest import SHARED_DATA
+
+SST2 = SHARED_DATA / "fsc" / "16-shot" / "sst-2" / "16-42"
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_eval_prints_accuracy_and_writes_json(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "result.json"
+    code, stdout, _ = run(capsys, "eval", "--target", tiny_model_dir, "--split", "dev",
+                          "--prompt", "It was", "--dtype", "float32", "--out", str(out))
+    assert code == 0
+    assert "accuracy" in stdout and "95% CI" in stdout and "recall" in stdout
+    result = json.loads(out.read_text())
+    assert result["n"] == 32 and 0 <= result["accuracy"] <= 1
+    lo, hi = result["ci95"]
+    assert lo <= result["accuracy"] <= hi
+    assert len(result["per_class_recall"]) == 2
+
+
+def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"agent: {tiny_model_dir}\ntarget: {tiny_model_dir}\ndtype: float32\n"
+                      "steps: 50\nprompt_length: 2\nprompts_per_step: 2\nmlp_hidden: 8\n"
+                      "train_examples: 4\neval_every: 1\n")
+    code, stdout, _ = run(capsys, "train", "--config", str(config), "--steps", "2",
+                          "--out", str(tmp_path / "run"), "--no-progress")
+    assert code == 0, stdout
+    best = json.loads((tmp_path / "run" / "best_prompts.json").read_text())
+    assert best["steps"] == 2  # the command line overrode the YAML's 50
+    assert "steps: 2" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval", "--data", "/nonexistent/dir"], "data not found: /nonexistent/dir"),
+    (["eval", "--task", "no-such-task"], "unknown task"),
+    (["eval", "--target", "no-such-model"], "unknown model 'no-such-model'"),
+    (["train", "--resume", "/nonexistent/run"], "config file not found"),
+])
+def test_bad_input_gives_one_line_and_exit_2(capsys, argv, message):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_wrong_column_and_bad_labels(capsys, tmp_path, tiny_model_dir):
+    bad_column = tmp_path / "data.csv"
+    bad_column.write_text("review,label\ngood film,1\n")
+    code, _, err = run(capsys, "eval", "--data", str(bad_column), "--target", tiny_model_dir)
+    assert code == 2 and "review" in err and err.count("\n") == 1
+    bad_label = tmp_path / "labels.csv"
+    bad_label.write_text("text,label\ngood film,7\n")
+    code, _, err = run(capsys, "eval", "--data", str(bad_label), "--target", tiny_model_dir)
+    assert code == 2 and "label 7" in err and "outside 0..1" in err
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    code, _, err = run(capsys, "eval", "--data", str(empty), "--target", tiny_model_dir)
+    assert code == 2 and "empty" in err
+
+
+def test_debug_flag_shows_the_traceback():
+    from stableprompt.errors import UserError
+
+    with pytest.raises(UserError):
+        main(["--debug", "eval", "--task", "no-such-task"])
