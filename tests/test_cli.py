@@ -19,8 +19,20 @@ def run(capsys, *argv):
 
 def test_eval_prints_accuracy_and_writes_json(capsys, tiny_model_dir, tmp_path):
     out = tmp_path / "result.json"
-    code, stdout, _ = run(capsys, "eval", "--target", tiny_model_dir, "--split", "dev",
-                          "--prompt", "It was", "--dtype", "float32", "--out", str(out))
+    code, stdout, _ = run(
+        capsys,
+        "eval",
+        "--target",
+        tiny_model_dir,
+        "--split",
+        "dev",
+        "--prompt",
+        "It was",
+        "--dtype",
+        "float32",
+        "--out",
+        str(out),
+    )
     assert code == 0
     assert "accuracy" in stdout and "95% CI" in stdout and "recall" in stdout
     result = json.loads(out.read_text())
@@ -32,23 +44,37 @@ def test_eval_prints_accuracy_and_writes_json(capsys, tiny_model_dir, tmp_path):
 
 def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"agent: {tiny_model_dir}\ntarget: {tiny_model_dir}\ndtype: float32\n"
-                      "steps: 50\nprompt_length: 2\nprompts_per_step: 2\nmlp_hidden: 8\n"
-                      "train_examples: 4\neval_every: 1\n")
-    code, stdout, _ = run(capsys, "train", "--config", str(config), "--steps", "2",
-                          "--out", str(tmp_path / "run"), "--no-progress")
+    config.write_text(
+        f"agent: {tiny_model_dir}\ntarget: {tiny_model_dir}\ndtype: float32\n"
+        "steps: 50\nprompt_length: 2\nprompts_per_step: 2\nmlp_hidden: 8\n"
+        "train_examples: 4\neval_every: 1\n"
+    )
+    code, stdout, _ = run(
+        capsys,
+        "train",
+        "--config",
+        str(config),
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+        "--no-progress",
+    )
     assert code == 0, stdout
     best = json.loads((tmp_path / "run" / "best_prompts.json").read_text())
     assert best["steps"] == 2  # the command line overrode the YAML's 50
     assert "steps: 2" in (tmp_path / "run" / "config.yaml").read_text()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["eval", "--data", "/nonexistent/dir"], "data not found: /nonexistent/dir"),
-    (["eval", "--task", "no-such-task"], "unknown task"),
-    (["eval", "--target", "no-such-model"], "unknown model 'no-such-model'"),
-    (["train", "--resume", "/nonexistent/run"], "config file not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["eval", "--data", "/nonexistent/dir"], "data not found: /nonexistent/dir"),
+        (["eval", "--task", "no-such-task"], "unknown task"),
+        (["eval", "--target", "no-such-model"], "unknown model 'no-such-model'"),
+        (["train", "--resume", "/nonexistent/run"], "config file not found"),
+    ],
+)
 def test_bad_input_gives_one_line_and_exit_2(capsys, argv, message):
     code, _, err = run(capsys, *argv)
     assert code == 2

@@ -38,8 +38,21 @@ def test_engine_matches_naive_on_real_model(smollm2, sst2):
 def test_manual_prompt_beats_chance_on_dev(smollm2, sst2, capsys):
     from stableprompt.cli import main
 
-    code = main(["eval", "--task", "sst-2", "--data", str(SST2), "--split", "dev",
-                 "--prompt", "All in all, the movie was", "--dtype", "float32"])
+    code = main(
+        [
+            "eval",
+            "--task",
+            "sst-2",
+            "--data",
+            str(SST2),
+            "--split",
+            "dev",
+            "--prompt",
+            "All in all, the movie was",
+            "--dtype",
+            "float32",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0 and "accuracy" in out
     accuracy = float(out.split("accuracy ")[1].split()[0])

@@ -59,3 +59,30 @@ def test_unknown_label_word_is_a_clear_error(tiny_lm):
     engine = LocalScorer(model, tokenizer)
     with pytest.raises(UserError, match="label word '' is not in the target's vocabulary"):
         engine.score(["p"], ["x"], "{input} {prompt}", [" good", ""])
+
+
+def test_prefix_store_encodes_each_input_once_across_calls(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer)
+    engine.score(PROMPTS[:2], INPUTS, "{input} {prompt}", [" good", " bad"])
+    stored = {p: kv[1] for p, kv in engine.prefix_store.items()}
+    assert len(stored) == len(INPUTS)
+    widths = []
+    hook = model.model.register_forward_hook(
+        lambda m, a, kw, out: widths.append(kw["input_ids"].shape[1]), with_kwargs=True
+    )
+    try:
+        engine.score(PROMPTS[2:], INPUTS, "{input} {prompt}", [" good", " bad"])
+    finally:
+        hook.remove()
+    # only suffix passes ran (none as wide as the longest input), and stored states were reused
+    longest_input = max(len(tokenizer(x).input_ids) for x in INPUTS)
+    assert widths and max(widths) < longest_input
+    assert all(engine.prefix_store[p][1] is h for p, h in stored.items())
+
+
+def test_prefix_store_is_bounded(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer, prefix_store_tokens=12)
+    engine.score(PROMPTS[:1], INPUTS, "{input} {prompt}", [" good", " bad"])
+    assert sum(len(p) for p in engine.prefix_store) <= 12 or len(engine.prefix_store) == 1

@@ -12,10 +12,16 @@ agent ("update"); if it falls behind by a margin, the agent is reset to the anch
 
 from __future__ import annotations
 
+import contextlib
+import math
+import random
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from stableprompt.errors import UserError
+from stableprompt.trainer import Algorithm
 
 # Floating-point slack for the anchor thresholds, so that e.g. 0.55 - 0.50 (= 0.0500...04 in
 # binary) still counts as "equal to 0.05" and does not fire.
@@ -262,3 +268,213 @@ def load_trainable_state(module: nn.Module, state: dict[str, Tensor]) -> None:
         raise KeyError(f"state has parameters not in module: {unknown[:5]}")
     for name, value in state.items():
         params[name].copy_(value)
+
+
+# --------------------------------------------------------------------- the StablePrompt algorithm
+
+
+class AdaptivePPO(Algorithm):
+    """StablePrompt: an instruction-writing agent trained with (Adaptive) PPO, CleanRL style.
+
+    One step: draw `num_shots` fresh train pairs, build ONE meta-prompt (shared by the step's
+    samples: its context is encoded once, and the prompts of a step compete on the same context),
+    sample `prompts_per_step` prompts (0/None means 4), reward each with StablePrompt's reward on
+    `train_examples` train examples, then PPO: per-token KL penalty to the reference, the reward
+    at the last token, GAE (gamma 1, lambda 0.95), whitened advantages, `ppo_epochs` full-batch
+    epochs of the clipped policy + value loss, AdamW, gradient clipping. LoRA dropout is active
+    in the update passes only (rollout, old and reference log-probs are computed in eval mode).
+
+    Reference of the KL penalty (`reference`):
+      * ``anchor``: the anchor's weights (APPO, the default of ``--algo appo``);
+      * ``initial``: the frozen initial agent (adapter off), RLHF-style;
+      * ``previous``: the agent as it was before the last update (the initial one at step 0).
+    ``--algo ppo`` is plain PPO: no anchor comparisons, and ``reference: anchor`` (the config's
+    default) means ``initial`` there. ``--algo appo`` always runs the anchor comparisons, whatever
+    the reference, so the ablations only change the KL term.
+
+    Anchor (APPO): a real copy of the trainable weights (LoRA + value head), initially the
+    agent's. Every `anchor_every` steps the agent and the anchor each write a greedy prompt for
+    the fixed evaluation meta-prompt, both are scored on dev, and `anchor_decision` either moves
+    the anchor to the agent ("update"), restores the agent from the anchor bit for bit and resets
+    the optimizer ("rollback"), or does nothing ("keep").
+    """
+
+    reward_kind = "appo"
+    gamma, lam = 1.0, 0.95
+    clip_range, clip_range_value, vf_coef = 0.2, 0.2, 0.1
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        from stableprompt.agents.instruction_agent import InstructionAgent
+        from stableprompt.models.loading import load_lm
+
+        if config.reference not in ("anchor", "initial", "previous"):
+            raise UserError(f"unknown reference {config.reference!r} "
+                            "(use anchor, initial or previous)")
+        self.use_anchor = config.algo == "appo"
+        self.reference = config.reference
+        if config.algo == "ppo" and self.reference == "anchor":
+            self.reference = "initial"
+        self.num_prompts = config.prompts_per_step or 4
+        # Own copy (shared=False): LoRA is injected into the modules in place.
+        lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
+        self.agent = InstructionAgent(lm, tokenizer, config.lora_r, config.lora_alpha,
+                                      config.lora_dropout, label_words=ctx.label_words)
+        self.optimizer = self.make_optimizer()
+        horizon = float(config.extra.get("kl_horizon", 10000))
+        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, horizon)
+                       if config.adaptive_kl else FixedKLController(config.kl_coef))
+        initial = copy_trainable_state(self.agent)
+        self.anchor_state = initial if self.use_anchor else None
+        self.previous_state = initial if self.reference == "previous" else None
+        # Fixed evaluation meta-prompt: its own RNG, so evaluating never shifts the training draws.
+        shown = random.Random(config.seed).sample(ctx.splits["train"],
+                                                  min(config.num_shots, len(ctx.splits["train"])))
+        self.eval_query = self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots))
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        # No weight decay: the KL penalty is the regulariser.
+        return torch.optim.AdamW(self.agent.trainable_parameters(), lr=self.config.lr,
+                                 weight_decay=0.0)
+
+    def reference_weights(self) -> dict[str, Tensor] | None:
+        """Weights of the KL reference (None = the initial agent, via the disabled adapter)."""
+        return {"anchor": self.anchor_state, "initial": None,
+                "previous": self.previous_state}[self.reference]
+
+    def train_examples(self) -> list:
+        train = self.ctx.splits["train"]
+        n = self.config.train_examples
+        return train if not n or n >= len(train) else random.sample(train, n)
+
+    def dev_scores(self, prompts: list[str]) -> list[float]:
+        """Dev accuracy of each prompt (tests script this)."""
+        return self.ctx.accuracy(prompts, "dev")
+
+    # the step ----------------------------------------------------------------------------------
+
+    def train_step(self, step: int) -> dict:
+        c, agent = self.config, self.agent
+        train = self.ctx.splits["train"]
+
+        # 1. Rollout: one meta-prompt of fresh pairs, several sampled prompts (eval mode).
+        shown = random.sample(train, min(c.num_shots, len(train)))
+        query = agent.encode_query(agent.meta_prompt(shown, c.num_shots))
+        samples = agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
+        response, mask = samples.response, samples.mask
+
+        # 2. Reward from the frozen target: R = 10 * accuracy + 0.1 * margin, per prompt.
+        scores = self.ctx.rewards(samples.texts, self.train_examples(), self.reward_kind)
+        scores = scores.to(response.device)
+
+        # 3. Old log-probs and values (the behaviour policy), and the reference's log-probs.
+        with torch.no_grad():
+            old_logprobs, old_values = agent.forward_logprobs_values(query, response)
+            with agent.using_weights(self.reference_weights()):
+                ref_logprobs, _ = agent.forward_logprobs_values(query, response)
+        kl_coef = self.kl_ctl.value
+        rewards = token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef)
+        kl = (kl_per_token(old_logprobs, ref_logprobs) * mask).sum(1).mean().item()
+
+        # 4. GAE on the per-token rewards, then whiten the advantages over the batch's tokens.
+        advantages, returns = gae(rewards, old_values, mask, self.gamma, self.lam)
+        if mask.sum() > 1:
+            advantages = masked_whiten(advantages, mask)
+
+        # 5. PPO epochs: clipped policy loss + vf_coef * clipped value loss, full batch.
+        if self.reference == "previous":
+            self.previous_state = copy_trainable_state(agent)  # the reference of the next step
+        agent.train()  # LoRA dropout on
+        epoch_stats = []
+        for _ in range(c.ppo_epochs):
+            logprobs, values = agent.forward_logprobs_values(query, response)
+            loss, stats = ppo_loss(logprobs, old_logprobs, advantages, values, old_values,
+                                   returns, mask, self.clip_range, self.clip_range_value,
+                                   self.vf_coef)
+            self.optimizer.zero_grad()
+            loss.backward()
+            grad_norm = nn.utils.clip_grad_norm_(agent.trainable_parameters(), c.max_grad_norm)
+            self.optimizer.step()
+            epoch_stats.append({**stats, "grad_norm": grad_norm.item()})
+        agent.eval()
+        self.kl_ctl.update(kl, self.num_prompts)
+
+        best = int(scores.argmax())
+        metrics = {
+            "reward_mean": scores.mean().item(),
+            "reward_std": scores.std().item() if len(scores) > 1 else 0.0,
+            "reward_max": scores[best].item(),
+            "prompt": samples.texts[best],
+            "prompts": samples.texts,
+            "kl": kl,
+            "kl_coef": kl_coef,
+            "response_len": mask.sum(1).float().mean().item(),
+            "value_mean": masked_mean(old_values, mask).item(),
+            # averaged over the epochs
+            **{k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]},
+        }
+
+        # 6. Anchor (APPO): compare on dev every anchor_every steps; update, roll back or keep.
+        if self.use_anchor and (step + 1) % c.anchor_every == 0:
+            metrics.update(self.anchor_step())
+        return metrics
+
+    def anchor_step(self) -> dict:
+        c, agent = self.config, self.agent
+        agent_prompt = self.greedy_prompt(None)
+        anchor_prompt = self.greedy_prompt(self.anchor_state)
+        agent_dev, anchor_dev = self.dev_scores([agent_prompt, anchor_prompt])
+        event = anchor_decision(agent_dev, anchor_dev, c.anchor_update_threshold,
+                                c.anchor_rollback_threshold)
+        if event == "update":
+            self.anchor_state = copy_trainable_state(agent)
+        elif event == "rollback":
+            load_trainable_state(agent, self.anchor_state)
+            self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
+        return {"anchor_event": event, "agent_dev": agent_dev, "anchor_dev": anchor_dev,
+                "anchor_prompt": anchor_prompt}
+
+    def greedy_prompt(self, weights: dict[str, Tensor] | None) -> str:
+        """The greedy prompt for the evaluation meta-prompt: the agent's own (None) or under
+        `weights` (e.g. the anchor)."""
+        c = self.config
+        context = (self.agent.using_weights(weights) if weights is not None
+                   else contextlib.nullcontext())
+        with context:
+            return self.agent.sample(self.eval_query, 1, c.max_new_tokens, temperature=0).texts[0]
+
+    def eval_prompts(self) -> list[str]:
+        return [self.greedy_prompt(None)]
+
+    def calls_per_step(self) -> int:
+        train, dev = len(self.ctx.splits["train"]), len(self.ctx.splits["dev"])
+        n = min(self.config.train_examples or train, train)
+        anchor = math.ceil(2 * dev / self.config.anchor_every) if self.use_anchor else 0
+        return self.num_prompts * n + anchor
+
+    # checkpoint --------------------------------------------------------------------------------
+
+    def tensors(self) -> dict[str, Tensor]:
+        out = {f"agent.{k}": v for k, v in copy_trainable_state(self.agent).items()}
+        for prefix, state in (("anchor.", self.anchor_state), ("previous.", self.previous_state)):
+            out |= {prefix + k: v for k, v in (state or {}).items()}
+        return out
+
+    def load_tensors(self, tensors: dict[str, Tensor]) -> None:
+        def part(prefix: str) -> dict[str, Tensor]:
+            device = self.agent.value_head.weight.device
+            return {k[len(prefix):]: v.to(device) for k, v in tensors.items()
+                    if k.startswith(prefix)}
+
+        load_trainable_state(self.agent, part("agent."))
+        if self.anchor_state is not None:
+            self.anchor_state = part("anchor.")
+        if self.previous_state is not None:
+            self.previous_state = part("previous.")
+
+    def state(self) -> dict:
+        return {"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_ctl.value}
+
+    def load_state(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.kl_ctl.value = float(state["kl_coef"])

@@ -10,7 +10,6 @@ inputs. Only the positions that predict label tokens are projected onto the voca
 
 from __future__ import annotations
 
-import copy
 import inspect
 from abc import ABC, abstractmethod
 from collections import OrderedDict
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from transformers import DynamicCache
 
 from stableprompt.errors import UserError
 
@@ -129,11 +129,16 @@ class LocalScorer(TargetScorer):
         cache: ScoreCache | None = None,
         prefix_batch_size: int = 32,
         suffix_batch_size: int = 128,
+        prefix_store_tokens: int = 20_000,
     ):
         super().__init__(cache)
         self.model, self.tokenizer = model, tokenizer
         self.name = getattr(model, "name_or_path", None) or model.config.name_or_path
         self.prefix_batch_size = prefix_batch_size
+        # prefix token ids -> (per-layer (keys, values), last hidden state), least recent first;
+        # bounded by total prefix tokens (about 46 KB each for SmolLM2-135M in fp32)
+        self.prefix_store: OrderedDict[tuple[int, ...], tuple[list, torch.Tensor]] = OrderedDict()
+        self.prefix_store_tokens = prefix_store_tokens
         self.suffix_batch_size = suffix_batch_size
         self.device = next(model.parameters()).device
 
@@ -170,45 +175,77 @@ class LocalScorer(TargetScorer):
         return torch.stack(out)
 
     def score_rows(self, rows: list[_Row]) -> list[torch.Tensor]:
-        """Per row, the summed log-prob of each of its targets. Rows are grouped by prefix."""
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for i, row in enumerate(rows):
-            groups.setdefault(row.prefix, []).append(i)
-        prefixes = sorted(groups, key=len)  # length bucketing: little padding per batch
+        """Per row, the summed log-prob of each of its targets."""
+        self._encode_prefixes({row.prefix for row in rows})
+        # Length bucketing: neighbours in this order need little padding.
+        order = sorted(range(len(rows)), key=lambda i: (len(rows[i].prefix), len(rows[i].suffix)))
         results: list[torch.Tensor | None] = [None] * len(rows)
-        for start in range(0, len(prefixes), self.prefix_batch_size):
-            batch = prefixes[start : start + self.prefix_batch_size]
-            prefix = self._encode_prefixes(batch)
-            members = [(g, i) for g, p in enumerate(batch) for i in groups[p]]
-            members.sort(key=lambda m: len(rows[m[1]].suffix))
-            for s in range(0, len(members), self.suffix_batch_size):
-                chunk = members[s : s + self.suffix_batch_size]
-                scores = self._score_suffixes(prefix, chunk, rows)
-                for (_, i), score in zip(chunk, scores):
-                    results[i] = score
+        for start in range(0, len(order), self.suffix_batch_size):
+            chunk = order[start : start + self.suffix_batch_size]
+            for i, score in zip(chunk, self._score_suffixes([rows[i] for i in chunk])):
+                results[i] = score
+        self._trim_prefix_store()
         return results
 
-    def _encode_prefixes(self, prefixes: list[tuple[int, ...]]):
-        """KV cache of a batch of right-padded prefixes, their mask, and last real hidden state."""
-        width = max(len(p) for p in prefixes)
-        pad = self.tokenizer.pad_token_id
-        ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in prefixes])
-        mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in prefixes])
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        out = self.model.model(
-            input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
-        )
-        last = out.last_hidden_state[torch.arange(len(prefixes)), mask.sum(1) - 1]
-        return output_cache(out), mask, last
+    def _encode_prefixes(self, prefixes: set[tuple[int, ...]]) -> None:
+        """Run the prefixes not yet in the store; keep each one's KV and last hidden state.
 
-    def _score_suffixes(self, prefix, chunk, rows) -> list[torch.Tensor]:
-        """Run the suffixes of `chunk` (left-padded) on top of their prefixes' cache rows."""
-        prefix_cache, prefix_mask, prefix_last = prefix
-        group_idx = torch.tensor([g for g, _ in chunk], device=self.device)
-        suffixes = [rows[i].suffix for _, i in chunk]
+        The store outlives a call, so inputs scored at every training step are encoded once.
+        """
+        missing = sorted((p for p in prefixes if p not in self.prefix_store), key=len)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(missing), self.prefix_batch_size):
+            batch = missing[start : start + self.prefix_batch_size]
+            width = max(len(p) for p in batch)
+            ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in batch])
+            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in batch])
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            out = self.model.model(
+                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
+            )
+            layers = output_cache(out).layers
+            for j, p in enumerate(batch):
+                kv = [
+                    (la.keys[j, :, : len(p)].clone(), la.values[j, :, : len(p)].clone())
+                    for la in layers
+                ]
+                self.prefix_store[p] = (kv, out.last_hidden_state[j, len(p) - 1].clone())
+        for p in prefixes:
+            self.prefix_store.move_to_end(p)
+
+    def _trim_prefix_store(self) -> None:
+        total = sum(len(p) for p in self.prefix_store)
+        while total > self.prefix_store_tokens and len(self.prefix_store) > 1:
+            oldest, _ = self.prefix_store.popitem(last=False)
+            total -= len(oldest)
+
+    def _prefix_cache(self, prefixes: list[tuple[int, ...]]):
+        """A batch KV cache of right-padded stored prefixes, its mask and last hidden states."""
+        width = max(len(p) for p in prefixes)
+        stored = [self.prefix_store[p] for p in prefixes]
+        layers = []
+        for layer in range(len(stored[0][0])):
+            k0, v0 = stored[0][0][layer]
+            keys = k0.new_zeros(len(prefixes), k0.shape[0], width, k0.shape[-1])
+            values = v0.new_zeros(len(prefixes), v0.shape[0], width, v0.shape[-1])
+            for r, (kv, _) in enumerate(stored):
+                k, v = kv[layer]
+                keys[r, :, : k.shape[1]] = k
+                values[r, :, : v.shape[1]] = v
+            layers.append((keys, values))
+        mask = torch.tensor(
+            [[1] * len(p) + [0] * (width - len(p)) for p in prefixes], device=self.device
+        )
+        last = torch.stack([h for _, h in stored])
+        return DynamicCache(layers, config=self.model.config), mask, last
+
+    def _score_suffixes(self, rows: list[_Row]) -> list[torch.Tensor]:
+        """Run the suffixes of `rows` (left-padded) on top of their prefixes' stored KV."""
+        cache, prefix_mask, hidden = self._prefix_cache([row.prefix for row in rows])
+        hidden = hidden[:, None]
+        suffixes = [row.suffix for row in rows]
         width = max(len(s) for s in suffixes)
         pad = self.tokenizer.pad_token_id
-        hidden = prefix_last[group_idx][:, None]
         if width:
             ids = torch.tensor(
                 [[pad] * (width - len(s)) + list(s) for s in suffixes], device=self.device
@@ -216,21 +253,20 @@ class LocalScorer(TargetScorer):
             mask = torch.tensor(
                 [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device
             )
-            past_mask = prefix_mask[group_idx]
-            full_mask = torch.cat([past_mask, mask], dim=1)
-            positions = _positions(full_mask)[:, past_mask.shape[1] :]
+            full_mask = torch.cat([prefix_mask, mask], dim=1)
+            positions = _positions(full_mask)[:, prefix_mask.shape[1] :]
             out = self.model.model(
                 input_ids=ids,
                 attention_mask=full_mask,
                 position_ids=positions,
                 use_cache=True,
-                **cache_kwarg(self.model.model, _select_cache_rows(prefix_cache, group_idx)),
+                **cache_kwarg(self.model.model, cache),
             )
             hidden = torch.cat([hidden, out.last_hidden_state], dim=1)  # [rows, 1 + width, H]
         # Window of the last n_keep predicting positions per row. Logically a row reads
         # [prefix_last, suffix tokens]; physically its suffix sits at the right end (left padding).
-        n_keep = max(len(t) for _, i in chunk for t in rows[i].targets)
-        index = torch.zeros(len(chunk), n_keep, dtype=torch.long)
+        n_keep = max(len(t) for row in rows for t in row.targets)
+        index = torch.zeros(len(rows), n_keep, dtype=torch.long)
         for r, s in enumerate(suffixes):
             for k in range(n_keep):
                 logical = len(s) + 1 - n_keep + k
@@ -239,9 +275,9 @@ class LocalScorer(TargetScorer):
         window = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
         logprobs = _head_logprobs(self.model, window)  # [rows, n_keep, vocab], float32
         scores = []
-        for r, (_, i) in enumerate(chunk):
+        for r, row in enumerate(rows):
             per_target = []
-            for target in rows[i].targets:
+            for target in row.targets:
                 slots = torch.arange(n_keep - len(target), n_keep, device=self.device)
                 per_target.append(
                     logprobs[r, slots, torch.tensor(target, device=self.device)].sum()
@@ -269,14 +305,6 @@ def output_cache(out):
     """The KV cache a forward returned (`cache` in newer transformers, `past_key_values` before)."""
     cache = getattr(out, "cache", None)
     return cache if cache is not None else out.past_key_values
-
-
-def _select_cache_rows(cache, rows: torch.Tensor):
-    """A new cache holding `rows` of `cache` (the original is left untouched for reuse)."""
-    selected = copy.copy(cache)
-    selected.layers = [copy.copy(layer) for layer in cache.layers]
-    selected.reorder_cache(rows)
-    return selected
 
 
 def _head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:

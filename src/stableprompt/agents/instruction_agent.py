@@ -1,0 +1,233 @@
+"""StablePrompt's agent: an instruction-tuned causal LM + LoRA + a scalar value head.
+
+The agent reads a meta-prompt (k input/output pairs in the chat template, "what was the
+instruction?") and writes a natural-language prompt. Only the LoRA adapter and the value head
+train; the base weights are frozen.
+
+Design for CPU speed (and exactness): the meta-prompt minus its last token (the *context*) is
+encoded once per meta-prompt by the frozen base LM with the adapter off, and its KV cache is
+shared by every sample, every reference and every PPO epoch. The adapter acts on the last
+meta-prompt token and on the generated tokens. That is the policy's definition, so sampling,
+log-probs and gradients all agree exactly; it only means LoRA cannot re-encode the examples.
+Feeding the last meta-prompt token through the adapter keeps the first generated token trainable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from stableprompt.models.scoring import cache_kwarg, output_cache
+from stableprompt.tasks import Example
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+META_PROMPT = (
+    "Here are some input-output pairs:\n\n{pairs}\n\n"
+    "Write the instruction that turns each input into its output. "
+    "Reply with the instruction only, in one sentence."
+)
+
+
+@dataclass
+class Query:
+    """A meta-prompt: its token ids [1, Lq] and the base LM's KV cache of ids[:, :-1]."""
+
+    ids: Tensor
+    cache: Any
+
+
+@dataclass
+class Samples:
+    """Generated prompts: token ids and mask [B, L] (1 up to and including the stop token)."""
+
+    response: Tensor
+    mask: Tensor
+    texts: list[str]
+
+
+def repeat_cache(cache, rows: int):
+    """A new KV cache holding `rows` copies of a one-row cache; the original stays untouched
+    (layers append with torch.cat, so the copies never write into the shared tensors)."""
+    repeated = copy.copy(cache)
+    repeated.layers = [copy.copy(layer) for layer in cache.layers]
+    device = cache.layers[0].keys.device
+    repeated.reorder_cache(torch.zeros(rows, dtype=torch.long, device=device))
+    return repeated
+
+
+def lora_target_modules(model: nn.Module) -> list[str] | str:
+    """The attention projections this architecture has; all linear layers if it has none."""
+    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+             if isinstance(m, nn.Linear)}
+    found = [t for t in LORA_TARGETS if t in names]
+    return found or "all-linear"
+
+
+class InstructionAgent(nn.Module):
+    def __init__(self, lm, tokenizer, r: int = 16, alpha: int = 32, dropout: float = 0.05,
+                 label_words: list[str] | None = None, fallback: str = "Output:"):
+        super().__init__()
+        from peft import LoraConfig, get_peft_model
+
+        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
+                            target_modules=lora_target_modules(lm), task_type="CAUSAL_LM")
+        self.lm = get_peft_model(lm, config)  # freezes every base weight
+        self.tokenizer = tokenizer
+        param = next(lm.parameters())
+        self.value_head = nn.Linear(lm.config.hidden_size, 1).to(param.device, torch.float32)
+        nn.init.normal_(self.value_head.weight, std=1e-3)  # small: values start near 0
+        nn.init.zeros_(self.value_head.bias)
+        self.label_words = [w.strip() for w in label_words] if label_words else None
+        self.fallback = fallback
+        self._token_tables(self.head.weight.shape[0], param.device)
+        self.eval()
+
+    # Properties, not attributes: registering these submodules twice would duplicate parameters.
+    @property
+    def causal(self) -> nn.Module:
+        return self.lm.get_base_model()
+
+    @property
+    def decoder(self) -> nn.Module:
+        return getattr(self.causal, self.causal.base_model_prefix)
+
+    @property
+    def head(self) -> nn.Module:
+        return self.causal.get_output_embeddings()
+
+    def _token_tables(self, vocab: int, device: torch.device) -> None:
+        """Per token: special (stops), holds a newline, holds text, holds text before a newline."""
+        n = min(vocab, len(self.tokenizer))
+        pieces = self.tokenizer.batch_decode([[i] for i in range(n)])
+        self.stop_special = torch.ones(vocab, dtype=torch.bool)  # ids past the tokenizer stop too
+        self.stop_special[:n] = False
+        eos = self.causal.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        specials = [i for i in {*self.tokenizer.all_special_ids, *eos} if i < vocab]
+        self.stop_special[specials] = True
+        self.has_newline = torch.tensor([("\n" in p) for p in pieces] + [False] * (vocab - n))
+        self.has_text = torch.tensor([bool(p.strip()) for p in pieces] + [False] * (vocab - n))
+        self.text_before_newline = torch.tensor(
+            [bool(p.split("\n")[0].strip()) for p in pieces] + [False] * (vocab - n))
+        for name in ("stop_special", "has_newline", "has_text", "text_before_newline"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    # -- meta-prompt --------------------------------------------------------------------------
+
+    def output_text(self, example: Example) -> str:
+        if example.target is not None:  # generation task: the first acceptable answer
+            return example.target if isinstance(example.target, str) else example.target[0]
+        return self.label_words[example.label]
+
+    def meta_prompt(self, examples: list[Example], k: int) -> str:
+        """The chat-template text showing k input/output pairs and asking for the instruction."""
+        pairs = "\n\n".join(f"Input: {ex.text.strip()}\nOutput: {self.output_text(ex)}"
+                            for ex in examples[:k])
+        messages = [{"role": "user", "content": META_PROMPT.format(pairs=pairs)}]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                  add_generation_prompt=True)
+
+    @torch.no_grad()
+    def encode_query(self, meta_text: str) -> Query:
+        """Tokenise a meta-prompt and encode its context with the frozen base LM (once)."""
+        ids = self.tokenizer(meta_text, add_special_tokens=False, return_tensors="pt").input_ids
+        ids = ids.to(self.head.weight.device)
+        if ids.shape[1] < 2:
+            raise ValueError("the meta-prompt must be at least two tokens long")
+        with self.lm.disable_adapter():
+            out = self.decoder(input_ids=ids[:, :-1], use_cache=True)
+        return Query(ids, output_cache(out))
+
+    # -- policy -------------------------------------------------------------------------------
+
+    def _hidden(self, query: Query, tokens: Tensor) -> Tensor:
+        """Last hidden states for [last meta-prompt token, tokens] on a copy of the context."""
+        rows = tokens.shape[0]
+        cache = repeat_cache(query.cache, rows)
+        inputs = torch.cat([query.ids[:, -1:].expand(rows, 1), tokens], dim=1)
+        out = self.decoder(input_ids=inputs, use_cache=True, **cache_kwarg(self.decoder, cache))
+        return out.last_hidden_state
+
+    def forward_logprobs_values(self, query: Query, response: Tensor, temperature: float = 1.0,
+                                full: bool = False) -> tuple[Tensor, Tensor]:
+        """Log-probs [B, L] of `response` under the policy (or [B, L, V] with `full`), and the
+        value [B, L] of the state before each response token. Grad flows to LoRA and the head."""
+        hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
+        logprobs = F.log_softmax(self.head(hidden).float() / temperature, dim=-1)
+        values = self.value_head(hidden.float()).squeeze(-1)
+        if full:
+            return logprobs, values
+        return logprobs.gather(-1, response[..., None]).squeeze(-1), values
+
+    @torch.no_grad()
+    def sample(self, query: Query, num: int, max_new_tokens: int,
+               temperature: float = 1.0) -> Samples:
+        """`num` prompts for one meta-prompt; temperature 0 is greedy. A row stops at a special
+        token (eos, chat markers) or at a newline once it has written some text."""
+        device = query.ids.device
+        cache = repeat_cache(query.cache, num)
+        token = query.ids[:, -1:].expand(num, 1)
+        pad = self.tokenizer.pad_token_id
+        finished = torch.zeros(num, dtype=torch.bool, device=device)
+        had_text = torch.zeros_like(finished)
+        tokens, mask = [], []
+        for _ in range(max_new_tokens):
+            out = self.decoder(input_ids=token, use_cache=True, **cache_kwarg(self.decoder, cache))
+            cache = output_cache(out)
+            logits = self.head(out.last_hidden_state[:, -1]).float()
+            if temperature > 0:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                nxt = torch.multinomial(probs, 1).squeeze(-1)
+            else:
+                nxt = logits.argmax(-1)
+            nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+            mask.append(~finished)
+            stop = self.stop_special[nxt] | (
+                self.has_newline[nxt] & (had_text | self.text_before_newline[nxt]))
+            had_text |= self.has_text[nxt]
+            finished = finished | stop
+            tokens.append(nxt)
+            if finished.all():
+                break
+            token = nxt[:, None]
+        response = torch.stack(tokens, 1)
+        mask = torch.stack(mask, 1).long()
+        return Samples(response, mask, self.decode(response, mask))
+
+    def decode(self, response: Tensor, mask: Tensor) -> list[str]:
+        """Prompt text: generated tokens up to the stop, first line, stripped (never empty)."""
+        texts = []
+        for ids, m in zip(response.tolist(), mask.tolist()):
+            text = self.tokenizer.decode(ids[: sum(m)], skip_special_tokens=True)
+            texts.append(text.strip().split("\n")[0].strip() or self.fallback)
+        return texts
+
+    # -- weights ------------------------------------------------------------------------------
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    @contextlib.contextmanager
+    def using_weights(self, state: dict[str, Tensor] | None) -> Iterator[None]:
+        """Temporarily act as another policy: `None` is the frozen initial agent (adapter off),
+        a dict from `copy_trainable_state` is e.g. the anchor. Restores the weights bit for bit."""
+        from stableprompt.algorithms.ppo import copy_trainable_state, load_trainable_state
+
+        if state is None:
+            with self.lm.disable_adapter():
+                yield
+            return
+        saved = copy_trainable_state(self)
+        load_trainable_state(self, state)
+        try:
+            yield
+        finally:
+            load_trainable_state(self, saved)

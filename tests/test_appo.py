@@ -1,0 +1,224 @@
+"""AdaptivePPO + InstructionAgent on a tiny random llama (the PPO math itself: test_ppo.py)."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from stableprompt.algorithms.ppo import (
+    AdaptivePPO,
+    copy_trainable_state,
+    masked_mean,
+    ppo_loss,
+)
+from stableprompt.models import LocalScorer, load_lm
+from stableprompt.tasks import Example, get_task
+from stableprompt.trainer import TaskContext, Trainer, TrainConfig
+
+POS = ["the movie was great", "a very good film", "fun plot and great acting", "I love it"]
+NEG = ["the movie was terrible", "a very bad film", "boring plot", "I hate it"]
+
+
+def splits() -> dict[str, list[Example]]:
+    train = [Example(t, 1) for t in POS[:3]] + [Example(t, 0) for t in NEG[:3]]
+    dev = [
+        Example(POS[3], 1),
+        Example(NEG[3], 0),
+        Example("it is good", 1),
+        Example("it is bad", 0),
+    ]
+    return {"train": train, "dev": dev, "test": [Example("not fun", 0), Example("okay", 1)]}
+
+
+def make_ctx(model_dir: str) -> TaskContext:
+    target, tokenizer = load_lm(model_dir, dtype="float32", shared=True)
+    return TaskContext(get_task("sst-2"), splits(), LocalScorer(target, tokenizer))
+
+
+def make_config(model_dir: str, out="unused", **overrides) -> TrainConfig:
+    values = dict(
+        algo="appo",
+        agent=model_dir,
+        target=model_dir,
+        dtype="float32",
+        out=str(out),
+        num_shots=2,
+        max_new_tokens=6,
+        prompts_per_step=3,
+        ppo_epochs=2,
+        lr=1e-2,
+        train_examples=4,
+        anchor_every=1,
+        eval_every=2,
+        save_every=2,
+        steps=4,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def make_algo(model_dir: str, **overrides) -> AdaptivePPO:
+    torch.manual_seed(0)
+    return AdaptivePPO(make_config(model_dir, **overrides), make_ctx(model_dir))
+
+
+def full_kl(algo: AdaptivePPO, weights) -> float:
+    """Exact KL(agent || reference) summed over the vocabulary, on a fixed sampled response."""
+    agent = algo.agent
+    torch.manual_seed(1)
+    samples = agent.sample(algo.eval_query, 3, 6)
+    with torch.no_grad():
+        logp, _ = agent.forward_logprobs_values(algo.eval_query, samples.response, full=True)
+        with agent.using_weights(weights):
+            ref, _ = agent.forward_logprobs_values(algo.eval_query, samples.response, full=True)
+    per_token = (logp.exp() * (logp - ref)).sum(-1)
+    return masked_mean(per_token, samples.mask).item()
+
+
+@pytest.mark.parametrize("reference", ["anchor", "initial", "previous"])
+def test_kl_zero_for_identical_policies_then_positive(tiny_model_dir, reference):
+    algo = make_algo(tiny_model_dir, reference=reference, anchor_every=100)
+    assert algo.reference == reference
+    assert full_kl(algo, algo.reference_weights()) == 0.0
+    first = algo.train_step(0)
+    assert first["kl"] == 0.0  # the rollout policy IS the reference before any update
+    assert full_kl(algo, algo.reference_weights()) > 1e-6
+    second = algo.train_step(1)
+    assert second["kl"] != 0.0 and second["kl_coef"] > 0
+    for key in ("reward_mean", "reward_std", "prompt", "pg_loss", "vf_loss", "kl_coef"):
+        assert key in second
+
+
+def test_ppo_algo_name_means_initial_reference_without_anchor(tiny_model_dir):
+    algo = make_algo(tiny_model_dir, algo="ppo", anchor_every=1)
+    assert algo.reference == "initial" and algo.anchor_state is None
+    assert "anchor_event" not in algo.train_step(0)
+
+
+def test_only_lora_and_value_head_train(tiny_model_dir):
+    algo = make_algo(tiny_model_dir, anchor_every=100)
+    agent = algo.agent
+    trainable = {n for n, p in agent.named_parameters() if p.requires_grad}
+    assert trainable, "nothing trains"
+    assert all("lora_" in n or n.startswith("value_head.") for n in trainable)
+    targets = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable if "lora_" in n}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    algo.train_step(0)  # lora_B starts at 0, so lora_A only gets gradient after an update
+    agent.zero_grad()
+    samples = agent.sample(algo.eval_query, 2, 6)
+    logprobs, values = agent.forward_logprobs_values(algo.eval_query, samples.response)
+    (logprobs.sum() + values.sum()).backward()
+    for name, p in agent.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and p.grad.abs().sum() > 0, name
+        else:
+            assert p.grad is None, name
+
+
+def test_cached_context_matches_a_plain_forward(tiny_model_dir):
+    """At init (LoRA B = 0) the policy is the base LM: the cached-context log-probs must equal a
+    plain forward over [meta-prompt, response]. Also checks the response mask's shape."""
+    algo = make_algo(tiny_model_dir)
+    agent, query = algo.agent, algo.eval_query
+    torch.manual_seed(3)
+    samples = agent.sample(query, 4, 6)
+    mask = samples.mask
+    assert (mask[:, 0] == 1).all() and (mask[:, 1:] <= mask[:, :-1]).all()  # 1...1 0...0
+    assert all(t.strip() and "\n" not in t for t in samples.texts)
+    with torch.no_grad():
+        logprobs, _ = agent.forward_logprobs_values(query, samples.response)
+        ids = torch.cat([query.ids.expand(4, -1), samples.response], 1)
+        full = F.log_softmax(agent.causal(input_ids=ids).logits.float(), -1)
+    width = samples.response.shape[1]
+    plain = full[:, -width - 1 : -1].gather(-1, samples.response[..., None]).squeeze(-1)
+    torch.testing.assert_close(logprobs * mask, plain * mask, atol=1e-5, rtol=1e-5)
+
+
+def test_clipped_loss_on_agent_matches_hand_computation(tiny_model_dir):
+    algo = make_algo(tiny_model_dir, anchor_every=100)
+    agent, query = algo.agent, algo.eval_query
+    torch.manual_seed(4)
+    samples = agent.sample(query, 3, 6)
+    with torch.no_grad():
+        old, old_values = agent.forward_logprobs_values(query, samples.response)
+    algo.train_step(0)  # move the policy so that ratios differ from 1
+    new, values = agent.forward_logprobs_values(query, samples.response)
+    mask = samples.mask.float()
+    adv = torch.linspace(-1.5, 1.5, mask.numel()).view_as(mask)
+    returns = old_values + 0.5
+    loss, stats = ppo_loss(
+        new,
+        old,
+        adv,
+        values,
+        old_values,
+        returns,
+        samples.mask,
+        clip_range=0.2,
+        clip_range_value=0.2,
+        vf_coef=0.1,
+    )
+    n = mask.sum()
+    ratio = (new - old).exp()
+    pg = (torch.max(-adv * ratio, -adv * ratio.clamp(0.8, 1.2)) * mask).sum() / n
+    v_clip = old_values + (values - old_values).clamp(-0.2, 0.2)
+    vf = 0.5 * (torch.max((values - returns) ** 2, (v_clip - returns) ** 2) * mask).sum() / n
+    assert stats["pg_loss"] == pytest.approx(pg.item(), rel=1e-5)
+    assert loss.item() == pytest.approx((pg + 0.1 * vf).item(), rel=1e-5)
+    assert (ratio * mask - mask).abs().max() > 1e-4  # the update really moved the policy
+
+
+def test_anchor_update_and_rollback_fire_exactly_at_thresholds(tiny_model_dir):
+    algo = make_algo(tiny_model_dir, anchor_every=1)
+    initial = copy_trainable_state(algo.agent)
+    script = iter([(0.55, 0.50), (0.5501, 0.50), (0.40, 0.50), (0.3999, 0.50), (0.5, 0.5)])
+    algo.dev_scores = lambda prompts: list(next(script))
+
+    def same(a: dict, b: dict) -> bool:
+        return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    assert algo.train_step(0)["anchor_event"] == "keep"  # +0.05 exactly: no update
+    assert same(algo.anchor_state, initial)
+    assert algo.train_step(1)["anchor_event"] == "update"
+    anchor = {k: v.clone() for k, v in algo.anchor_state.items()}
+    assert same(anchor, copy_trainable_state(algo.agent)) and not same(anchor, initial)
+    assert algo.train_step(2)["anchor_event"] == "keep"  # -0.1 exactly: no rollback
+    assert same(algo.anchor_state, anchor)  # a real copy: training the agent left it alone
+    assert not same(copy_trainable_state(algo.agent), anchor)
+    assert algo.optimizer.state
+    metrics = algo.train_step(3)
+    assert metrics["anchor_event"] == "rollback"
+    assert metrics["agent_dev"] == 0.3999 and metrics["anchor_dev"] == 0.5
+    assert same(copy_trainable_state(algo.agent), anchor)  # bit for bit
+    assert not algo.optimizer.state  # Adam moments reset
+    algo.train_step(4)  # and training goes on from the anchor with the fresh optimizer
+    assert all(p.grad is not None for p in algo.optimizer.param_groups[0]["params"])
+
+
+def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
+    def run(out, steps, resume=False):
+        torch.manual_seed(0)
+        config = make_config(tiny_model_dir, out=out, steps=steps)
+        trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+        summary = trainer.train(resume=resume)
+        return trainer, summary
+
+    straight, summary = run(tmp_path / "a", 4)
+    run(tmp_path / "b", 2)
+    resumed, summary_b = run(tmp_path / "b", 4, resume=True)
+    a, b = straight.algorithm.tensors(), resumed.algorithm.tensors()
+    assert a.keys() == b.keys() and any(k.startswith("anchor.") for k in a)
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+    assert straight.algorithm.kl_ctl.value == pytest.approx(resumed.algorithm.kl_ctl.value)
+    assert summary["best_prompt"] == summary_b["best_prompt"]
+
+    def records(name):
+        lines = (tmp_path / name / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    ra, rb = records("a"), records("b")
+    assert [r["step"] for r in rb] == [0, 1, 2, 3, 4]
+    assert [r.get("prompts") for r in ra] == [r.get("prompts") for r in rb]
+    assert [r.get("anchor_event") for r in ra] == [r.get("anchor_event") for r in rb]
+    assert all("anchor_event" in r for r in ra[1:])
