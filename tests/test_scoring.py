@@ -1,5 +1,7 @@
 """The scoring engine must give the same numbers as one full forward pass per sequence."""
 
+import copy
+
 import pytest
 import torch
 
@@ -86,3 +88,38 @@ def test_prefix_store_is_bounded(tiny_lm):
     engine = LocalScorer(model, tokenizer, prefix_store_tokens=12)
     engine.score(PROMPTS[:1], INPUTS, "{input} {prompt}", [" good", " bad"])
     assert sum(len(p) for p in engine.prefix_store) <= 12 or len(engine.prefix_store) == 1
+
+
+def test_masked_lm_scorer_reads_the_mask_position(tiny_tokenizer, tmp_path):
+    from transformers import RobertaConfig, RobertaForMaskedLM
+
+    from stableprompt.models import build_scorer
+    from stableprompt.models.scoring import MaskedLMScorer
+
+    tokenizer = copy.deepcopy(tiny_tokenizer)
+    tokenizer.add_special_tokens({"mask_token": "<mask>"})
+    torch.manual_seed(0)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        pad_token_id=0,
+        max_position_embeddings=128,
+    )
+    RobertaForMaskedLM(config).eval().save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    scorer = build_scorer(str(tmp_path), dtype="float32")  # detects the masked-LM architecture
+    assert isinstance(scorer, MaskedLMScorer)
+    labels = [" terrible", " good"]  # single tokens in the tiny vocabulary
+    got = scorer.score(PROMPTS[:2], INPUTS[:3], "{input} {prompt}", labels)
+    for i, prompt in enumerate(PROMPTS[:2]):
+        for j, text in enumerate(INPUTS[:3]):
+            ids = tokenizer(f"{text} {prompt} <mask>", return_tensors="pt").input_ids
+            pos = (ids[0] == tokenizer.mask_token_id).nonzero()[0, 0]
+            logits = scorer.model(input_ids=ids).logits[0, pos].log_softmax(-1)
+            want = logits[[tokenizer(w, add_special_tokens=False).input_ids[0] for w in labels]]
+            torch.testing.assert_close(got[i, j], want, atol=1e-4, rtol=1e-4)
+    with pytest.raises(UserError, match="split into several tokens"):
+        scorer.score(PROMPTS[:1], INPUTS[:1], "{input} {prompt}", [" superb", " good"])

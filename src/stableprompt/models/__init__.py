@@ -1,7 +1,7 @@
 """Models: loading (hub, local, GGUF, offline aliases) and target scoring backends."""
 
-from stableprompt.models.loading import ALIASES, load_lm, resolve_dtype
-from stableprompt.models.scoring import LocalScorer, NaiveScorer, TargetScorer
+from stableprompt.models.loading import ALIASES, is_masked_lm, load_lm, resolve_dtype
+from stableprompt.models.scoring import LocalScorer, MaskedLMScorer, NaiveScorer, TargetScorer
 
 
 def build_scorer(target: str, dtype: str = "auto") -> TargetScorer:
@@ -10,6 +10,9 @@ def build_scorer(target: str, dtype: str = "auto") -> TargetScorer:
         from stableprompt.models.remote import OpenAIScorer
 
         return OpenAIScorer.from_spec(target)
+    if is_masked_lm(target, dtype):
+        model, tokenizer = load_lm(target, dtype=dtype, masked=True, shared=True)
+        return MaskedLMScorer(model, tokenizer)
     model, tokenizer = load_lm(target, dtype=dtype, shared=True)
     return LocalScorer(model, tokenizer)
 

@@ -212,6 +212,23 @@ def resolve_model_path(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict
     )
 
 
+def is_masked_lm(name_or_path: str, dtype: str | torch.dtype = "auto") -> bool:
+    """Whether a model's config declares a masked-LM architecture (BERT, RoBERTa, ...)."""
+    if name_or_path in ALIASES or name_or_path.endswith(".gguf"):
+        return False
+    from transformers import AutoConfig
+
+    location, kwargs = resolve_model_path(name_or_path, resolve_dtype(dtype))
+    try:
+        config = AutoConfig.from_pretrained(location, **kwargs)
+    except OSError as err:
+        raise UserError(
+            f"could not load model {name_or_path!r}: {str(err).splitlines()[0]} "
+            "(check the name, or that you are online for hub models)"
+        ) from err
+    return any(a.endswith("ForMaskedLM") for a in config.architectures or [])
+
+
 _SHARED: dict[tuple, tuple] = {}
 
 

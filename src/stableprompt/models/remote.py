@@ -60,7 +60,7 @@ def parse_remote_spec(spec: str) -> RemoteSpec:
 
 @dataclass
 class _Capabilities:
-    echo: bool  # server returns log-probs of the echoed prompt tokens
+    mode: str  # "echo" | "forced" (exact) or "top-k" (approximate), see OpenAIScorer
     batch: bool  # server accepts a list of prompts per request
 
 
@@ -70,9 +70,15 @@ class OpenAIScorer(TargetScorer):
     `batch_size` sequences go in one request, at most `concurrency` requests are in flight, and
     requests cycle over the base URLs. Transient failures (connection errors, timeouts, 429, 5xx)
     are retried with exponential backoff; after `max_retries` a one-line UserError tells the user
-    to restart the server and resume. If the server cannot echo prompt log-probs, `approximate`
-    becomes True: only each label's first token is scored, from the next-token top-k, and labels
-    outside the top-k get the k-th log-prob as a floor.
+    to restart the server and resume.
+
+    The first request probes the server and picks a scoring mode:
+    - "echo": echoed prompt log-probs, checked against a plain next-token log-prob (exact).
+    - "forced": where echo is missing or wrong (llama-cpp-python shifts it by one token for models
+      without BOS), each label token is generated with `logit_bias` +100 and its raw log-prob
+      read back; needs label token ids from the local tokenizer or a /tokenize endpoint (exact).
+    - "top-k": otherwise `approximate` is True: only each label's first token is scored, from the
+      next-token top-k, and labels outside the top-k get the k-th log-prob as a floor.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class OpenAIScorer(TargetScorer):
         self.requests = 0  # HTTP requests sent (attempts, retries included)
         self.boundary_merges = 0  # sequences whose label shared a token with the context
         self._caps: _Capabilities | None = None
+        self._word_ids: dict[str, list[int] | None] = {}
         self._lock = threading.Lock()
         self._next_url = itertools.cycle(range(len(self.base_urls)))
         key = os.environ.get(api_key_env, "")
@@ -206,28 +213,50 @@ class OpenAIScorer(TargetScorer):
         return self._caps
 
     def _probe(self) -> _Capabilities:
-        """One echo request (reachability, echo support, tokenisation), then a batched one."""
-        params = _echo_params()
-        body = {"model": self.model, "prompt": PROBE_TEXT} | params
-        choice = self._post("/v1/completions", body)["choices"][0]
-        tokens = _prompt_tokens(choice, len(PROBE_TEXT))
-        echo = tokens is not None and len(tokens) > 1 and any(lp is not None for _, lp in tokens)
+        """Reachability, tokenisation, echo correctness and list-of-prompts support."""
+        # The greedy next token after PROBE_TEXT and its log-prob, from the plain (non-echo) path.
+        body = {"model": self.model, "prompt": PROBE_TEXT, "max_tokens": 1, "temperature": 0.0}
+        nxt = self._post("/v1/completions", body | {"logprobs": 1})["choices"][0]
+        word, expected = (
+            nxt["text"],
+            ((nxt.get("logprobs") or {}).get("token_logprobs") or [None])[0],
+        )
+        # Echo PROBE_TEXT + that token: its echoed log-prob must be the same number.
+        text = PROBE_TEXT + word
+        body = {"model": self.model, "prompt": text} | _echo_params()
+        tokens = _prompt_tokens(self._post("/v1/completions", body)["choices"][0], len(text))
+        echoed = dict(tokens or [])
+        echo = bool(word) and expected is not None and echoed.get(len(PROBE_TEXT)) is not None
+        echo = echo and abs(echoed[len(PROBE_TEXT)] - expected) < 0.05
         if self.tokenizer is not None:
-            self._check_tokenizer(len(tokens) if echo else None)
+            self._check_tokenizer(len(tokens) - 1 if tokens else None)
         try:  # llama-cpp-python asserts a single prompt: fall back to one sequence per request
-            body = {"model": self.model, "prompt": [PROBE_TEXT, PROBE_TEXT[:-3]]} | params
+            body = {"model": self.model, "prompt": [PROBE_TEXT, text]} | _echo_params()
             batch = len(self._post("/v1/completions", body, retries=0)["choices"]) == 2
         except UserError:
             batch = False
-        if not echo:
+        mode = "echo" if echo else "forced" if self._label_ids(" yes") is not None else "top-k"
+        if mode == "forced":
+            log.warning("target %s: echoed prompt log-probs are missing or misaligned; scoring "
+                        "labels by forced generation (exact, one request per label token)",
+                        self.name)  # fmt: skip
+        if mode == "top-k":
             self.approximate = True
             warnings.warn(
-                f"target {self.name} does not return prompt log-probs (echo); label scores are "
-                f"approximate: first label token only, from the top-{self.top_logprobs} next-token "
-                "log-probs, with the k-th log-prob as a floor for labels outside the top-k",
+                f"target {self.name} does not return usable prompt log-probs (echo); label scores "
+                f"are approximate: first label token only, from the top-{self.top_logprobs} "
+                "next-token log-probs, with the k-th log-prob as a floor for labels outside them",
                 stacklevel=2,
             )
-        return _Capabilities(echo=echo, batch=batch)
+        return _Capabilities(mode=mode, batch=batch)
+
+    def _label_ids(self, word: str) -> list[int] | None:
+        """Token ids of a label word: local tokenizer, else the server's tokenize endpoint."""
+        if self.tokenizer is not None:
+            return list(self.tokenizer(word, add_special_tokens=False).input_ids)
+        if word not in self._word_ids:
+            self._word_ids[word] = self._server_token_ids(word)
+        return self._word_ids[word]
 
     def _check_tokenizer(self, echoed_count: int | None) -> None:
         """Compare the server's tokenisation of PROBE_TEXT with the local tokenizer's."""
@@ -242,7 +271,7 @@ class OpenAIScorer(TargetScorer):
                     f"tokenizer (server ids {remote[:12]}..., local {local[:12]}...); serve the "
                     "same model as the local tokenizer, or do not pass a local tokenizer"
                 )
-        elif echoed_count is not None and echoed_count not in (len(local), len(local) + 1):
+        elif echoed_count and echoed_count not in (len(local), len(local) + 1):
             raise UserError(
                 f"target {self.name} splits a probe string into {echoed_count} tokens but the "
                 f"local tokenizer into {len(local)}; serve the same model as the local tokenizer"
@@ -251,9 +280,12 @@ class OpenAIScorer(TargetScorer):
     def _server_token_ids(self, text: str) -> list[int] | None:
         """Token ids from whichever tokenize endpoint the server has, else None."""
         candidates = [
-            ("/tokenize", {"content": text}),  # llama.cpp llama-server
+            ("/tokenize", {"content": text, "add_special": False}),  # llama.cpp llama-server
             ("/extras/tokenize", {"input": text}),  # llama-cpp-python
-            ("/tokenize", {"model": self.model, "prompt": text}),  # vLLM
+            (
+                "/tokenize",
+                {"model": self.model, "prompt": text, "add_special_tokens": False},
+            ),  # vLLM
         ]
         for path, body in candidates:
             try:
@@ -267,8 +299,11 @@ class OpenAIScorer(TargetScorer):
     # ---- scoring and generation -------------------------------------------------------------
 
     def _score_pairs(self, pairs, template, label_words):
-        if self.capabilities.echo:
+        mode = self.capabilities.mode
+        if mode == "echo":
             return self._score_echo(pairs, template, label_words)
+        if mode == "forced":
+            return self._score_forced(pairs, template, label_words)
         return self._score_top_k(pairs, template, label_words)
 
     def _score_echo(self, pairs, template, label_words) -> torch.Tensor:
@@ -290,6 +325,35 @@ class OpenAIScorer(TargetScorer):
                 raise UserError(f"target {self.name} gave no log-prob for the label in {text!r}")
             scores.append(sum(label))
         return torch.tensor(scores, dtype=torch.float32).view(len(pairs), len(label_words))
+
+    def _score_forced(self, pairs, template, label_words) -> torch.Tensor:
+        """Generate each label token under logit_bias +100 and sum the raw log-probs reported."""
+        contexts = [fill(template, p, x) for p, x in pairs]
+        out = torch.zeros(len(pairs), len(label_words))
+        for c, word in enumerate(label_words):
+            ids = self._label_ids(word)
+            if not ids:
+                raise UserError(f"label word {word!r} has no tokens on target {self.name}")
+            for k, token in enumerate(ids):
+                # Text, not ids: the label's first k tokens are spelt out after the context.
+                head = self.tokenizer.decode(ids[:k]) if self.tokenizer is not None else ""
+                if k and self.tokenizer is None:
+                    raise UserError(f"multi-token label {word!r} needs a local tokenizer here")
+                params = {"max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+                          "logit_bias": {str(token): 100}}  # fmt: skip
+                choices = self._complete([ctx + head for ctx in contexts], **params)
+                forced = self.tokenizer.decode([token]) if self.tokenizer is not None else None
+                for i, choice in enumerate(choices):
+                    values = (choice.get("logprobs") or {}).get("token_logprobs") or [None]
+                    if values[0] is None:
+                        raise UserError(f"target {self.name} returned no log-prob for {word!r}")
+                    if forced is not None and choice["text"] != forced:
+                        raise UserError(
+                            f"target {self.name} ignored logit_bias (generated "
+                            f"{choice['text']!r}, not {forced!r}); it cannot score labels exactly"
+                        )
+                    out[i, c] += values[0]
+        return out
 
     def _score_top_k(self, pairs, template, label_words) -> torch.Tensor:
         contexts = [fill(template, p, x) for p, x in pairs]

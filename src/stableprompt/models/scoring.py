@@ -362,3 +362,48 @@ class NaiveScorer(LocalScorer):
                 per_target.append(logprobs[steps, torch.tensor(target, device=self.device)].sum())
             results.append(torch.stack(per_target).cpu())
         return results
+
+
+class MaskedLMScorer(TargetScorer):
+    """Scores with a masked LM (RoBERTa-style): the label word is read at a `<mask>` appended
+    after the filled template. Label words must be single tokens; inputs are batched and cached
+    like the causal engine, but a bidirectional model cannot share prefixes."""
+
+    def __init__(self, model, tokenizer, cache: ScoreCache | None = None, batch_size: int = 32):
+        super().__init__(cache)
+        if tokenizer.mask_token is None:
+            raise UserError(f"{model.name_or_path} has no mask token (use a causal LM target)")
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.name = getattr(model, "name_or_path", None) or model.config.name_or_path
+        self.device = next(model.parameters()).device
+
+    def texts(self, pairs: list[tuple[str, str]], template: str, label_words) -> list[str]:
+        # A leading space in the label words belongs before the mask (RoBERTa's <mask> absorbs it).
+        space = " " if label_words[0].startswith(" ") else ""
+        return [fill(template, p, x) + space + self.tokenizer.mask_token for p, x in pairs]
+
+    @torch.inference_mode()
+    def _score_pairs(self, pairs, template, label_words):
+        ids = label_token_ids(self.tokenizer, label_words)
+        if any(len(t) != 1 for t in ids):
+            word = label_words[next(i for i, t in enumerate(ids) if len(t) != 1)]
+            raise UserError(
+                f"label word {word!r} is split into several tokens by the masked LM "
+                "(choose single-token label words for masked-LM targets)"
+            )
+        label_ids = torch.tensor([t[0] for t in ids], device=self.device)
+        texts = self.texts(pairs, template, label_words)
+        out = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = self.tokenizer(
+                texts[start : start + self.batch_size], return_tensors="pt", padding=True
+            ).to(self.device)
+            logits = self.model(**batch).logits
+            rows, cols = (batch.input_ids == self.tokenizer.mask_token_id).nonzero(as_tuple=True)
+            logprobs = F.log_softmax(logits[rows, cols].float(), dim=-1)
+            out.append(logprobs[:, label_ids].cpu())
+        return torch.cat(out)
+
+    @torch.inference_mode()
+    def generate(self, texts, max_new_tokens=32, stop="\n"):
+        raise UserError("a masked-LM target cannot generate text (use a causal LM for this task)")
