@@ -107,13 +107,14 @@ def main() -> None:
             seconds = time.perf_counter() - start
             n = len(prompts) * len(inputs) * len(LABELS)
             rows.append((concurrency, n, seconds, n / seconds, scorer.capabilities.batch))
+            mode = scorer.capabilities.mode
             scorer.close()
     finally:
         if server is not None:
             server.stop()
 
     print(f"date {datetime.date.today()}  revision {git_revision()}  machine {machine()}")
-    print(f"server {backend}  template {TEMPLATE!r}  labels {LABELS}  batch {args.batch_size}")
+    print(f"server {backend}  scoring mode {mode}  batch {args.batch_size}  labels {LABELS}")
     print("| concurrency | sequences | seconds | sequences/s | batched requests |")
     print("|---:|---:|---:|---:|:---:|")
     for concurrency, n, seconds, rate, batched in rows:

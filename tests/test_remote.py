@@ -51,13 +51,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, {"choices": [self._choice(i, p, body) for i, p in enumerate(prompts)]})
 
     def _choice(self, index, prompt, body):
-        if body.get("echo") and self.server.stub["echo"]:
+        stub = self.server.stub
+        if body.get("echo") and stub["echo"]:
             offsets = list(range(len(prompt) + 1))  # + the one generated token
-            values = [None] + [-0.5] * len(prompt)
+            values = [None] + [-0.7 if stub["shifted"] else -0.5] * len(prompt)
             logprobs = {"text_offset": offsets, "token_logprobs": values}
             return {"index": index, "text": prompt + "!", "logprobs": logprobs}
-        top = {" good": -0.1, " bad": -2.0, " meh": -3.0}
-        logprobs = {"text_offset": [len(prompt)], "token_logprobs": [-0.1], "top_logprobs": [top]}
+        if body.get("logit_bias"):  # forced generation: the biased token, log-prob -1
+            token = int(next(iter(body["logit_bias"])))
+            logprobs = {"text_offset": [len(prompt)], "token_logprobs": [-1.0]}
+            return {"index": index, "text": stub["decode"]([token]), "logprobs": logprobs}
+        top = {" good": -0.5, " bad": -2.0, " meh": -3.0}
+        logprobs = {"text_offset": [len(prompt)], "token_logprobs": [-0.5], "top_logprobs": [top]}
         text = " good\nmore" if body.get("max_tokens", 1) > 1 else " good"
         return {"index": index, "text": text, "logprobs": logprobs}
 
@@ -78,7 +83,7 @@ def stub():
     def start(**state):
         server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         server.stub = {"seen": [], "fail": 0, "status": 503, "echo": True, "batch": True,
-                       "tokens": None} | state  # fmt: skip
+                       "tokens": None, "shifted": False, "decode": None} | state  # fmt: skip
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}", server.stub
@@ -114,7 +119,7 @@ def test_scores_are_summed_label_logprobs_in_batches(stub):
     assert scores.shape == (2, 2, 2)
     assert torch.equal(scores[..., 0], torch.full((2, 2), -1.5))  # 3 characters
     assert torch.equal(scores[..., 1], torch.full((2, 2), -2.5))
-    sent = [b["prompt"] for p, _, b in state["seen"][2:]]  # after the two probe requests
+    sent = [b["prompt"] for p, _, b in state["seen"][3:]]  # after the three probe requests
     assert sorted(len(p) for p in sent) == [2, 3, 3]  # 8 sequences in chunks of 3
     assert not scorer.approximate
 
@@ -188,7 +193,19 @@ def test_without_echo_falls_back_to_top_k_with_a_floor(stub):
     with pytest.warns(UserWarning, match="approximate"):
         scores = scorer.score(["p"], ["x"], "{prompt} {input}", [" good", " bad", " great"])
     assert scorer.approximate
-    assert scores.flatten().tolist() == pytest.approx([-0.1, -2.0, -3.0])  # " great": floor
+    assert scores.flatten().tolist() == pytest.approx([-0.5, -2.0, -3.0])  # " great": floor
+
+
+def test_misaligned_echo_falls_back_to_forced_generation(stub, tiny_tokenizer):
+    from stableprompt.models.remote import PROBE_TEXT
+
+    ids = list(tiny_tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids)
+    url, _ = stub(shifted=True, decode=tiny_tokenizer.decode, tokens=ids)
+    scorer = OpenAIScorer("m", [url], tokenizer=tiny_tokenizer)
+    scores = scorer.score(["p"], ["x"], "{prompt} {input}", [" good", " superb"])
+    n_superb = len(tiny_tokenizer(" superb", add_special_tokens=False).input_ids)
+    assert scorer.capabilities.mode == "forced" and not scorer.approximate and n_superb > 1
+    assert scores.flatten().tolist() == [-1.0, -float(n_superb)]  # -1 per forced token
 
 
 def test_single_prompt_servers_get_one_sequence_per_request(stub):
@@ -196,7 +213,7 @@ def test_single_prompt_servers_get_one_sequence_per_request(stub):
     scorer = OpenAIScorer("m", [url], batch_size=8)
     scorer.score(["p"], ["x", "y"], "{prompt} {input}", [" a", " b"])
     assert not scorer.capabilities.batch
-    assert all(isinstance(b["prompt"], str) for _, _, b in state["seen"][2:])
+    assert all(isinstance(b["prompt"], str) for _, _, b in state["seen"][3:])
 
 
 def test_tokenizer_mismatch_is_a_clear_error(stub, tiny_tokenizer):
@@ -204,7 +221,7 @@ def test_tokenizer_mismatch_is_a_clear_error(stub, tiny_tokenizer):
 
     ids = tiny_tokenizer(PROBE_TEXT, add_special_tokens=False).input_ids
     url, state = stub(tokens=list(ids))
-    assert OpenAIScorer("m", [url], tokenizer=tiny_tokenizer).capabilities.echo  # agrees
+    assert OpenAIScorer("m", [url], tokenizer=tiny_tokenizer).capabilities.mode == "echo"
     state["tokens"] = [5, 6, 7]
     with pytest.raises(UserError, match="tokenises a probe string differently"):
         _ = OpenAIScorer("m", [url], tokenizer=tiny_tokenizer).capabilities
@@ -379,7 +396,7 @@ def test_sql_run_survives_a_server_crash_with_resume(llama_server, tmp_path):
     target = f"openai:smollm2-135m@{llama_server.url}"
     cmd = [sys.executable, "-m", "stableprompt.cli", "train", "--no-progress"]
     flags = ["--algo", "sql", "--task", "sst-2", "--data", str(data), "--target", target,
-             "--agent", "smollm2-135m", "--steps", "6", "--eval-every", "1", "--save-every", "1",
+             "--agent", "smollm2-135m", "--steps", "4", "--eval-every", "1", "--save-every", "1",
              "--prompt-length", "2", "--prompts-per-step", "2", "--pool-size", "2",
              "--out", str(out)]  # fmt: skip
     run = subprocess.Popen(cmd + flags, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -401,6 +418,6 @@ def test_sql_run_survives_a_server_crash_with_resume(llama_server, tmp_path):
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "best_prompts.json").read_text())
-    assert summary["steps"] == 6 and summary["best_prompt"]
+    assert summary["steps"] == 4 and summary["best_prompt"]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(7))  # each step logged once across the crash
+    assert steps == list(range(5))  # each step logged once across the crash
