@@ -14,10 +14,20 @@ from stableprompt.algorithms.ppo import (
 )
 from stableprompt.models import LocalScorer, load_lm
 from stableprompt.tasks import Example, get_task
-from stableprompt.trainer import TaskContext, Trainer, TrainConfig
+from stableprompt.trainer import TaskContext, TrainConfig, Trainer
 
 POS = ["the movie was great", "a very good film", "fun plot and great acting", "I love it"]
 NEG = ["the movie was terrible", "a very bad film", "boring plot", "I hate it"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matmuls gain nothing from threads, and on a busy machine OpenMP barriers make them
+    ~30x slower; restore the setting for the other test modules."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def splits() -> dict[str, list[Example]]:
@@ -209,7 +219,7 @@ def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
     a, b = straight.algorithm.tensors(), resumed.algorithm.tensors()
     assert a.keys() == b.keys() and any(k.startswith("anchor.") for k in a)
     for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6)
+        assert torch.equal(a[key], b[key]), key  # bit for bit
     assert straight.algorithm.kl_ctl.value == pytest.approx(resumed.algorithm.kl_ctl.value)
     assert summary["best_prompt"] == summary_b["best_prompt"]
 

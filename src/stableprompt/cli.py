@@ -33,7 +33,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             )
         else:
             kind = {int: int, float: float}.get(type(default), str)
-            if f.name in ("max_target_calls", "train_examples"):
+            if f.name in ("max_target_calls", "train_examples", "prompts_per_step"):
                 kind = int
             parser.add_argument(
                 flag,

@@ -55,7 +55,7 @@ class TrainConfig:
     max_grad_norm: float = 5.0
     # token policy (sql, sparse-sql)
     prompt_length: int = 5
-    prompts_per_step: int = 16
+    prompts_per_step: int | None = None  # default: 16 for sql/sparse-sql, 4 for ppo/appo
     top_k: int = 256  # sampling filter while training (sql)
     mlp_hidden: int = 2048
     reward_scale: float = 5.0

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stableprompt.errors import UserError
 from stableprompt.models.scoring import cache_kwarg, output_cache
 from stableprompt.tasks import Example
 
@@ -65,20 +66,35 @@ def repeat_cache(cache, rows: int):
 
 def lora_target_modules(model: nn.Module) -> list[str] | str:
     """The attention projections this architecture has; all linear layers if it has none."""
-    names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules()
-             if isinstance(m, nn.Linear)}
+    names = {
+        name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)
+    }
     found = [t for t in LORA_TARGETS if t in names]
     return found or "all-linear"
 
 
 class InstructionAgent(nn.Module):
-    def __init__(self, lm, tokenizer, r: int = 16, alpha: int = 32, dropout: float = 0.05,
-                 label_words: list[str] | None = None, fallback: str = "Output:"):
+    def __init__(
+        self,
+        lm,
+        tokenizer,
+        r: int = 16,
+        alpha: int = 32,
+        dropout: float = 0.05,
+        label_words: list[str] | None = None,
+        fallback: str = "Output:",
+    ):
         super().__init__()
         from peft import LoraConfig, get_peft_model
 
-        config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, bias="none",
-                            target_modules=lora_target_modules(lm), task_type="CAUSAL_LM")
+        config = LoraConfig(
+            r=r,
+            lora_alpha=alpha,
+            lora_dropout=dropout,
+            bias="none",
+            target_modules=lora_target_modules(lm),
+            task_type="CAUSAL_LM",
+        )
         self.lm = get_peft_model(lm, config)  # freezes every base weight
         self.tokenizer = tokenizer
         param = next(lm.parameters())
@@ -116,7 +132,8 @@ class InstructionAgent(nn.Module):
         self.has_newline = torch.tensor([("\n" in p) for p in pieces] + [False] * (vocab - n))
         self.has_text = torch.tensor([bool(p.strip()) for p in pieces] + [False] * (vocab - n))
         self.text_before_newline = torch.tensor(
-            [bool(p.split("\n")[0].strip()) for p in pieces] + [False] * (vocab - n))
+            [bool(p.split("\n")[0].strip()) for p in pieces] + [False] * (vocab - n)
+        )
         for name in ("stop_special", "has_newline", "has_text", "text_before_newline"):
             setattr(self, name, getattr(self, name).to(device))
 
@@ -129,11 +146,18 @@ class InstructionAgent(nn.Module):
 
     def meta_prompt(self, examples: list[Example], k: int) -> str:
         """The chat-template text showing k input/output pairs and asking for the instruction."""
-        pairs = "\n\n".join(f"Input: {ex.text.strip()}\nOutput: {self.output_text(ex)}"
-                            for ex in examples[:k])
+        pairs = "\n\n".join(
+            f"Input: {ex.text.strip()}\nOutput: {self.output_text(ex)}" for ex in examples[:k]
+        )
         messages = [{"role": "user", "content": META_PROMPT.format(pairs=pairs)}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=True)
+        if not self.tokenizer.chat_template:
+            raise UserError(
+                "the agent model has no chat template; use an instruction-tuned model "
+                "(e.g. --agent smollm2-135m)"
+            )
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
 
     @torch.no_grad()
     def encode_query(self, meta_text: str) -> Query:
@@ -156,8 +180,9 @@ class InstructionAgent(nn.Module):
         out = self.decoder(input_ids=inputs, use_cache=True, **cache_kwarg(self.decoder, cache))
         return out.last_hidden_state
 
-    def forward_logprobs_values(self, query: Query, response: Tensor, temperature: float = 1.0,
-                                full: bool = False) -> tuple[Tensor, Tensor]:
+    def forward_logprobs_values(
+        self, query: Query, response: Tensor, temperature: float = 1.0, full: bool = False
+    ) -> tuple[Tensor, Tensor]:
         """Log-probs [B, L] of `response` under the policy (or [B, L, V] with `full`), and the
         value [B, L] of the state before each response token. Grad flows to LoRA and the head."""
         hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
@@ -168,8 +193,9 @@ class InstructionAgent(nn.Module):
         return logprobs.gather(-1, response[..., None]).squeeze(-1), values
 
     @torch.no_grad()
-    def sample(self, query: Query, num: int, max_new_tokens: int,
-               temperature: float = 1.0) -> Samples:
+    def sample(
+        self, query: Query, num: int, max_new_tokens: int, temperature: float = 1.0
+    ) -> Samples:
         """`num` prompts for one meta-prompt; temperature 0 is greedy. A row stops at a special
         token (eos, chat markers) or at a newline once it has written some text."""
         device = query.ids.device
@@ -191,7 +217,8 @@ class InstructionAgent(nn.Module):
             nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
             mask.append(~finished)
             stop = self.stop_special[nxt] | (
-                self.has_newline[nxt] & (had_text | self.text_before_newline[nxt]))
+                self.has_newline[nxt] & (had_text | self.text_before_newline[nxt])
+            )
             had_text |= self.has_text[nxt]
             finished = finished | stop
             tokens.append(nxt)

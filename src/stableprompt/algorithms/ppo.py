@@ -309,8 +309,9 @@ class AdaptivePPO(Algorithm):
         from stableprompt.models.loading import load_lm
 
         if config.reference not in ("anchor", "initial", "previous"):
-            raise UserError(f"unknown reference {config.reference!r} "
-                            "(use anchor, initial or previous)")
+            raise UserError(
+                f"unknown reference {config.reference!r} (use anchor, initial or previous)"
+            )
         self.use_anchor = config.algo == "appo"
         self.reference = config.reference
         if config.algo == "ppo" and self.reference == "anchor":
@@ -318,29 +319,41 @@ class AdaptivePPO(Algorithm):
         self.num_prompts = config.prompts_per_step or 4
         # Own copy (shared=False): LoRA is injected into the modules in place.
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
-        self.agent = InstructionAgent(lm, tokenizer, config.lora_r, config.lora_alpha,
-                                      config.lora_dropout, label_words=ctx.label_words)
+        self.agent = InstructionAgent(
+            lm,
+            tokenizer,
+            config.lora_r,
+            config.lora_alpha,
+            config.lora_dropout,
+            label_words=ctx.label_words,
+        )
         self.optimizer = self.make_optimizer()
         horizon = float(config.extra.get("kl_horizon", 10000))
-        self.kl_ctl = (AdaptiveKLController(config.kl_coef, config.kl_target, horizon)
-                       if config.adaptive_kl else FixedKLController(config.kl_coef))
+        self.kl_ctl = (
+            AdaptiveKLController(config.kl_coef, config.kl_target, horizon)
+            if config.adaptive_kl
+            else FixedKLController(config.kl_coef)
+        )
         initial = copy_trainable_state(self.agent)
         self.anchor_state = initial if self.use_anchor else None
         self.previous_state = initial if self.reference == "previous" else None
         # Fixed evaluation meta-prompt: its own RNG, so evaluating never shifts the training draws.
-        shown = random.Random(config.seed).sample(ctx.splits["train"],
-                                                  min(config.num_shots, len(ctx.splits["train"])))
+        shown = random.Random(config.seed).sample(
+            ctx.splits["train"], min(config.num_shots, len(ctx.splits["train"]))
+        )
         self.eval_query = self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots))
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay: the KL penalty is the regulariser.
-        return torch.optim.AdamW(self.agent.trainable_parameters(), lr=self.config.lr,
-                                 weight_decay=0.0)
+        return torch.optim.AdamW(
+            self.agent.trainable_parameters(), lr=self.config.lr, weight_decay=0.0
+        )
 
     def reference_weights(self) -> dict[str, Tensor] | None:
         """Weights of the KL reference (None = the initial agent, via the disabled adapter)."""
-        return {"anchor": self.anchor_state, "initial": None,
-                "previous": self.previous_state}[self.reference]
+        return {"anchor": self.anchor_state, "initial": None, "previous": self.previous_state}[
+            self.reference
+        ]
 
     def train_examples(self) -> list:
         train = self.ctx.splits["train"]
@@ -388,9 +401,18 @@ class AdaptivePPO(Algorithm):
         epoch_stats = []
         for _ in range(c.ppo_epochs):
             logprobs, values = agent.forward_logprobs_values(query, response)
-            loss, stats = ppo_loss(logprobs, old_logprobs, advantages, values, old_values,
-                                   returns, mask, self.clip_range, self.clip_range_value,
-                                   self.vf_coef)
+            loss, stats = ppo_loss(
+                logprobs,
+                old_logprobs,
+                advantages,
+                values,
+                old_values,
+                returns,
+                mask,
+                self.clip_range,
+                self.clip_range_value,
+                self.vf_coef,
+            )
             self.optimizer.zero_grad()
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(agent.trainable_parameters(), c.max_grad_norm)
@@ -424,22 +446,28 @@ class AdaptivePPO(Algorithm):
         agent_prompt = self.greedy_prompt(None)
         anchor_prompt = self.greedy_prompt(self.anchor_state)
         agent_dev, anchor_dev = self.dev_scores([agent_prompt, anchor_prompt])
-        event = anchor_decision(agent_dev, anchor_dev, c.anchor_update_threshold,
-                                c.anchor_rollback_threshold)
+        event = anchor_decision(
+            agent_dev, anchor_dev, c.anchor_update_threshold, c.anchor_rollback_threshold
+        )
         if event == "update":
             self.anchor_state = copy_trainable_state(agent)
         elif event == "rollback":
             load_trainable_state(agent, self.anchor_state)
             self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
-        return {"anchor_event": event, "agent_dev": agent_dev, "anchor_dev": anchor_dev,
-                "anchor_prompt": anchor_prompt}
+        return {
+            "anchor_event": event,
+            "agent_dev": agent_dev,
+            "anchor_dev": anchor_dev,
+            "anchor_prompt": anchor_prompt,
+        }
 
     def greedy_prompt(self, weights: dict[str, Tensor] | None) -> str:
         """The greedy prompt for the evaluation meta-prompt: the agent's own (None) or under
         `weights` (e.g. the anchor)."""
         c = self.config
-        context = (self.agent.using_weights(weights) if weights is not None
-                   else contextlib.nullcontext())
+        context = (
+            self.agent.using_weights(weights) if weights is not None else contextlib.nullcontext()
+        )
         with context:
             return self.agent.sample(self.eval_query, 1, c.max_new_tokens, temperature=0).texts[0]
 
@@ -463,8 +491,9 @@ class AdaptivePPO(Algorithm):
     def load_tensors(self, tensors: dict[str, Tensor]) -> None:
         def part(prefix: str) -> dict[str, Tensor]:
             device = self.agent.value_head.weight.device
-            return {k[len(prefix):]: v.to(device) for k, v in tensors.items()
-                    if k.startswith(prefix)}
+            return {
+                k[len(prefix) :]: v.to(device) for k, v in tensors.items() if k.startswith(prefix)
+            }
 
         load_trainable_state(self.agent, part("agent."))
         if self.anchor_state is not None:

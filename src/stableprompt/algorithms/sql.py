@@ -167,6 +167,7 @@ class SoftQLearning(Algorithm):
         self.target_mlp = copy.deepcopy(self.policy.mlp).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
         self.replay = ReplayBuffer(config.replay_size)
+        self.num_prompts = config.prompts_per_step or 16  # RLPrompt's batch size
 
     # hooks -------------------------------------------------------------------------------------
 
@@ -202,7 +203,7 @@ class SoftQLearning(Algorithm):
 
     def train_step(self, step: int) -> dict:
         c = self.config
-        rollout = self.policy.rollout(c.prompts_per_step, self.choose)
+        rollout = self.policy.rollout(self.num_prompts, self.choose)
         prompts = self.policy.decode(rollout.actions)
         raw = self.ctx.rewards(prompts, self.train_examples(), self.reward_kind)
         metrics = self.update(rollout, zscore(raw) * c.reward_scale)
@@ -225,7 +226,7 @@ class SoftQLearning(Algorithm):
 
     def calls_per_step(self) -> int:
         n = self.config.train_examples or len(self.ctx.splits["train"])
-        return self.config.prompts_per_step * min(n, len(self.ctx.splits["train"]))
+        return self.num_prompts * min(n, len(self.ctx.splits["train"]))
 
     # checkpoint --------------------------------------------------------------------------------
 
