@@ -29,10 +29,22 @@ from stableprompt.tasks import get_task, load_kshot_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPTS = [
-    "It was", "All in all, the movie was", "In summary, it was", "Overall the film is",
-    "My rating:", "The review is", "Verdict:", "This movie is", "I thought it was",
-    "Critics called it", "In short,", "Sentiment:", "The acting was", "To sum up, it was",
-    "Honestly, it was", "The plot was",
+    "It was",
+    "All in all, the movie was",
+    "In summary, it was",
+    "Overall the film is",
+    "My rating:",
+    "The review is",
+    "Verdict:",
+    "This movie is",
+    "I thought it was",
+    "Critics called it",
+    "In short,",
+    "Sentiment:",
+    "The acting was",
+    "To sum up, it was",
+    "Honestly, it was",
+    "The plot was",
 ]
 
 
@@ -51,8 +63,13 @@ def machine() -> str:
 
 def revision() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, cwd=ROOT, check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            check=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -66,7 +83,7 @@ def timed(fn):
 @torch.inference_mode()
 def plain_forward(model, sequences: list[list[int]], pad: int, batch: int = 64) -> None:
     for i in range(0, len(sequences), batch):
-        chunk = sequences[i:i + batch]
+        chunk = sequences[i : i + batch]
         width = max(map(len, chunk))
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in chunk])
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk])
@@ -92,8 +109,9 @@ def main() -> None:
     engine = LocalScorer(engine_model, tokenizer)
     naive = NaiveScorer(naive_model, tokenizer)
 
-    rows = engine.build_rows([(p, x) for p in prompts for x in inputs], task.template,
-                             tuple(labels))
+    rows = engine.build_rows(
+        [(p, x) for p in prompts for x in inputs], task.template, tuple(labels)
+    )
     sequences = [list(r.prefix + r.suffix) + t[-1:] for rs in rows for r in rs for t in r.targets]
     n_tokens = sum(map(len, sequences))
 
@@ -106,26 +124,42 @@ def main() -> None:
 
     max_diff = (fast - slow).abs().max().item()
     figures = {
-        "date": datetime.date.today().isoformat(), "revision": revision(), "machine": machine(),
-        "target": args.target, "engine_dtype": str(engine_model.dtype),
+        "date": datetime.date.today().isoformat(),
+        "revision": revision(),
+        "machine": machine(),
+        "target": args.target,
+        "engine_dtype": str(engine_model.dtype),
         "workload": f"{len(prompts)} prompts x {len(inputs)} inputs x {len(labels)} classes",
         "sequence_tokens": n_tokens,
-        "naive_tok_s": n_tokens / t_naive, "engine_tok_s": n_tokens / t_engine,
-        "engine_cached_tok_s": n_tokens / t_cached, "plain_forward_tok_s": n_tokens / t_plain,
-        "naive_s": t_naive, "engine_s": t_engine, "cached_s": t_cached, "plain_s": t_plain,
-        "engine_vs_naive": t_naive / t_engine, "engine_vs_plain": t_plain / t_engine,
+        "naive_tok_s": n_tokens / t_naive,
+        "engine_tok_s": n_tokens / t_engine,
+        "engine_cached_tok_s": n_tokens / t_cached,
+        "plain_forward_tok_s": n_tokens / t_plain,
+        "naive_s": t_naive,
+        "engine_s": t_engine,
+        "cached_s": t_cached,
+        "plain_s": t_plain,
+        "engine_vs_naive": t_naive / t_engine,
+        "engine_vs_plain": t_plain / t_engine,
         "max_abs_logprob_diff": max_diff,
     }
     print(f"{figures['date']}  rev {figures['revision']}  {figures['machine']}")
-    print(f"target {args.target}, engine dtype {engine_model.dtype}; {figures['workload']}; "
-          f"{n_tokens} sequence tokens")
+    print(
+        f"target {args.target}, engine dtype {engine_model.dtype}; {figures['workload']}; "
+        f"{n_tokens} sequence tokens"
+    )
     print(f"{'scorer':<34}{'seconds':>9}{'tokens/s':>11}")
-    for name, seconds in [("naive (1 forward/seq, fp32)", t_naive),
-                          ("plain batched forward (ceiling)", t_plain),
-                          ("engine", t_engine), ("engine, all cached", t_cached)]:
+    for name, seconds in [
+        ("naive (1 forward/seq, fp32)", t_naive),
+        ("plain batched forward (ceiling)", t_plain),
+        ("engine", t_engine),
+        ("engine, all cached", t_cached),
+    ]:
         print(f"{name:<34}{seconds:>9.2f}{n_tokens / seconds:>11.0f}")
-    print(f"engine vs naive: {figures['engine_vs_naive']:.1f}x   engine vs plain forward: "
-          f"{figures['engine_vs_plain']:.1f}x   max |logprob diff| {max_diff:.2e}")
+    print(
+        f"engine vs naive: {figures['engine_vs_naive']:.1f}x   engine vs plain forward: "
+        f"{figures['engine_vs_plain']:.1f}x   max |logprob diff| {max_diff:.2e}"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 

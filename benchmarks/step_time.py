@@ -27,15 +27,24 @@ def main() -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared/data/fsc/16-shot/sst-2/16-42"))
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--steps", type=int, default=6)
-    parser.add_argument("--prompts-per-step", type=int, default=16)
+    parser.add_argument("--prompts-per-step", type=int, default=None)
     parser.add_argument("--train-examples", type=int, default=None)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(algo=args.algo, task="sst-2", data=args.data, agent=args.model,
-                             target=args.model, steps=args.steps, eval_every=10**9,
-                             save_every=10**9, prompts_per_step=args.prompts_per_step,
-                             train_examples=args.train_examples, out=out)
+        config = TrainConfig(
+            algo=args.algo,
+            task="sst-2",
+            data=args.data,
+            agent=args.model,
+            target=args.model,
+            steps=args.steps,
+            eval_every=10**9,
+            save_every=10**9,
+            prompts_per_step=args.prompts_per_step,
+            train_examples=args.train_examples,
+            out=out,
+        )
         ctx = build_context(config)
         Trainer(config, ctx, progress=False).train()
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
@@ -43,9 +52,11 @@ def main() -> None:
     per_step = [b - a for a, b in zip(times, times[1:])]
     n_train = args.train_examples or len(ctx.splits["train"])
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
-    print(f"{args.algo}: {args.prompts_per_step} prompts x {n_train} examples per step, "
-          f"{len(per_step)} timed steps: mean {statistics.mean(per_step):.2f} s/step "
-          f"(min {min(per_step):.2f}, max {max(per_step):.2f}); first step {times[0]:.2f} s")
+    print(
+        f"{args.algo}: {args.prompts_per_step or 'default'} prompts x {n_train} examples per step, "
+        f"{len(per_step)} timed steps: mean {statistics.mean(per_step):.2f} s/step "
+        f"(min {min(per_step):.2f}, max {max(per_step):.2f}); first step {times[0]:.2f} s"
+    )
 
 
 if __name__ == "__main__":
