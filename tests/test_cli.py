@@ -72,7 +72,7 @@ def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
         (["eval", "--data", "/nonexistent/dir"], "data not found: /nonexistent/dir"),
         (["eval", "--task", "no-such-task"], "unknown task"),
         (["eval", "--target", "no-such-model"], "unknown model 'no-such-model'"),
-        (["train", "--resume", "/nonexistent/run"], "config file not found"),
+        (["train", "--resume", "/nonexistent/run"], "no run to resume in /nonexistent/run"),
     ],
 )
 def test_bad_input_gives_one_line_and_exit_2(capsys, argv, message):

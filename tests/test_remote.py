@@ -421,3 +421,16 @@ def test_sql_run_survives_a_server_crash_with_resume(llama_server, tmp_path):
     assert summary["steps"] == 4 and summary["best_prompt"]
     steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == list(range(5))  # each step logged once across the crash
+
+
+def test_non_json_answer_is_a_clear_error(monkeypatch):
+    import httpx
+
+    from stableprompt.errors import UserError
+    from stableprompt.models.remote import OpenAIScorer
+
+    scorer = OpenAIScorer("m", ["http://stub"], max_retries=0)
+    html = httpx.Response(200, text="<html>hello</html>")
+    monkeypatch.setattr(scorer._client, "post", lambda *a, **k: html)
+    with pytest.raises(UserError, match="non-JSON"):
+        scorer._post("/v1/completions", {})

@@ -123,3 +123,12 @@ def test_masked_lm_scorer_reads_the_mask_position(tiny_tokenizer, tmp_path):
             torch.testing.assert_close(got[i, j], want, atol=1e-4, rtol=1e-4)
     with pytest.raises(UserError, match="split into several tokens"):
         scorer.score(PROMPTS[:1], INPUTS[:1], "{input} {prompt}", [" superb", " good"])
+
+
+def test_braces_inside_prompt_or_input_stay_literal():
+    from stableprompt.models.scoring import fill
+
+    assert fill("{input} {prompt}", "Label {input} now", "a {prompt} b") == (
+        "a {prompt} b Label {input} now"
+    )
+    assert split_template("{prompt} {input}", "Say {input}", "X") == ("Say {input}", " X")

@@ -113,3 +113,40 @@ def test_near_zero_init_gives_nearly_uniform_policy(tiny_model_dir, tmp_path):
 def test_unknown_config_key_is_a_clear_error():
     with pytest.raises(UserError, match="unknown config key"):
         TrainConfig.from_dict({"stepz": 3})
+
+
+def test_yaml_config_types_are_checked(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("lr: 1e-4\nsteps: '20'\nout: 2024\nmax_target_calls: null\n")
+    config = TrainConfig.from_yaml(path)  # YAML 1.1 reads 1e-4 as a string
+    assert (config.lr, config.steps, config.out) == (1e-4, 20, "2024")
+    assert config.max_target_calls is None
+    for text, message in [
+        ("steps: many\n", "steps must be an int"),
+        ("replay: maybe\n", "replay must be a bool"),
+        ("steps: true\n", "steps must be an int"),
+        ("- steps\n", "YAML mapping"),
+        ("steps: [1\n", "invalid YAML"),
+        ("loss: mse\n", "unknown loss 'mse'"),
+        ("algo: dqn\n", "unknown algo 'dqn'"),
+        ("eval_every: 0\n", "eval_every must be at least 1"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(UserError, match=message):
+            TrainConfig.from_yaml(path)
+
+
+def test_template_without_placeholders_is_a_clear_error(tiny_model_dir):
+    ctx = make_ctx(tiny_model_dir)
+    with pytest.raises(UserError, match="must contain both"):
+        TaskContext(ctx.task, ctx.splits, ctx.scorer, template="{input} It was")
+
+
+def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
+    config = make_config(tiny_model_dir, tmp_path, steps=5, eval_every=2, save_every=5)
+    trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    projected = trainer.projected_calls()
+    summary = trainer.train()
+    # evaluations at steps 0, 2, 4 and 5; the pool holds at most 3 prompts scored on 6 tests
+    assert projected == 5 * 16 + 4 * 4 + 3 * 6
+    assert summary["target_calls"] == projected - (3 - len(summary["prompts"])) * 6

@@ -54,6 +54,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     }
     if args.resume:
         run = Path(args.resume)
+        if not (run / "config.yaml").is_file():
+            raise UserError(
+                f"no run to resume in {run}: config file not found "
+                "(pass --resume the --out directory of an earlier train run)"
+            )
         config = TrainConfig.from_yaml(run / "config.yaml", **{**overrides, "out": str(run)})
     elif args.config:
         config = TrainConfig.from_yaml(args.config, **overrides)
@@ -94,6 +99,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "template": ctx.template,
             **report,
         }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.out}")
     return 0

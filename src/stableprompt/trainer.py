@@ -9,6 +9,7 @@ atomic checkpoints and exact resume, metrics.jsonl and the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -86,22 +87,66 @@ class TrainConfig:
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file not found: {path} (pass --config a YAML file)")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            line = f" at line {mark.line + 1}" if mark else ""
+            raise UserError(f"invalid YAML in {path}{line} (fix the syntax)") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"config file {path} must be a YAML mapping (key: value per line)")
         return cls.from_dict({**raw, **overrides})
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields), key=str)
         if unknown:
             raise UserError(
-                f"unknown config key(s) {', '.join(unknown)} "
+                f"unknown config key(s) {', '.join(map(str, unknown))} "
                 "(see `stableprompt train --help` for the valid names)"
             )
+        values = {k: _check_type(k, fields[k].type, v) for k, v in values.items()}
+        for key, choices in _CHOICES.items():
+            if key in values and values[key] not in choices:
+                raise UserError(f"unknown {key} {values[key]!r} (use one of {', '.join(choices)})")
+        for key in ("eval_every", "save_every"):
+            if values.get(key, 1) < 1:
+                raise UserError(f"{key} must be at least 1 (got {values[key]})")
         return cls(**values)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+_CHOICES = {
+    "algo": ("sql", "sparse-sql", "ppo", "appo"),
+    "loss": ("sql", "mc"),
+    "reference": ("anchor", "initial", "previous"),
+}
+
+
+def _check_type(key: str, type_name: str, value):
+    """A YAML value checked against the field's annotated type ('int', 'float | None', ...).
+
+    Numbers written as strings are converted: YAML 1.1 reads `lr: 1e-4` as the string '1e-4'.
+    """
+    kinds = [k.strip() for k in type_name.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kind = kinds[0]
+    if kind in ("int", "float") and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if kind == "float" else int(value)
+    if kind in ("float", "str") and isinstance(value, int | float) and not isinstance(value, bool):
+        value = float(value) if kind == "float" else str(value)  # `out: 2024` means "2024"
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}[kind]
+    if not isinstance(value, expected) or (kind == "int" and isinstance(value, bool)):
+        raise UserError(
+            f"config key {key} must be {'a' if kind != 'int' else 'an'} {kind}"
+            f"{' or null' if 'None' in kinds else ''}, got {value!r} (fix its value)"
+        )
+    return value
 
 
 class TaskContext:
@@ -118,6 +163,11 @@ class TaskContext:
         validate_labels(splits, task.num_classes, required=required)
         self.task, self.splits, self.scorer = task, splits, scorer
         self.template = template or task.template
+        if not all(p in self.template for p in ("{prompt}", "{input}")):
+            raise UserError(
+                f"template {self.template!r} must contain both {{prompt}} and {{input}} "
+                "(e.g. --template '{input} {prompt}')"
+            )
         self.label_words = list(task.label_words)
 
     def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
@@ -160,6 +210,12 @@ class Algorithm(ABC):
 
     def __init__(self, config: TrainConfig, ctx: TaskContext):
         self.config, self.ctx = config, ctx
+
+    def train_examples(self) -> list[Example]:
+        """The train examples a step scores: all, or a fresh random `train_examples` of them."""
+        train = self.ctx.splits["train"]
+        n = self.config.train_examples
+        return train if not n or n >= len(train) else random.sample(train, n)
 
     @abstractmethod
     def train_step(self, step: int) -> dict:
@@ -262,7 +318,8 @@ class Trainer:
 
     def projected_calls(self) -> int:
         c = self.config
-        n_evals = c.steps // c.eval_every + 1
+        # step 0, every eval_every steps, and the last step if it is not a multiple
+        n_evals = 1 + c.steps // c.eval_every + (c.steps % c.eval_every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
         per_eval = len(self.algorithm.eval_prompts()) * dev if n_evals else 0
         return c.steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
@@ -298,6 +355,8 @@ class Trainer:
         if not pointer.is_file():
             raise UserError(f"no checkpoint in {run_dir} (start a new run without --resume)")
         ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+        if not (ckpt / "state.pt").is_file():
+            raise UserError(f"checkpoint {ckpt} is missing or incomplete (start a new run)")
         self.algorithm.load_tensors(load_file(ckpt / "weights.safetensors"))
         state = torch.load(ckpt / "state.pt", weights_only=True)
         self.algorithm.load_state(state["algorithm"])

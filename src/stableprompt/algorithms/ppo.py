@@ -355,11 +355,6 @@ class AdaptivePPO(Algorithm):
             self.reference
         ]
 
-    def train_examples(self) -> list:
-        train = self.ctx.splits["train"]
-        n = self.config.train_examples
-        return train if not n or n >= len(train) else random.sample(train, n)
-
     def dev_scores(self, prompts: list[str]) -> list[float]:
         """Dev accuracy of each prompt (tests script this)."""
         return self.ctx.accuracy(prompts, "dev")

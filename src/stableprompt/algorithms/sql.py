@@ -22,7 +22,6 @@ so that sparse SQL (PIN, :mod:`stableprompt.algorithms.sparse_sql`) reuses this 
 from __future__ import annotations
 
 import copy
-import random
 from collections.abc import Callable
 
 import torch
@@ -182,11 +181,6 @@ class SoftQLearning(Algorithm):
 
     # the step ----------------------------------------------------------------------------------
 
-    def train_examples(self) -> list:
-        train = self.ctx.splits["train"]
-        n = self.config.train_examples
-        return train if not n or n >= len(train) else random.sample(train, n)
-
     def update(self, rollout: Rollout, rewards: Tensor) -> dict:
         q = self.policy.q_values(rollout.hidden)
         with torch.no_grad():
@@ -215,7 +209,7 @@ class SoftQLearning(Algorithm):
         best = int(raw.argmax())
         return {
             "reward_mean": raw.mean().item(),
-            "reward_std": raw.std().item(),
+            "reward_std": raw.std().item() if len(raw) > 1 else 0.0,
             "reward_max": raw[best].item(),
             "prompt": prompts[best],
             **metrics,

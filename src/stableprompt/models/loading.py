@@ -223,7 +223,7 @@ def is_masked_lm(name_or_path: str, dtype: str | torch.dtype = "auto") -> bool:
         config = AutoConfig.from_pretrained(location, **kwargs)
     except OSError as err:
         raise UserError(
-            f"could not load model {name_or_path!r}: {str(err).splitlines()[0]} "
+            f"could not load model {name_or_path!r}: {(str(err).splitlines() or [repr(err)])[0]} "
             "(check the name, or that you are online for hub models)"
         ) from err
     return any(a.endswith("ForMaskedLM") for a in config.architectures or [])
@@ -256,9 +256,9 @@ def load_lm(
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs)
-    except OSError as err:
+    except (OSError, ValueError) as err:  # ValueError: e.g. a masked LM asked to be causal
         raise UserError(
-            f"could not load model {name_or_path!r}: {str(err).splitlines()[0]} "
+            f"could not load model {name_or_path!r}: {(str(err).splitlines() or [repr(err)])[0]} "
             "(check the name, or that you are online for hub models)"
         ) from err
     if tokenizer.pad_token is None:

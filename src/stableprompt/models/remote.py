@@ -149,7 +149,14 @@ class OpenAIScorer(TargetScorer):
                 reason, wait = f"{type(err).__name__}: {err}".rstrip(": "), None
             else:
                 if response.status_code == 200:
-                    return response.json()
+                    try:
+                        return response.json()
+                    except ValueError:
+                        raise UserError(
+                            f"target server {url} answered {path} with non-JSON "
+                            f"({_one_line(response.text, 60)}); point --target at an "
+                            "OpenAI-compatible server"
+                        ) from None
                 detail = _one_line(response.text)
                 if response.status_code in (401, 403):
                     raise UserError(

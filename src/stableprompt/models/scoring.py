@@ -20,12 +20,13 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from stableprompt.errors import UserError
+from stableprompt.tasks.registry import fill_template
 
 PLACEHOLDERS = ("{prompt}", "{input}")
 
 
 def fill(template: str, prompt: str, text: str) -> str:
-    return template.replace("{prompt}", prompt).replace("{input}", text)
+    return fill_template(template, prompt, text)
 
 
 def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:

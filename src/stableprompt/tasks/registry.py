@@ -32,8 +32,13 @@ class TaskSpec:
         return len(self.label_words)
 
     def render(self, prompt: str, text: str) -> str:
-        """Fill the template in one pass, so braces inside the input or prompt stay literal."""
-        return _PLACEHOLDER.sub(lambda m: prompt if m[1] == "prompt" else text, self.template)
+        return fill_template(self.template, prompt, text)
+
+
+def fill_template(template: str, prompt: str, text: str) -> str:
+    """Fill `{prompt}` and `{input}` in one pass, so braces inside the input or prompt stay
+    literal (a prompt that says "{input}" is not replaced by the input)."""
+    return _PLACEHOLDER.sub(lambda m: prompt if m[1] == "prompt" else text, template)
 
 
 def _words(*words: str) -> tuple[str, ...]:
