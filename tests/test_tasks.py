@@ -183,7 +183,7 @@ def test_validate_labels():
 
 
 def test_registry():
-    assert list_tasks() == [
+    assert list_tasks("classification") == [
         "sst-2",
         "sst-5",
         "mr",
@@ -204,7 +204,7 @@ def test_registry():
     assert get_task("yahoo").num_classes == 10 and get_task("dbpedia").num_classes == 14
     assert get_task("dbpedia").label_words[-1] == " Written"
     assert get_task("demo").label_words == get_task("sst-2").label_words
-    for name in list_tasks():
+    for name in list_tasks("classification"):
         t = get_task(name)
         assert t.template.index("{input}") < t.template.index("{prompt}")
         assert all(w.startswith(" ") for w in t.label_words) and t.manual_prompt

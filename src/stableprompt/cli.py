@@ -87,8 +87,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
     print(f"prompt {prompt!r}")
-    print(f"accuracy {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
-    for word, recall in zip(task.label_words, report["per_class_recall"]):
+    metric = task.metric or "accuracy"
+    print(f"{metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
+    for word, recall in zip(task.label_words, report["per_class_recall"]):  # none for generation
         print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
     if args.out:
         result = {
@@ -120,8 +121,8 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
     for name in list_tasks():
         task = get_task(name)
-        words = ", ".join(w.strip() for w in task.label_words)
-        print(f"{name:<8} {task.template!r:<32} {words}")
+        scored_by = task.metric or ", ".join(w.strip() for w in task.label_words)
+        print(f"{name:<24} {task.kind:<16} {task.template!r:<36} {scored_by}")
     return 0
 
 

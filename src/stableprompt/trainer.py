@@ -26,8 +26,9 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import TargetScorer
+from stableprompt.models.scoring import TargetScorer, fill
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
+from stableprompt.tasks.metrics import generation_report, generation_score
 from stableprompt.tasks.rewards import appo_reward, rlprompt_reward
 
 
@@ -150,7 +151,12 @@ def _check_type(key: str, type_name: str, value):
 
 
 class TaskContext:
-    """What algorithms need from the task: examples, the target scorer, rewards and evaluation."""
+    """What algorithms need from the task: examples, the target scorer, rewards and evaluation.
+
+    Generation tasks (`task.kind == "generation"`) have no label words: the target answers each
+    filled template greedily (`max_new_tokens`, cut at the first newline, batched and cached)
+    and the reward/accuracy of a prompt is the task metric's mean over the examples, in [0, 1].
+    """
 
     def __init__(
         self,
@@ -159,9 +165,12 @@ class TaskContext:
         scorer: TargetScorer,
         template: str | None = None,
         required: tuple[str, ...] = ("train", "dev"),
+        max_new_tokens: int = 32,
     ):
-        validate_labels(splits, task.num_classes, required=required)
+        self.generation = task.kind == "generation"
+        validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
+        self.max_new_tokens = max_new_tokens
         self.template = template or task.template
         if not all(p in self.template for p in ("{prompt}", "{input}")):
             raise UserError(
@@ -172,14 +181,28 @@ class TaskContext:
 
     def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
         """[prompts, examples, classes] label-word log-probs from the target."""
+        if self.generation:
+            raise UserError(f"task {self.task.name} is a generation task and has no label words")
         return self.scorer.score(
             prompts, [ex.text for ex in examples], self.template, self.label_words
         )
 
+    def generation_scores(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples] metric of the target's answers (one batched generate call)."""
+        texts = [fill(self.template, p, ex.text) for p in prompts for ex in examples]
+        answers = self.scorer.generate(texts, self.max_new_tokens, stop="\n")
+        metric = self.task.metric or "exact_match"
+        targets = [ex.target for _ in prompts for ex in examples]
+        scores = [generation_score(a, t, metric) for a, t in zip(answers, targets, strict=True)]
+        return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
+
     def rewards(
         self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
     ) -> torch.Tensor:
-        """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's."""
+        """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
+        generation tasks the metric's mean (whatever `kind`)."""
+        if self.generation:
+            return self.generation_scores(prompts, examples).mean(-1)
         labels = torch.tensor([ex.label for ex in examples])
         logprobs = self.logprobs(prompts, examples)
         if kind == "rlprompt":
@@ -191,12 +214,16 @@ class TaskContext:
     def accuracy(self, prompts: list[str], split: str) -> list[float]:
         """The task metric of each prompt on a whole split."""
         examples = self.splits[split]
+        if self.generation:
+            return self.generation_scores(prompts, examples).mean(-1).tolist()
         predictions = self.logprobs(prompts, examples).argmax(-1)
         labels = torch.tensor([ex.label for ex in examples])
         return (predictions == labels).float().mean(-1).tolist()
 
     def report(self, prompt: str, split: str) -> dict:
         examples = self.splits[split]
+        if self.generation:
+            return generation_report(self.generation_scores([prompt], examples)[0].tolist())
         predictions = self.logprobs([prompt], examples)[0].argmax(-1).tolist()
         return accuracy_report(predictions, [ex.label for ex in examples], self.task.num_classes)
 

@@ -383,7 +383,7 @@ class OpenAIScorer(TargetScorer):
         ids = self.tokenizer(word, add_special_tokens=False).input_ids
         return self.tokenizer.decode(ids[:1])
 
-    def generate(self, texts, max_new_tokens=32, stop="\n"):
+    def _generate(self, texts, max_new_tokens, stop):
         params = {"max_tokens": max_new_tokens, "temperature": 0.0}
         if stop:
             params["stop"] = [stop]

@@ -67,6 +67,7 @@ class TargetScorer(ABC):
         self.cache = cache if cache is not None else ScoreCache()
         self.queries = 0  # (prompt, input) pairs asked for, cache hits included: the budget unit
         self.computed = 0  # pairs that actually reached the model
+        self.gen_cache = ScoreCache()  # (model, text, max_new_tokens, stop) -> generated answer
 
     def score(
         self, prompts: list[str], inputs: list[str], template: str, label_words: list[str]
@@ -86,6 +87,23 @@ class TargetScorer(ABC):
         out = torch.stack([found[k] for k in keys])
         return out.view(len(prompts), len(inputs), len(labels))
 
+    def generate(
+        self, texts: list[str], max_new_tokens: int = 32, stop: str | None = "\n"
+    ) -> list[str]:
+        """Greedy continuations of `texts`, cut at the first `stop`. Cached like `score`: only
+        texts never seen reach the model (in one batched call), and all count as queries."""
+        keys = [(self.name, t, max_new_tokens, stop) for t in texts]
+        self.queries += len(keys)
+        found = {k: self.gen_cache.get(k) for k in keys}
+        missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
+        if missing:
+            outputs = self._generate([k[1] for k in missing], max_new_tokens, stop)
+            self.computed += len(missing)
+            for key, text in zip(missing, outputs, strict=True):
+                self.gen_cache.put(key, text)
+                found[key] = text
+        return [found[k] for k in keys]
+
     @abstractmethod
     def _score_pairs(
         self, pairs: list[tuple[str, str]], template: str, label_words: tuple[str, ...]
@@ -93,10 +111,8 @@ class TargetScorer(ABC):
         """Log-probs [len(pairs), classes] for (prompt, input) pairs."""
 
     @abstractmethod
-    def generate(
-        self, texts: list[str], max_new_tokens: int = 32, stop: str | None = "\n"
-    ) -> list[str]:
-        """Greedy continuations of `texts`, cut at the first `stop`."""
+    def _generate(self, texts: list[str], max_new_tokens: int, stop: str | None) -> list[str]:
+        """Greedy continuations of `texts`, cut at the first `stop` (uncached)."""
 
 
 @dataclass
@@ -287,7 +303,7 @@ class LocalScorer(TargetScorer):
         return scores
 
     @torch.inference_mode()
-    def generate(self, texts, max_new_tokens=32, stop="\n"):
+    def _generate(self, texts, max_new_tokens, stop):
         return greedy_generate(self.model, self.tokenizer, texts, max_new_tokens, stop)
 
 
@@ -406,5 +422,5 @@ class MaskedLMScorer(TargetScorer):
         return torch.cat(out)
 
     @torch.inference_mode()
-    def generate(self, texts, max_new_tokens=32, stop="\n"):
+    def _generate(self, texts, max_new_tokens, stop):
         raise UserError("a masked-LM target cannot generate text (use a causal LM for this task)")

@@ -1,4 +1,5 @@
-"""Data loading: k-shot TSV directories, tables, Hugging Face datasets and the built-in demo.
+"""Data loading: k-shot TSV directories, tables, Hugging Face datasets, multiple-choice QA
+(BIG-Bench `target_scores`, MMLU), instruction induction and the built-in demo.
 
 Every loader returns plain `Example` lists so the rest of the library never touches pandas or
 `datasets` objects. Bad user input raises `UserError` with one line naming the problem and the fix.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import random
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -318,6 +320,162 @@ def load_demo() -> Splits:
     return {"train": train, "dev": dev, "test": test}
 
 
+# ---------------------------------------------------------------------------- multiple choice
+
+LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def letter_words(n: int) -> tuple[str, ...]:
+    """Label words for an n-option question: " A", " B", ... (scored after "Answer:")."""
+    return tuple(" " + c for c in LETTERS[:n])
+
+
+def mc_example(question: str, options: Sequence[str], answer: int) -> Example:
+    """A multiple-choice question as a classification example: the text lists the options as
+    "A. ...", one per line, after the question; the label is the index of the right letter.
+
+    Questions with fewer options than the task's label words just list fewer letters; the unused
+    letters stay label words (a prediction of one counts as wrong), so one task keeps one fixed
+    set of label words and the classification reward/accuracy apply unchanged.
+    """
+    if not 2 <= len(options) <= len(LETTERS):
+        raise UserError(
+            f"a multiple-choice question needs 2..{len(LETTERS)} options, got {len(options)} "
+            f"(fix the question {question[:40]!r})"
+        )
+    if not 0 <= answer < len(options):
+        raise UserError(f"answer index {answer} is outside the {len(options)} options")
+    lines = [question.strip()] + [f"{LETTERS[i]}. {str(o).strip()}" for i, o in enumerate(options)]
+    return Example(text="\n".join(lines), label=answer)
+
+
+def load_bigbench(path: str | Path) -> list[Example]:
+    """A BIG-Bench task.json: `target_scores` examples become multiple-choice examples (the right
+    option is the first with the highest score), `target` examples become generation examples
+    (a list target means several acceptable answers)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"BIG-Bench task file not found: {path} (check the task name and --data)")
+    out = []
+    for i, ex in enumerate(json.loads(path.read_text(encoding="utf-8"))["examples"]):
+        if "target_scores" in ex:
+            options, scores = list(ex["target_scores"]), list(ex["target_scores"].values())
+            out.append(mc_example(ex["input"], options, scores.index(max(scores))))
+        elif "target" in ex:
+            out.append(Example(text=str(ex["input"]).strip(), target=_parse_target(ex["target"])))
+        else:
+            raise UserError(f"example {i + 1} of {path} has neither target_scores nor target")
+    return out
+
+
+def _mmlu_answer(value: Any, where: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    key = str(value).strip().upper()
+    if len(key) != 1 or key not in LETTERS[:4]:
+        raise UserError(f"answer {value!r} at {where} is not one of A, B, C, D (fix the data)")
+    return LETTERS.index(key)
+
+
+def mmlu_row_to_example(row: dict[str, Any]) -> Example:
+    """A `cais/mmlu` row ({question, choices: [4], answer: 0..3}) as a multiple-choice example."""
+    return mc_example(row["question"], row["choices"], _mmlu_answer(row["answer"], "mmlu row"))
+
+
+def load_mmlu_csv(path: str | Path) -> list[Example]:
+    """The original MMLU CSV layout: question, A, B, C, D, answer letter; no header (a first row
+    whose last field is "answer" is taken as a header and skipped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"MMLU file not found: {path} (check the path)")
+    with path.open(encoding="utf-8", newline="") as f:
+        rows = list(csv.reader(f))
+    if rows and rows[0][-1].strip().lower() == "answer":
+        rows = rows[1:]
+    out = []
+    for i, row in enumerate(rows, 1):
+        if len(row) != 6:
+            raise UserError(
+                f"row {i} of {path} has {len(row)} fields, expected 6 "
+                "(question, A, B, C, D, answer)"
+            )
+        out.append(mc_example(row[0], row[1:5], _mmlu_answer(row[5], f"{path} row {i}")))
+    return out
+
+
+def load_mmlu_hf(subject: str) -> Splits:
+    """`cais/mmlu` from the hub: its 5-question `dev` split trains, `validation` is dev, `test`
+    tests."""
+    raw = _open_hf("cais/mmlu", subject)
+    names = {"train": "dev", "dev": "validation", "test": "test"}
+    return {k: [mmlu_row_to_example(r) for r in raw.get(v, [])] for k, v in names.items()}
+
+
+# ---------------------------------------------------------------------------- instruction induction
+
+DATA_ROOT_ENV = "STABLEPROMPT_DATA"
+DEFAULT_DATA_ROOT = Path("../shared/data")
+
+
+def data_root(root: str | Path | None = None) -> Path:
+    """Where `ii:` and `bbii:` specs look: `root`, else $STABLEPROMPT_DATA, else
+    ../shared/data (relative to the working directory)."""
+    return Path(root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT)
+
+
+def load_ii_file(path: str | Path) -> list[Example]:
+    """One APE instruction-induction file `{"examples": {"1": {...}, ...}}`. `output` may be a
+    list of acceptable answers. cause_and_effect stores {cause, effect}: as in APE, the input shows
+    both sentences in a (seeded, per-example) random order and the answer is the cause."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"instruction-induction file not found: {path} (check the task and --data)")
+    rows = json.loads(path.read_text(encoding="utf-8"))["examples"]
+    out = []
+    for key, row in rows.items():
+        if "cause" in row:
+            first, second = row["cause"], row["effect"]
+            if random.Random(f"{path.name}:{key}").random() < 0.5:
+                first, second = second, first
+            out.append(Example(f"Sentence 1: {first} Sentence 2: {second}", target=row["cause"]))
+        else:
+            out.append(Example(str(row["input"]), target=_parse_target(row["output"])))
+    return out
+
+
+def _split_pool(pool: list[Example], k: int | None, seed: int) -> tuple[list, list]:
+    """(train, dev) from one pool: k (per class for labelled data) each, disjoint, or a seeded
+    90/10 split without k."""
+    if k is not None:
+        train, dev = sample_kshot(pool, k, seed, rounds=2)
+        return train, dev
+    shuffled = pool[:]
+    random.Random(seed).shuffle(shuffled)
+    n_dev = max(1, len(shuffled) // 10)
+    return shuffled[n_dev:], shuffled[:n_dev]
+
+
+def load_ii(
+    task: str, root: str | Path | None = None, k: int | None = None, seed: int = 0
+) -> Splits:
+    """`<root>/ii/induce/<task>.json` is split into train/dev, `execute/<task>.json` is test."""
+    base = data_root(root) / "ii"
+    train, dev = _split_pool(load_ii_file(base / "induce" / f"{task}.json"), k, seed)
+    return {"train": train, "dev": dev, "test": load_ii_file(base / "execute" / f"{task}.json")}
+
+
+def load_bbii(
+    task: str, root: str | Path | None = None, k: int | None = None, seed: int = 0
+) -> Splits:
+    """`<root>/bbii/<task>/task.json`: a fixed half (shuffled with seed 0, whatever `seed`) is
+    the test set; the rest is split into train/dev like `load_ii`."""
+    examples = load_bigbench(data_root(root) / "bbii" / task / "task.json")
+    random.Random(0).shuffle(examples)
+    half = len(examples) // 2
+    train, dev = _split_pool(examples[half:], k, seed)
+    return {"train": train, "dev": dev, "test": examples[:half]}
+
+
 def _is_saved_hf_dir(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
@@ -331,11 +489,16 @@ def load_data(
     seed: int = 0,
     train: str | None = None,
     dev: str | None = None,
+    root: str | Path | None = None,
 ) -> Splits:
     """One entry point for the CLI. `spec` may be:
 
     - None: the built-in demo sentiment set (`load_demo`).
     - `hf:<name>[:<config>]`: a Hugging Face hub dataset (`load_hf`, k-shot if `k` is given).
+    - `ii:<task>` / `bbii:<task>`: instruction induction / BIG-Bench II under the data root
+      (`root`, else $STABLEPROMPT_DATA, else ../shared/data; see `load_ii`, `load_bbii`).
+    - `mmlu:<subject>`: `cais/mmlu` from the hub; `mmlu:<file.csv>`: an MMLU CSV as the test
+      split (`train`/`dev` MMLU CSVs optional).
     - a directory holding train.tsv/dev.tsv[/test.tsv]: an LM-BFF k-shot directory.
     - a directory written by `datasets.save_to_disk`: loaded like a hub dataset.
     - a .csv/.tsv/.jsonl file: used as the TEST split; pass `train`/`dev` files to train on.
@@ -352,6 +515,18 @@ def load_data(
         return load_hf(
             name, config or None, text_column, label_column, k, seed, label_map=label_map
         )
+    prefix, _, rest = spec.partition(":")
+    if prefix in ("ii", "bbii", "mmlu") and not rest:
+        raise UserError(f"empty name in {spec!r} (use {prefix}:<name>, e.g. ii:antonyms)")
+    if prefix == "ii":
+        return load_ii(rest, root, k, seed)
+    if prefix == "bbii":
+        return load_bbii(rest, root, k, seed)
+    if prefix == "mmlu":
+        if rest.lower().endswith(".csv"):
+            files = {"train": train, "dev": dev, "test": rest}
+            return {s: load_mmlu_csv(f) if f else [] for s, f in files.items()}
+        return load_mmlu_hf(rest)
     path = Path(spec)
     if path.is_dir():
         if (path / "train.tsv").is_file():
@@ -371,8 +546,11 @@ def load_data(
     return {"train": table(train), "dev": table(dev), "test": table(spec)}
 
 
-def validate_labels(splits: Splits, num_classes: int, required: Iterable[str] = ("train",)) -> None:
-    """Check required splits are non-empty and every label lies in 0..num_classes-1."""
+def validate_labels(
+    splits: Splits, num_classes: int, required: Iterable[str] = ("train",), generation: bool = False
+) -> None:
+    """Check required splits are non-empty and every label lies in 0..num_classes-1
+    (for generation tasks: every example has a target)."""
     for split in required:
         if not splits.get(split):
             raise UserError(
@@ -381,6 +559,13 @@ def validate_labels(splits: Splits, num_classes: int, required: Iterable[str] = 
             )
     for split, examples in splits.items():
         for i, ex in enumerate(examples):
+            if generation:
+                if ex.target is None:
+                    raise UserError(
+                        f"{split} example {i + 1} has no target for this generation task "
+                        "(give data with target outputs)"
+                    )
+                continue
             if not 0 <= ex.label < num_classes:
                 raise UserError(
                     f"label {ex.label} of {split} example {i + 1} is outside "

@@ -1,9 +1,19 @@
-"""Classification metrics: accuracy with a 95% Wilson interval and per-class recall."""
+"""Metrics: classification accuracy with a 95% Wilson interval and per-class recall, and the
+generation metrics (exact match, token F1, contains, exact set) of instruction induction.
+
+Generation answers are compared after SQuAD-style normalisation: lowercase, punctuation removed,
+articles (a, an, the) removed, whitespace collapsed. Exact set keeps articles (an answer may be
+the word "a") and drops "and", so "b, a and c" equals "a, b, c". A target may list several
+acceptable answers; the score is the best over them.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -12,7 +22,7 @@ from stableprompt.errors import UserError
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
-def wilson_interval(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
+def wilson_interval(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval; unlike the normal interval it stays inside [0, 1] for small n."""
     if n == 0:
         return 0.0, 1.0
@@ -44,4 +54,77 @@ def accuracy_report(predictions: Sequence[int], labels: Sequence[int], num_class
         "n": int(gold.size),
         "correct": correct,
         "per_class_recall": recall,
+    }
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str, articles: bool = True) -> str:
+    """SQuAD normalisation: lowercase, strip punctuation and (if `articles`) a/an/the."""
+    text = text.lower().translate(_PUNCT)
+    if articles:
+        text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answer: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(answer))
+
+
+def token_f1(prediction: str, answer: str) -> float:
+    pred, gold = normalize_answer(prediction).split(), normalize_answer(answer).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    common = sum((Counter(pred) & Counter(gold)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
+def contains(prediction: str, answer: str) -> float:
+    """1 if the normalised answer occurs as whole words in the normalised prediction."""
+    gold = normalize_answer(answer)
+    return float(bool(gold) and f" {gold} " in f" {normalize_answer(prediction)} ")
+
+
+def exact_set(prediction: str, answer: str) -> float:
+    """Order-insensitive match of list answers ("cat, dog" == "dog and cat")."""
+
+    def words(text: str) -> set[str]:
+        return set(normalize_answer(text, articles=False).split()) - {"and"}
+
+    return float(words(prediction) == words(answer))
+
+
+METRICS: dict[str, Callable[[str, str], float]] = {
+    "exact_match": exact_match,
+    "f1": token_f1,
+    "contains": contains,
+    "exact_set": exact_set,
+}
+
+
+def generation_score(prediction: str, target: str | Sequence[str], metric: str) -> float:
+    """The metric of one prediction, best over the acceptable answers in `target`."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r} (use one of {', '.join(METRICS)})")
+    answers = [target] if isinstance(target, str) else list(target)
+    return max((METRICS[metric](prediction, a) for a in answers), default=0.0)
+
+
+def generation_report(scores: Sequence[float]) -> dict:
+    """Mean metric, a 95% Wilson interval on it (exact for 0/1 metrics, approximate for F1), n."""
+    if not scores:
+        raise UserError("no examples to evaluate (give data with a non-empty evaluation split)")
+    total = float(sum(scores))
+    lo, hi = wilson_interval(total, len(scores))
+    return {
+        "accuracy": total / len(scores),
+        "ci95": (lo, hi),
+        "n": len(scores),
+        "correct": sum(1 for s in scores if s == 1.0),
+        "per_class_recall": [],
     }

@@ -4,6 +4,12 @@ A template holds `{input}` and `{prompt}`; the scorer appends a label word right
 template and reads its log-probability, so label words carry their leading space (" great") and
 the label word is the NEXT token after the template, RLPrompt-style. The input comes first so the
 scorer can cache its key/values and only re-run the (short) prompt for each candidate.
+
+Kinds: "classification"; "multiple_choice" (options listed as lettered lines in the input,
+label words " A", " B", ... after "Answer:", scored exactly like classification; a question with
+fewer options than the task's letters just lists fewer); "generation" (instruction induction and
+free-text BIG-Bench: the target answers greedily, cut at the first newline, and `metric` from
+`stableprompt.tasks.metrics.METRICS` scores the answer against the example's target).
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stableprompt.errors import UserError
+from stableprompt.tasks.data import letter_words
 
 DEFAULT_TEMPLATE = "{input} {prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|input)\}")
@@ -24,8 +31,9 @@ class TaskSpec:
     label_words: tuple[str, ...]
     template: str
     manual_prompt: str
-    kind: str = "classification"
+    kind: str = "classification"  # classification | multiple_choice | generation
     description: str = ""
+    metric: str | None = None  # generation tasks: a key of metrics.METRICS
 
     @property
     def num_classes(self) -> int:
@@ -47,6 +55,86 @@ def _words(*words: str) -> tuple[str, ...]:
 
 _SENTIMENT2 = _words("terrible", "great")
 _SENTIMENT5 = _words("terrible", "bad", "okay", "good", "great")
+
+MC_TEMPLATE = "{prompt}\n{input}\nAnswer:"
+GEN_TEMPLATE = "{prompt}\nInput: {input}\nOutput:"
+
+
+def _mc(name: str, options: int, prompt: str, description: str) -> TaskSpec:
+    return TaskSpec(
+        name, letter_words(options), MC_TEMPLATE, prompt, "multiple_choice", description
+    )
+
+
+def _gen(name: str, prompt: str, description: str, metric: str = "exact_match") -> TaskSpec:
+    return TaskSpec(name, (), GEN_TEMPLATE, prompt, "generation", description, metric)
+
+
+_QA_TASKS = [
+    _mc(
+        "mmlu",
+        4,
+        "Answer the multiple-choice question with the letter of the correct option.",
+        "MMLU four-option questions (mmlu:<subject> or an MMLU CSV)",
+    ),
+    _mc("implicatures", 2, "Does Speaker 2's answer mean yes or no?", "BIG-Bench implicatures"),
+    _mc(
+        "movie_recommendation",
+        4,
+        "Find a movie similar to the given list of movies.",
+        "BIG-Bench movie recommendation",
+    ),
+    _mc(
+        "navigate",
+        2,
+        "If you follow these instructions, do you return to the starting point?",
+        "BIG-Bench navigate",
+    ),
+    _mc(
+        "ruin_names",
+        4,
+        "Which of the following is a humorous edit of this artist or movie name?",
+        "BIG-Bench ruin names (one question has 3 options)",
+    ),
+    _mc("snarks", 2, "Which statement is sarcastic?", "BIG-Bench snarks"),
+]
+
+_GEN_TASKS = [  # instruction induction (APE's metric per task) and free-text BIG-Bench
+    _gen("antonyms", "Write a word that means the opposite of the input word.", "II antonyms"),
+    _gen(
+        "cause_and_effect",
+        "Find the sentence that is the cause of the other.",
+        "II cause and effect",
+    ),
+    _gen("first_word_letter", "Write the first letter of the input word.", "II first letter"),
+    _gen(
+        "informal_to_formal",
+        "Rewrite the sentence in a formal style.",
+        "II informal to formal",
+        "f1",
+    ),
+    _gen("larger_animal", "Write the larger of the two animals.", "II larger animal"),
+    _gen("negation", "Negate the input sentence.", "II negation"),
+    _gen("num_to_verbal", "Write the number in words.", "II number to words"),
+    _gen(
+        "orthography_starts_with",
+        "Write the words of the sentence that start with the letter in brackets.",
+        "II words starting with a letter",
+        "exact_set",
+    ),
+    _gen("sentiment", "Is the review positive or negative?", "II sentiment"),
+    _gen("singular_to_plural", "Write the plural form of the input word.", "II plural"),
+    _gen("sum", "Add the two numbers.", "II sum"),
+    _gen(
+        "taxonomy_animal",
+        "Write the animals in the list.",
+        "II animals in a list",
+        "exact_set",
+    ),
+    _gen("object_counting", "Count the objects.", "BIG-Bench object counting"),
+    _gen("tense", "Change the tense of the sentence as asked.", "BIG-Bench tense"),
+    _gen("word_sorting", "Sort the words alphabetically.", "BIG-Bench word sorting"),
+]
 
 _TASKS: dict[str, TaskSpec] = {
     t.name: t
@@ -161,12 +249,15 @@ _TASKS: dict[str, TaskSpec] = {
             "It was",
             description="Built-in demo: binary movie-review sentiment (sst-2 labels)",
         ),
+        *_QA_TASKS,
+        *_GEN_TASKS,
     ]
 }
 
 
-def list_tasks() -> list[str]:
-    return list(_TASKS)
+def list_tasks(kind: str | None = None) -> list[str]:
+    """Registered task names, of one kind (classification, multiple_choice, generation) or all."""
+    return [name for name, t in _TASKS.items() if kind is None or t.kind == kind]
 
 
 def get_task(name: str) -> TaskSpec:

@@ -1,0 +1,102 @@
+"""Multiple-choice QA and generation tasks: metrics, letter mapping, loaders, generation reward."""
+
+from pathlib import Path
+
+import pytest
+
+from stableprompt.models.scoring import LocalScorer
+from stableprompt.tasks import (
+    Example,
+    generation_score,
+    get_task,
+    list_tasks,
+    load_bigbench,
+    load_data,
+    load_ii_file,
+    load_mmlu_csv,
+    mc_example,
+    mmlu_row_to_example,
+)
+from stableprompt.tasks.metrics import contains, exact_match, exact_set, token_f1
+from stableprompt.trainer import TaskContext
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared data missing")
+
+
+def test_metrics_on_hand_made_cases():
+    assert exact_match("The Cat!", "cat") == 1.0
+    assert exact_match("cats", "cat") == 0.0
+    # 2 common tokens of 3 predicted and 4 gold: P=2/3, R=1/2 -> F1 = 4/7
+    assert token_f1("the big red dog", "a big dog ran home") == pytest.approx(4 / 7)
+    assert token_f1("", "") == 1.0 and token_f1("x", "y") == 0.0
+    assert contains("I think it is Paris, France.", "paris") == 1.0
+    assert contains("comparison", "paris") == 0.0
+    assert exact_set("tortoise, chicken and spider", "chicken, spider, tortoise") == 1.0
+    assert exact_set("chicken, spider", "chicken, spider, tortoise") == 0.0
+    assert exact_set("a", "a") == 1.0 and exact_set("", "a") == 0.0  # articles kept
+    assert generation_score(" 3", ("three", "3"), "exact_match") == 1.0  # best of the answers
+
+
+def test_letter_mapping_three_and_four_options():
+    three = mc_example("Which?", ["x", "y", "z"], 2)
+    assert three.text == "Which?\nA. x\nB. y\nC. z" and three.label == 2
+    four = mmlu_row_to_example({"question": "Q?", "choices": ["a", "b", "c", "d"], "answer": 1})
+    assert four.text.endswith("\nD. d") and four.label == 1
+    task = get_task("mmlu")
+    assert task.label_words == (" A", " B", " C", " D") and task.kind == "multiple_choice"
+    assert task.render("p", four.text).endswith("D. d\nAnswer:")
+
+
+def test_mmlu_csv(tmp_path):
+    path = tmp_path / "astronomy_test.csv"
+    path.write_text(
+        'What is 2+2?,3,4,5,6,B\n"Largest planet, by mass?",Mars,Venus,Earth,Jupiter,D\n'
+    )
+    examples = load_mmlu_csv(path)
+    assert [ex.label for ex in examples] == [1, 3]
+    assert examples[1].text.startswith("Largest planet, by mass?\nA. Mars")
+    splits = load_data(f"mmlu:{path}")
+    assert len(splits["test"]) == 2 and splits["train"] == []
+
+
+@needs_shared
+def test_loaders_on_shared_files():
+    assert len(load_ii_file(SHARED / "ii" / "induce" / "antonyms.json")) == 2592
+    cause = load_ii_file(SHARED / "ii" / "execute" / "cause_and_effect.json")
+    assert len(cause) == 25 and all(ex.target in ex.text for ex in cause)
+    snarks = load_bigbench(SHARED / "bbii" / "snarks" / "task.json")
+    assert len(snarks) == 181 and all(ex.label in (0, 1) for ex in snarks)
+    counting = load_bigbench(SHARED / "bbii" / "object_counting" / "task.json")
+    assert len(counting) == 1000 and counting[0].target == ("three", "3")
+    ruin = load_bigbench(SHARED / "bbii" / "ruin_names" / "task.json")
+    assert max(ex.text.count("\n") for ex in ruin) == 4  # up to D
+    splits = load_data("ii:antonyms", root=SHARED, k=8, seed=1)
+    assert len(splits["train"]) == len(splits["dev"]) == 8 and len(splits["test"]) == 100
+    assert get_task("taxonomy_animal").metric == "exact_set"
+
+
+def test_generation_reward_and_cache(tiny_lm):
+    model, tokenizer = tiny_lm
+    scorer = LocalScorer(model, tokenizer)
+    examples = [Example("good", target="bad"), Example("fun", target=("boring", "bad"))]
+    ctx = TaskContext(
+        get_task("antonyms"), {"train": examples, "dev": examples}, scorer, max_new_tokens=4
+    )
+    calls = []
+    generate = scorer._generate  # the uncached model call behind the cached `generate`
+    scorer._generate = lambda texts, *a, **k: calls.append(len(texts)) or generate(texts, *a, **k)
+    rewards = ctx.rewards(["the opposite", "a movie"], examples)
+    assert rewards.shape == (2,) and ((rewards >= 0) & (rewards <= 1)).all()
+    assert calls == [4]  # one batched call for all prompt x example texts
+    assert ctx.accuracy(["the opposite", "a movie"], "dev") == rewards.tolist()
+    assert calls == [4]  # second time served by the generation cache
+    assert ctx.report("a movie", "train")["n"] == 2
+
+
+def test_registry_kinds():
+    assert len(list_tasks("generation")) == 15 and len(list_tasks("multiple_choice")) == 6
+    assert set(list_tasks("classification")) < set(list_tasks(None))
+    for name in list_tasks(None):
+        task = get_task(name)
+        assert (task.metric is not None) == (task.kind == "generation")
