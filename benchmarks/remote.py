@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # reuse the test suite's server launcher
+from scoring import machine, revision  # noqa: E402  (benchmarks/scoring.py, same folder)
 
 DATA = ROOT.parent / "shared" / "data" / "fsc" / "16-shot" / "sst-2" / "16-42" / "train.tsv"
 TEMPLATE = "Review: {input} {prompt} Sentiment:"
@@ -35,36 +34,6 @@ PROMPTS = [
     "In a word",
     "Critics said",
 ]
-
-
-def git_revision() -> str:
-    """HEAD's commit read from .git files (no git process)."""
-    git = ROOT / ".git"
-    try:
-        head = (git / "HEAD").read_text().strip()
-        if not head.startswith("ref: "):
-            return head[:12]
-        ref = head.removeprefix("ref: ")
-        if (git / ref).exists():
-            return (git / ref).read_text().strip()[:12]
-        for line in (git / "packed-refs").read_text().splitlines():
-            if line.endswith(" " + ref):
-                return line.split()[0][:12]
-    except OSError:
-        pass
-    return "unknown"
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def main() -> None:
@@ -113,7 +82,7 @@ def main() -> None:
         if server is not None:
             server.stop()
 
-    print(f"date {datetime.date.today()}  revision {git_revision()}  machine {machine()}")
+    print(f"date {datetime.date.today()}  revision {revision()}  machine {machine()}")
     print(f"server {backend}  scoring mode {mode}  batch {args.batch_size}  labels {LABELS}")
     print("| concurrency | sequences | seconds | sequences/s | batched requests |")
     print("|---:|---:|---:|---:|:---:|")
