@@ -295,3 +295,10 @@ def test_nan_logprobs_raise():
     for fn in (rlprompt_reward, appo_reward):
         with pytest.raises(UserError, match="NaN log-probabilities for 1 rows.*float32"):
             fn(logp, torch.tensor([0, 1]))
+
+
+def test_non_utf8_table_is_a_clear_error(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("text,label\ncaf\xe9 cr\xe8me,1\n".encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        load_table(path)

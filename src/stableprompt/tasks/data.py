@@ -169,7 +169,10 @@ def load_table(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path} (check the path passed to --data)")
-    columns, rows = _read_rows(path)
+    try:
+        columns, rows = _read_rows(path)
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text (re-save it as UTF-8)") from None
     return rows_to_examples(
         rows, columns, str(path), text_column, label_column, label_map, target_column
     )
