@@ -86,7 +86,8 @@ def test_budget_stops_training(tiny_model_dir, tmp_path):
     trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
     assert trainer.projected_calls() == 50 * 16 + 26 * 4 + 3 * 6
     summary = trainer.train()
-    assert summary["steps"] < 10  # each step costs 16 scorings; the budget ends it early
+    # 4 (step-0 dev eval) + 5 steps x 16 + 2 dev evals x 4 = 92; a 6th step would make 108 > 100
+    assert summary["steps"] == 5
 
 
 def test_gradients_reach_only_the_mlp(tiny_model_dir, tmp_path):

@@ -439,7 +439,9 @@ class Trainer:
         bar = _progress(c.steps, self.step, self.progress)
         started, calls_at_start = time.time(), self.calls_used()
         while self.step < c.steps:
-            if c.max_target_calls and self.calls_used() >= c.max_target_calls:
+            # Stop before a step that would overrun the budget (cache hits count as calls too).
+            next_calls = self.calls_used() + self.algorithm.calls_per_step()
+            if c.max_target_calls and next_calls > c.max_target_calls:
                 print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
                 break
             metrics = self.algorithm.train_step(self.step)
