@@ -52,7 +52,7 @@ def test_cache_skips_repeated_pairs(tiny_lm):
 def test_split_template_puts_first_placeholder_in_prefix():
     assert split_template("{input} {prompt} It was", "P", "X") == ("X", " P It was")
     assert split_template("Q: {prompt}\n{input}", "P", "X") == ("Q: P", "\nX")
-    with pytest.raises(UserError, match="placeholders"):
+    with pytest.raises(UserError, match="must contain both"):
         split_template("{input} only", "P", "X")
 
 
@@ -126,7 +126,7 @@ def test_masked_lm_scorer_reads_the_mask_position(tiny_tokenizer, tmp_path):
 
 
 def test_braces_inside_prompt_or_input_stay_literal():
-    from stableprompt.models.scoring import fill
+    from stableprompt.tasks.registry import fill_template as fill
 
     assert fill("{input} {prompt}", "Label {input} now", "a {prompt} b") == (
         "a {prompt} b Label {input} now"

@@ -26,9 +26,10 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import TargetScorer, fill
+from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
 from stableprompt.tasks.metrics import generation_report, generation_score
+from stableprompt.tasks.registry import check_template, fill_template
 from stableprompt.tasks.rewards import appo_reward, rlprompt_reward
 
 
@@ -171,12 +172,7 @@ class TaskContext:
         validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
         self.max_new_tokens = max_new_tokens
-        self.template = template or task.template
-        if not all(p in self.template for p in ("{prompt}", "{input}")):
-            raise UserError(
-                f"template {self.template!r} must contain both {{prompt}} and {{input}} "
-                "(e.g. --template '{input} {prompt}')"
-            )
+        self.template = check_template(template or task.template)
         self.label_words = list(task.label_words)
 
     def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
@@ -189,7 +185,7 @@ class TaskContext:
 
     def generation_scores(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
         """[prompts, examples] metric of the target's answers (one batched generate call)."""
-        texts = [fill(self.template, p, ex.text) for p in prompts for ex in examples]
+        texts = [fill_template(self.template, p, ex.text) for p in prompts for ex in examples]
         answers = self.scorer.generate(texts, self.max_new_tokens, stop="\n")
         metric = self.task.metric or "exact_match"
         targets = [ex.target for _ in prompts for ex in examples]

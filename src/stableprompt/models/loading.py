@@ -212,6 +212,14 @@ def resolve_model_path(name_or_path: str, dtype: torch.dtype) -> tuple[str, dict
     )
 
 
+def _load_error(name_or_path: str, err: Exception) -> UserError:
+    first_line = (str(err).splitlines() or [repr(err)])[0]
+    return UserError(
+        f"could not load model {name_or_path!r}: {first_line} "
+        "(check the name, or that you are online for hub models)"
+    )
+
+
 def is_masked_lm(name_or_path: str, dtype: str | torch.dtype = "auto") -> bool:
     """Whether a model's config declares a masked-LM architecture (BERT, RoBERTa, ...)."""
     if name_or_path in ALIASES or name_or_path.endswith(".gguf"):
@@ -222,10 +230,7 @@ def is_masked_lm(name_or_path: str, dtype: str | torch.dtype = "auto") -> bool:
     try:
         config = AutoConfig.from_pretrained(location, **kwargs)
     except OSError as err:
-        raise UserError(
-            f"could not load model {name_or_path!r}: {(str(err).splitlines() or [repr(err)])[0]} "
-            "(check the name, or that you are online for hub models)"
-        ) from err
+        raise _load_error(name_or_path, err) from err
     return any(a.endswith("ForMaskedLM") for a in config.architectures or [])
 
 
@@ -257,10 +262,7 @@ def load_lm(
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs)
     except (OSError, ValueError) as err:  # ValueError: e.g. a masked LM asked to be causal
-        raise UserError(
-            f"could not load model {name_or_path!r}: {(str(err).splitlines() or [repr(err)])[0]} "
-            "(check the name, or that you are online for hub models)"
-        ) from err
+        raise _load_error(name_or_path, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device or default_device()).eval()

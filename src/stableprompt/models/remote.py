@@ -27,7 +27,8 @@ import httpx
 import torch
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import ScoreCache, TargetScorer, fill
+from stableprompt.models.scoring import ScoreCache, TargetScorer
+from stableprompt.tasks.registry import fill_template
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +315,7 @@ class OpenAIScorer(TargetScorer):
         return self._score_top_k(pairs, template, label_words)
 
     def _score_echo(self, pairs, template, label_words) -> torch.Tensor:
-        contexts = [fill(template, p, x) for p, x in pairs]
+        contexts = [fill_template(template, p, x) for p, x in pairs]
         texts = [c + w for c in contexts for w in label_words]
         choices = self._complete(texts, **_echo_params())
         scores = []
@@ -335,7 +336,7 @@ class OpenAIScorer(TargetScorer):
 
     def _score_forced(self, pairs, template, label_words) -> torch.Tensor:
         """Generate each label token under logit_bias +100 and sum the raw log-probs reported."""
-        contexts = [fill(template, p, x) for p, x in pairs]
+        contexts = [fill_template(template, p, x) for p, x in pairs]
         out = torch.zeros(len(pairs), len(label_words))
         for c, word in enumerate(label_words):
             ids = self._label_ids(word)
@@ -363,7 +364,7 @@ class OpenAIScorer(TargetScorer):
         return out
 
     def _score_top_k(self, pairs, template, label_words) -> torch.Tensor:
-        contexts = [fill(template, p, x) for p, x in pairs]
+        contexts = [fill_template(template, p, x) for p, x in pairs]
         params = {"max_tokens": 1, "temperature": 0.0, "logprobs": self.top_logprobs}
         choices = self._complete(contexts, **params)
         out = torch.empty(len(pairs), len(label_words))

@@ -20,23 +20,15 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from stableprompt.errors import UserError
-from stableprompt.tasks.registry import fill_template
-
-PLACEHOLDERS = ("{prompt}", "{input}")
-
-
-def fill(template: str, prompt: str, text: str) -> str:
-    return fill_template(template, prompt, text)
+from stableprompt.tasks.registry import check_template, fill_template
 
 
 def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:
     """Split the filled template after its first placeholder: (shared prefix, rest)."""
-    positions = {p: template.find(p) for p in PLACEHOLDERS}
-    if min(positions.values()) < 0:
-        raise UserError(f"template {template!r} needs both {{prompt}} and {{input}} placeholders")
-    first = min(positions, key=positions.get)
-    cut = positions[first] + len(first)
-    return fill(template[:cut], prompt, text), fill(template[cut:], prompt, text)
+    check_template(template)
+    first = min(("{prompt}", "{input}"), key=template.find)
+    cut = template.find(first) + len(first)
+    return fill_template(template[:cut], prompt, text), fill_template(template[cut:], prompt, text)
 
 
 class ScoreCache:
@@ -397,7 +389,7 @@ class MaskedLMScorer(TargetScorer):
     def texts(self, pairs: list[tuple[str, str]], template: str, label_words) -> list[str]:
         # A leading space in the label words belongs before the mask (RoBERTa's <mask> absorbs it).
         space = " " if label_words[0].startswith(" ") else ""
-        return [fill(template, p, x) + space + self.tokenizer.mask_token for p, x in pairs]
+        return [fill_template(template, p, x) + space + self.tokenizer.mask_token for p, x in pairs]
 
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):

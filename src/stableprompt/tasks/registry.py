@@ -43,6 +43,16 @@ class TaskSpec:
         return fill_template(self.template, prompt, text)
 
 
+def check_template(template: object, where: str = "") -> str:
+    """The one check that a template holds both placeholders; returns it."""
+    if not isinstance(template, str) or not all(p in template for p in ("{prompt}", "{input}")):
+        raise UserError(
+            f"template{where} must contain both {{prompt}} and {{input}} (got {template!r}; "
+            "e.g. '{input} {prompt}')"
+        )
+    return template
+
+
 def fill_template(template: str, prompt: str, text: str) -> str:
     """Fill `{prompt}` and `{input}` in one pass, so braces inside the input or prompt stay
     literal (a prompt that says "{input}" is not replaced by the input)."""
@@ -296,10 +306,7 @@ def load_task_yaml(path: str | Path) -> TaskSpec:
             "(add them: name, label_words, template, manual_prompt)"
         )
     template = data["template"]
-    if not isinstance(template, str) or not all(p in template for p in ("{prompt}", "{input}")):
-        raise UserError(
-            f"template in {path} must contain both {{prompt}} and {{input}} (got {template!r})"
-        )
+    check_template(template, f" in {path}")
     words = data["label_words"]
     if not isinstance(words, list) or len(words) < 2 or not all(isinstance(w, str) for w in words):
         raise UserError(
