@@ -67,7 +67,7 @@ def cache_dir() -> Path:
 def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
     """'auto' picks bf16 where the hardware computes it natively, else fp32.
 
-    On CPUs without AVX512-BF16/AMX, bf16 matmuls are emulated and several times slower than fp32.
+    On CPUs without AVX512-BF16/AMX, bf16 matmuls are emulated and slower than fp32.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
