@@ -18,6 +18,8 @@ INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
         "{input} {prompt}",
         "{prompt}\nInput: {input}\nOutput:",
         "Review: {input} {prompt} Sentiment:",
+        # a long constant head (in-context demos): encoded once and shared by every input
+        "the film was fun. It was good\nI hate the plot. It was bad\n{input} {prompt}",
     ],
 )
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Command line: `stableprompt train | eval | models | tasks`.
+"""Command line: `stableprompt train | eval | transfer | models | tasks | report | compare`.
 
 Every `train` flag is a field of `TrainConfig` (dashes for underscores), so a YAML config and the
 command line say the same things; flags given on the command line override the YAML.
@@ -73,16 +73,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _naturalness(prompt: str, reference_lm: str, dtype: str) -> dict:
+    """Print and return the prompt's perplexity and English-word share under `reference_lm`."""
+    import math
+
+    from stableprompt.models.loading import load_lm
+    from stableprompt.naturalness import naturalness
+
+    if reference_lm.lower() == "none":
+        return {}
+    lm, tokenizer = load_lm(reference_lm, dtype=dtype, shared=True)
+    values = naturalness([prompt], lm, tokenizer)[0]
+    ppl, share = values["perplexity"], values["english_word_share"]
+    print(f"perplexity {ppl:.2f} under {reference_lm}  english-word share {share:.2f}")
+    # JSON has no NaN (an empty prompt): write null instead
+    clean = {k: None if math.isnan(v) else v for k, v in values.items()}
+    return {"reference_lm": reference_lm, **clean}
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from stableprompt.models import build_scorer
     from stableprompt.tasks import load_data
     from stableprompt.trainer import TaskContext, load_task
 
-    task = load_task(args.task)
-    splits = load_data(args.data, seed=args.seed)
+    if args.task == "textual-inversion":  # a folder of images, a CLIP model as the target
+        from stableprompt.tasks.images import load_image_context
+
+        ctx = load_image_context(args.data, args.target, args.dtype, args.seed, args.template)
+        task = ctx.task
+    else:
+        task = load_task(args.task)
+        splits = load_data(args.data, seed=args.seed)
+        scorer = build_scorer(args.target, args.dtype)
+        ctx = TaskContext(task, splits, scorer, args.template, required=(args.split,))
     prompt = task.manual_prompt if args.prompt is None else args.prompt
-    scorer = build_scorer(args.target, args.dtype)
-    ctx = TaskContext(task, splits, scorer, args.template, required=(args.split,))
     report = ctx.report(prompt, args.split)
     lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
@@ -91,6 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
     for word, recall in zip(task.label_words, report["per_class_recall"]):  # none for generation
         print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
+    natural = _naturalness(prompt, args.reference_lm, args.dtype)
     if args.out:
         result = {
             "task": task.name,
@@ -99,7 +124,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "prompt": prompt,
             "template": ctx.template,
             **report,
+            **natural,
         }
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_transfer(args: argparse.Namespace) -> int:
+    from stableprompt.transfer import format_matrix, transfer_matrix
+
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    result = transfer_matrix(args.run_dirs, targets, args.task, args.data, args.split, args.dtype)
+    print(format_matrix(result))
+    if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2))
         print(f"wrote {args.out}")
@@ -123,6 +162,21 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         task = get_task(name)
         scored_by = task.metric or ", ".join(w.strip() for w in task.label_words)
         print(f"{name:<24} {task.kind:<16} {task.template!r:<36} {scored_by}")
+    print(f"{'textual-inversion':<24} {'image':<16} {'{prompt}'!r:<36} clip_similarity")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from stableprompt.report import write_report
+
+    print(f"wrote {write_report(args.run_dir)}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from stableprompt.report import write_compare
+
+    print(f"wrote {write_compare(args.run_dirs, args.out)}")
     return 0
 
 
@@ -148,13 +202,40 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default=None, help="write the result as JSON here")
+    ev.add_argument(
+        "--reference-lm",
+        default="smollm2-135m",
+        help="LM for the prompt's perplexity and English-word share ('none' skips both)",
+    )
     ev.set_defaults(func=cmd_eval)
+
+    tr = sub.add_parser("transfer", help="score the best prompt of each run on several targets")
+    tr.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished train --out dirs")
+    tr.add_argument("--targets", required=True, help="comma-separated target LMs")
+    tr.add_argument("--task", default=None, help="override the runs' task")
+    tr.add_argument("--data", default=None, help="override the runs' data")
+    tr.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    tr.add_argument("--dtype", default="auto")
+    tr.add_argument("--out", default=None, help="write the matrix as JSON here")
+    tr.set_defaults(func=cmd_transfer)
 
     models = sub.add_parser("models", help="list built-in model aliases and their cache state")
     models.add_argument("--dtype", default="auto")
     models.set_defaults(func=cmd_models)
     tasks = sub.add_parser("tasks", help="list registered tasks")
     tasks.set_defaults(func=cmd_tasks)
+
+    report = sub.add_parser(
+        "report", help="write RUN_DIR/report.md (summary, best prompts; plots in RUN_DIR/report/)"
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="the --out directory of a train run")
+    report.set_defaults(func=cmd_report)
+    compare = sub.add_parser("compare", help="overlay the curves of several runs")
+    compare.add_argument("run_dirs", metavar="RUN_DIR", nargs="+", help="train run directories")
+    compare.add_argument(
+        "--out", default="compare", help="write compare.md and its plots here (default: ./compare)"
+    )
+    compare.set_defaults(func=cmd_compare)
     return parser
 
 

@@ -26,6 +26,7 @@ import yaml
 from safetensors.torch import load_file, save_file
 
 from stableprompt.errors import UserError
+from stableprompt.loggers import make_logger
 from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
 from stableprompt.tasks.metrics import generation_report, generation_score
@@ -38,7 +39,8 @@ class TrainConfig:
     """Every field is a CLI flag (`--prompt-length 5`) and a YAML key (`prompt_length: 5`)."""
 
     # what to optimise
-    algo: str = "sql"  # sql | sparse-sql | ppo | appo
+    # sql | sparse-sql | ppo | appo; baselines: manual | random | in-context | best-of-n
+    algo: str = "sql"
     task: str = "demo"  # registered task name or a task YAML file
     data: str | None = None  # data directory/file/hf:name; default: the built-in demo set
     target: str = "smollm2-135m"  # the frozen LM being prompted
@@ -47,6 +49,7 @@ class TrainConfig:
     dtype: str = "auto"
     seed: int = 0
     out: str = "runs/latest"
+    log_to: str | None = None  # also log metrics to tensorboard | wandb (extras)
     # loop
     steps: int = 200
     eval_every: int = 10
@@ -122,7 +125,7 @@ class TrainConfig:
 
 
 _CHOICES = {
-    "algo": ("sql", "sparse-sql", "ppo", "appo"),
+    "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
     "reference": ("anchor", "initial", "previous"),
 }
@@ -229,7 +232,11 @@ class Algorithm(ABC):
 
     Checkpoints hold `tensors()` (safetensors: weights, target networks, anchors) and `state()`
     (optimizer, buffers, counters: anything `torch.save` writes and `weights_only=True` reads).
+    A step's metrics may carry `dev_scores` ({prompt: dev score}) for prompts the algorithm
+    scored on dev itself; the trainer pools them and does not log them.
     """
+
+    trainable = True  # False: fixed-prompt baselines, scored at step 0 and never stepped
 
     def __init__(self, config: TrainConfig, ctx: TaskContext):
         self.config, self.ctx = config, ctx
@@ -279,7 +286,15 @@ def build_algorithm(config: TrainConfig, ctx: TaskContext) -> Algorithm:
         from stableprompt.algorithms.ppo import AdaptivePPO
 
         return AdaptivePPO(config, ctx)
-    raise UserError(f"unknown algorithm {config.algo!r} (use sql, sparse-sql, ppo or appo)")
+    if config.algo in ("manual", "random", "in-context"):
+        from stableprompt.algorithms.baselines import FixedPrompts
+
+        return FixedPrompts(config, ctx)
+    if config.algo == "best-of-n":
+        from stableprompt.algorithms.baselines import BestOfN
+
+        return BestOfN(config, ctx)
+    raise UserError(f"unknown algorithm {config.algo!r} (use {', '.join(_CHOICES['algo'])})")
 
 
 class PromptPool:
@@ -336,16 +351,22 @@ class Trainer:
         self.pool = PromptPool(config.pool_size)
         self.step = 0
         self.queries_before = 0  # target scorings of earlier (pre-resume) sessions
+        self.logger = make_logger(None, self.out, {})  # train() opens the configured one
 
     # -- budget ------------------------------------------------------------------------------
 
+    @property
+    def steps(self) -> int:
+        return self.config.steps if self.algorithm.trainable else 0
+
     def projected_calls(self) -> int:
         c = self.config
+        steps = self.steps
         # step 0, every eval_every steps, and the last step if it is not a multiple
-        n_evals = 1 + c.steps // c.eval_every + (c.steps % c.eval_every != 0)
+        n_evals = 1 + steps // c.eval_every + (steps % c.eval_every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
         per_eval = len(self.algorithm.eval_prompts()) * dev if n_evals else 0
-        return c.steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
+        return steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
 
     def calls_used(self) -> int:
         return self.queries_before + self.ctx.scorer.queries
@@ -406,9 +427,12 @@ class Trainer:
     def log(self, record: dict) -> None:
         with (self.out / "metrics.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")
+        self.logger.log(record)
 
     def evaluate(self) -> dict:
         prompts = list(dict.fromkeys(self.algorithm.eval_prompts()))
+        if not prompts:  # e.g. best-of-n before its first draw
+            return {}
         scores = self.ctx.accuracy(prompts, "dev")
         for prompt, score in zip(prompts, scores):
             self.pool.add(prompt, score, self.step)
@@ -424,23 +448,33 @@ class Trainer:
         else:
             (self.out / "metrics.jsonl").unlink(missing_ok=True)
         _atomic_write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
+        self.logger = make_logger(c.log_to, self.out, c.to_dict())
+        try:
+            return self._train_loop()
+        finally:
+            self.logger.close()
+
+    def _train_loop(self) -> dict:
+        c = self.config
         projected = self.projected_calls()
         print(
-            f"projected target calls: {projected:,} ({c.steps} steps x "
+            f"projected target calls: {projected:,} ({self.steps} steps x "
             f"{self.algorithm.calls_per_step()} per step, plus dev/test evaluation)"
             + (f"; budget {c.max_target_calls:,}" if c.max_target_calls else "")
         )
         if self.step == 0:
             self.log({"step": 0, **self.evaluate(), "calls": self.calls_used()})
-        bar = _progress(c.steps, self.step, self.progress)
+        bar = _progress(self.steps, self.step, self.progress)
         started, calls_at_start = time.time(), self.calls_used()
-        while self.step < c.steps:
+        while self.step < self.steps:
             # Stop before a step that would overrun the budget (cache hits count as calls too).
             next_calls = self.calls_used() + self.algorithm.calls_per_step()
             if c.max_target_calls and next_calls > c.max_target_calls:
                 print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
                 break
             metrics = self.algorithm.train_step(self.step)
+            for prompt, score in metrics.pop("dev_scores", {}).items():
+                self.pool.add(prompt, score, self.step + 1)
             self.step += 1
             record = {
                 "step": self.step,
@@ -448,7 +482,7 @@ class Trainer:
                 "calls": self.calls_used(),
                 "seconds": round(time.time() - started, 2),
             }
-            if self.step % c.eval_every == 0 or self.step == c.steps:
+            if self.step % c.eval_every == 0 or self.step == self.steps:
                 record.update(self.evaluate())
             self.log(record)
             rate = (self.calls_used() - calls_at_start) / max(time.time() - started, 1e-9)
@@ -459,7 +493,7 @@ class Trainer:
                 prompt=metrics.get("prompt", "")[:40],
             )
             bar.update(1)
-            if self.step % c.save_every == 0 or self.step == c.steps:
+            if self.step % c.save_every == 0 or self.step == self.steps:
                 self.save()
         bar.close()
         self.save()
@@ -476,6 +510,8 @@ class Trainer:
                 result.update(test=report["accuracy"], test_ci95=list(report["ci95"]))
             results.append(result)
         summary = {
+            "algo": self.config.algo,
+            "template": self.ctx.template,  # in-context baselines change it
             "best_prompt": results[0]["prompt"] if results else None,
             "prompts": results,
             "steps": self.step,
@@ -505,6 +541,10 @@ def build_context(config: TrainConfig) -> TaskContext:
     from stableprompt.models import build_scorer
     from stableprompt.tasks import load_data
 
+    if config.task == "textual-inversion":
+        from stableprompt.tasks.images import build_image_context
+
+        return build_image_context(config)
     task = load_task(config.task)
     splits = load_data(config.data, seed=config.seed)
     return TaskContext(task, splits, build_scorer(config.target, config.dtype), config.template)

@@ -47,11 +47,13 @@ class Query:
 
 @dataclass
 class Samples:
-    """Generated prompts: token ids and mask [B, L] (1 up to and including the stop token)."""
+    """Generated prompts: token ids and mask [B, L] (1 up to and including the stop token).
+    `empty[i]`: row i wrote no text, and `texts[i]` holds the agent's fallback prompt."""
 
     response: Tensor
     mask: Tensor
     texts: list[str]
+    empty: list[bool]
 
 
 def repeat_cache(cache, rows: int):
@@ -227,14 +229,15 @@ class InstructionAgent(nn.Module):
             token = nxt[:, None]
         response = torch.stack(tokens, 1)
         mask = torch.stack(mask, 1).long()
-        return Samples(response, mask, self.decode(response, mask))
+        texts = self.decode(response, mask)
+        return Samples(response, mask, [t or self.fallback for t in texts], [not t for t in texts])
 
     def decode(self, response: Tensor, mask: Tensor) -> list[str]:
-        """Prompt text: generated tokens up to the stop, first line, stripped (never empty)."""
+        """Prompt text: generated tokens up to the stop, first line, stripped (may be empty)."""
         texts = []
         for ids, m in zip(response.tolist(), mask.tolist()):
             text = self.tokenizer.decode(ids[: sum(m)], skip_special_tokens=True)
-            texts.append(text.strip().split("\n")[0].strip() or self.fallback)
+            texts.append(text.strip().split("\n")[0].strip())
         return texts
 
     # -- weights ------------------------------------------------------------------------------

@@ -26,6 +26,10 @@ from stableprompt.trainer import Algorithm
 # Floating-point slack for the anchor thresholds, so that e.g. 0.55 - 0.50 (= 0.0500...04 in
 # binary) still counts as "equal to 0.05" and does not fire.
 _THRESHOLD_EPS = 1e-9
+# The reward of a sample that wrote no text: below anything a real prompt scores (StablePrompt's
+# reward is >= -c_s and task metrics are >= 0), so the agent cannot win by saying nothing and
+# falling back to a default prompt.
+EMPTY_PROMPT_REWARD = -1.0
 
 
 def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -342,6 +346,11 @@ class AdaptivePPO(Algorithm):
             ctx.splits["train"], min(config.num_shots, len(ctx.splits["train"]))
         )
         self.eval_query = self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots))
+        # Greedy prompts cost a generation each: keep the agent's per weight version (bumped by
+        # every optimizer step, rollback and load) and the anchor's until the anchor moves.
+        self.version = 0
+        self.greedy_cache: tuple[int, str] = (-1, "")
+        self.anchor_prompt: str | None = None
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay: the KL penalty is the regulariser.
@@ -373,7 +382,8 @@ class AdaptivePPO(Algorithm):
 
         # 2. Reward from the frozen target: R = 10 * accuracy + 0.1 * margin, per prompt.
         scores = self.ctx.rewards(samples.texts, self.train_examples(), self.reward_kind)
-        scores = scores.to(response.device)
+        empty = torch.tensor(samples.empty)
+        scores = torch.where(empty, EMPTY_PROMPT_REWARD, scores).to(response.device)
 
         # 3. Old log-probs and values (the behaviour policy), and the reference's log-probs.
         with torch.no_grad():
@@ -412,6 +422,7 @@ class AdaptivePPO(Algorithm):
             loss.backward()
             grad_norm = nn.utils.clip_grad_norm_(agent.trainable_parameters(), c.max_grad_norm)
             self.optimizer.step()
+            self.version += 1
             epoch_stats.append({**stats, "grad_norm": grad_norm.item()})
         agent.eval()
         self.kl_ctl.update(kl, self.num_prompts)
@@ -439,16 +450,20 @@ class AdaptivePPO(Algorithm):
     def anchor_step(self) -> dict:
         c, agent = self.config, self.agent
         agent_prompt = self.greedy_prompt(None)
-        anchor_prompt = self.greedy_prompt(self.anchor_state)
+        if self.anchor_prompt is None:  # cached: the anchor's weights change only below
+            self.anchor_prompt = self.greedy_prompt(self.anchor_state)
+        anchor_prompt = self.anchor_prompt
         agent_dev, anchor_dev = self.dev_scores([agent_prompt, anchor_prompt])
         event = anchor_decision(
             agent_dev, anchor_dev, c.anchor_update_threshold, c.anchor_rollback_threshold
         )
         if event == "update":
             self.anchor_state = copy_trainable_state(agent)
+            self.anchor_prompt = agent_prompt
         elif event == "rollback":
             load_trainable_state(agent, self.anchor_state)
             self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
+            self.version += 1
         return {
             "anchor_event": event,
             "agent_dev": agent_dev,
@@ -457,14 +472,20 @@ class AdaptivePPO(Algorithm):
         }
 
     def greedy_prompt(self, weights: dict[str, Tensor] | None) -> str:
-        """The greedy prompt for the evaluation meta-prompt: the agent's own (None) or under
-        `weights` (e.g. the anchor)."""
-        c = self.config
+        """The greedy prompt for the evaluation meta-prompt: the agent's own (None; cached until
+        its weights change) or under `weights` (e.g. the anchor)."""
+        if weights is None and self.greedy_cache[0] == self.version:
+            return self.greedy_cache[1]
         context = (
             self.agent.using_weights(weights) if weights is not None else contextlib.nullcontext()
         )
         with context:
-            return self.agent.sample(self.eval_query, 1, c.max_new_tokens, temperature=0).texts[0]
+            prompt = self.agent.sample(
+                self.eval_query, 1, self.config.max_new_tokens, temperature=0
+            ).texts[0]
+        if weights is None:
+            self.greedy_cache = (self.version, prompt)
+        return prompt
 
     def eval_prompts(self) -> list[str]:
         return [self.greedy_prompt(None)]
@@ -491,6 +512,8 @@ class AdaptivePPO(Algorithm):
             }
 
         load_trainable_state(self.agent, part("agent."))
+        self.version += 1
+        self.anchor_prompt = None
         if self.anchor_state is not None:
             self.anchor_state = part("anchor.")
         if self.previous_state is not None:

@@ -96,6 +96,48 @@ class TargetScorer(ABC):
                 found[key] = text
         return [found[k] for k in keys]
 
+    def sample(
+        self,
+        texts: list[str],
+        max_new_tokens: int = 32,
+        stop: str | tuple[str, ...] | None = "\n",
+        num_samples: int = 4,
+        top_k: int | None = 10,
+        temperature: float = 1.0,
+        seed: int = 0,
+    ) -> list[list[str]]:
+        """`num_samples` sampled continuations per text (top-k, temperature), each cut at the
+        first of the `stop` strings. A text's samples depend only on (text, settings, seed), not on
+        its batch, so they are cached like `generate`; a text counts as one query."""
+        stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
+        settings = (max_new_tokens, stops, num_samples, top_k, temperature, seed)
+        keys = [(self.name, "sample", t, settings) for t in texts]
+        self.queries += len(keys)
+        found = {k: self.gen_cache.get(k) for k in keys}
+        missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
+        if missing:
+            outputs = self._sample([k[2] for k in missing], *settings)
+            self.computed += len(missing)
+            for key, samples in zip(missing, outputs, strict=True):
+                self.gen_cache.put(key, samples)
+                found[key] = samples
+        return [list(found[k]) for k in keys]
+
+    def _sample(
+        self,
+        texts: list[str],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        num_samples: int,
+        top_k: int | None,
+        temperature: float,
+        seed: int,
+    ) -> list[list[str]]:
+        """Sampled continuations (uncached); backends that cannot sample say so."""
+        raise UserError(
+            f"target {self.name!r} cannot sample text (use a local causal LM target for this task)"
+        )
+
     @abstractmethod
     def _score_pairs(
         self, pairs: list[tuple[str, str]], template: str, label_words: tuple[str, ...]
@@ -202,15 +244,33 @@ class LocalScorer(TargetScorer):
         The store outlives a call, so inputs scored at every training step are encoded once.
         """
         missing = sorted((p for p in prefixes if p not in self.prefix_store), key=len)
+        head = _shared_head(missing)
+        head_kv = self._encode_head(head) if head else None
         pad = self.tokenizer.pad_token_id
         for start in range(0, len(missing), self.prefix_batch_size):
             batch = missing[start : start + self.prefix_batch_size]
-            width = max(len(p) for p in batch)
-            ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in batch])
-            mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in batch])
+            tails = [p[len(head) :] for p in batch]
+            width = max(len(t) for t in tails)
+            ids = torch.tensor([list(t) + [pad] * (width - len(t)) for t in tails])
+            mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails])
             ids, mask = ids.to(self.device), mask.to(self.device)
+            kwargs = {}
+            if head_kv is not None:  # the tails attend to one shared encoding of the head
+                layers = [
+                    (k.expand(len(batch), -1, -1, -1), v.expand(len(batch), -1, -1, -1))
+                    for k, v in head_kv
+                ]
+                cache = DynamicCache(
+                    [(k.contiguous(), v.contiguous()) for k, v in layers], config=self.model.config
+                )
+                mask = torch.cat([mask.new_ones(len(batch), len(head)), mask], dim=1)
+                kwargs = cache_kwarg(self.model.model, cache)
             out = self.model.model(
-                input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=_positions(mask)[:, len(head) :],
+                use_cache=True,
+                **kwargs,
             )
             layers = output_cache(out).layers
             for j, p in enumerate(batch):
@@ -218,9 +278,15 @@ class LocalScorer(TargetScorer):
                     (la.keys[j, :, : len(p)].clone(), la.values[j, :, : len(p)].clone())
                     for la in layers
                 ]
-                self.prefix_store[p] = (kv, out.last_hidden_state[j, len(p) - 1].clone())
+                hidden = out.last_hidden_state[j, len(p) - len(head) - 1].clone()
+                self.prefix_store[p] = (kv, hidden)
         for p in prefixes:
             self.prefix_store.move_to_end(p)
+
+    def _encode_head(self, head: tuple[int, ...]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per-layer KV of a token run that every missing prefix starts with (one row)."""
+        out = self.model.model(input_ids=torch.tensor([head], device=self.device), use_cache=True)
+        return [(la.keys, la.values) for la in output_cache(out).layers]
 
     def _trim_prefix_store(self) -> None:
         total = sum(len(p) for p in self.prefix_store)
@@ -297,6 +363,32 @@ class LocalScorer(TargetScorer):
     @torch.inference_mode()
     def _generate(self, texts, max_new_tokens, stop):
         return greedy_generate(self.model, self.tokenizer, texts, max_new_tokens, stop)
+
+    def _sample(self, texts, max_new_tokens, stop, num_samples, top_k, temperature, seed):
+        from stableprompt.models.sampling import sample_generate  # it imports this module
+
+        return sample_generate(
+            self.model,
+            self.tokenizer,
+            texts,
+            max_new_tokens,
+            stop,
+            num_samples,
+            top_k,
+            temperature,
+            seed,
+        )
+
+
+def _shared_head(prefixes: list[tuple[int, ...]], min_tokens: int = 8) -> tuple[int, ...]:
+    """The token run all `prefixes` start with (e.g. in-context demonstrations before the input),
+    if long enough to be worth encoding once; each prefix keeps at least one token of its own."""
+    if len(prefixes) < 2:
+        return ()
+    first, n = prefixes[0], min(len(p) for p in prefixes) - 1
+    for p in prefixes[1:]:
+        n = next((i for i in range(n) if p[i] != first[i]), n)
+    return first[:n] if n >= min_tokens else ()
 
 
 def _positions(mask: torch.Tensor) -> torch.Tensor:

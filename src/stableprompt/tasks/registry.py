@@ -9,7 +9,9 @@ Kinds: "classification"; "multiple_choice" (options listed as lettered lines in 
 label words " A", " B", ... after "Answer:", scored exactly like classification; a question with
 fewer options than the task's letters just lists fewer); "generation" (instruction induction and
 free-text BIG-Bench: the target answers greedily, cut at the first newline, and `metric` from
-`stableprompt.tasks.metrics.METRICS` scores the answer against the example's target).
+`stableprompt.tasks.metrics.METRICS` scores the answer against the example's target);
+"style_transfer" (the target rewrites the input, sampled, cut at the closing quote; scored for
+content, style and fluency by `stableprompt.style_transfer`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ class TaskSpec:
     label_words: tuple[str, ...]
     template: str
     manual_prompt: str
-    kind: str = "classification"  # classification | multiple_choice | generation
+    kind: str = "classification"  # classification | multiple_choice | generation | style_transfer
     description: str = ""
     metric: str | None = None  # generation tasks: a key of metrics.METRICS
 
@@ -144,6 +146,31 @@ _GEN_TASKS = [  # instruction induction (APE's metric per task) and free-text BI
     _gen("object_counting", "Count the objects.", "BIG-Bench object counting"),
     _gen("tense", "Change the tense of the sentence as asked.", "BIG-Bench tense"),
     _gen("word_sorting", "Sort the words alphabetically.", "BIG-Bench word sorting"),
+]
+
+TST_TEMPLATE = '{prompt} "{input}" "'  # RLPrompt's: the rewrite ends at the closing quote
+
+
+def _tst(name: str, prompt: str, description: str) -> TaskSpec:
+    return TaskSpec(name, (), TST_TEMPLATE, prompt, "style_transfer", description)
+
+
+_TST_TASKS = [
+    _tst(
+        "yelp-negative-to-positive",
+        "Here is a rewrite of the text, which is more positive:",
+        "Yelp sentiment transfer, negative to positive (tst/yelp/clean)",
+    ),
+    _tst(
+        "yelp-positive-to-negative",
+        "Here is a rewrite of the text, which is more negative:",
+        "Yelp sentiment transfer, positive to negative (tst/yelp/clean)",
+    ),
+    _tst(
+        "shakespeare",
+        "Here is a rewrite of the text in Shakespeare's English:",
+        "Modern English to Shakespearean (tst/shakespeare/100-shot/100-13)",
+    ),
 ]
 
 _TASKS: dict[str, TaskSpec] = {
@@ -261,6 +288,7 @@ _TASKS: dict[str, TaskSpec] = {
         ),
         *_QA_TASKS,
         *_GEN_TASKS,
+        *_TST_TASKS,
     ]
 }
 

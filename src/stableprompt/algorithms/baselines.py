@@ -1,0 +1,148 @@
+"""Baselines that run in the trainer's harness, so they are measured exactly like the RL methods:
+prompts chosen on dev only, the pool scored once on test, target calls counted by the same budget,
+the same run directory (metrics.jsonl, best_prompts.json).
+
+* ``manual``: the task's hand-written prompt.
+* ``random``: `prompts_per_step` (default 1) prompts of `prompt_length` tokens drawn uniformly
+  from the tokens a token policy may emit (same length as the RL prompts).
+* ``in-context``: the manual prompt with `num_shots` train examples shown before the input,
+  each rendered with the task template and its label word (classification tasks).
+* ``best-of-n``: draw prompts from the *untrained* instruction agent (StablePrompt's starting
+  point), score every one on dev, keep the best. Set `--max-target-calls` to an RL run's budget
+  and it draws N = budget / |dev| prompts: the same spend as the run it is compared with.
+
+The first three are not trained: the trainer scores them on dev at step 0 and on test at the end.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from stableprompt.errors import UserError
+from stableprompt.tasks.registry import fill_template
+from stableprompt.trainer import Algorithm
+
+
+class FixedPrompts(Algorithm):
+    """manual, random and in-context: a fixed list of prompts, nothing to train."""
+
+    trainable = False
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        if config.algo == "random":
+            self.prompts = random_token_prompts(
+                config.agent, config.prompts_per_step or 1, config.prompt_length, config.seed
+            )
+            return
+        if not ctx.task.manual_prompt and config.algo in ("manual", "in-context"):
+            raise UserError(f"task {ctx.task.name} has no manual prompt (add manual_prompt)")
+        self.prompts = [ctx.task.manual_prompt]
+        if config.algo == "in-context":
+            ctx.template = in_context_template(ctx, config.num_shots, config.seed)
+
+    def train_step(self, step: int) -> dict:
+        raise RuntimeError("fixed-prompt baselines are not trained")
+
+    def eval_prompts(self) -> list[str]:
+        return self.prompts
+
+    def calls_per_step(self) -> int:
+        return 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {}
+
+    def load_state(self, state: dict) -> None:
+        pass
+
+
+def random_token_prompts(agent: str, n: int, length: int, seed: int) -> list[str]:
+    """`n` prompts of `length` tokens, uniform over the token policy's allowed tokens."""
+    from stableprompt.agents.token_policy import allowed_prompt_tokens
+    from stableprompt.models.loading import load_lm
+
+    lm, tokenizer = load_lm(agent)
+    allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
+    ids = allowed.nonzero().squeeze(-1)
+    generator = torch.Generator().manual_seed(seed)
+    picks = ids[torch.randint(len(ids), (n, length), generator=generator)]
+    return [tokenizer.decode(row).strip() for row in picks]
+
+
+def in_context_template(ctx, k: int, seed: int) -> str:
+    """The task template preceded by k solved train examples, one per line (same prompt)."""
+    demos = random.Random(seed).sample(ctx.splits["train"], min(k, len(ctx.splits["train"])))
+    if ctx.generation:  # the first acceptable answer, after a space as the model would write it
+        answers = [
+            " " + (ex.target if isinstance(ex.target, str) else ex.target[0]) for ex in demos
+        ]
+    else:
+        answers = [ctx.label_words[ex.label] for ex in demos]
+    prompt = ctx.task.manual_prompt
+    # Literal braces in the demos would read as placeholders later: drop them.
+    lines = [
+        fill_template(ctx.template, prompt, ex.text.replace("{", "(").replace("}", ")")) + answer
+        for ex, answer in zip(demos, answers, strict=True)
+    ]
+    return "\n".join(lines) + "\n" + ctx.template
+
+
+class BestOfN(Algorithm):
+    """Sample prompts from the untrained instruction agent; each step scores its draws on dev."""
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        from stableprompt.agents.instruction_agent import InstructionAgent
+        from stableprompt.models.loading import load_lm
+
+        lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
+        # LoRA starts as the identity (B = 0) and is never trained: this is the initial agent.
+        self.agent = InstructionAgent(lm, tokenizer, label_words=ctx.label_words)
+        self.num_prompts = config.prompts_per_step or 8
+        self.best: tuple[float, str] | None = None
+
+    @torch.no_grad()
+    def train_step(self, step: int) -> dict:
+        c, train = self.config, self.ctx.splits["train"]
+        shown = random.sample(train, min(c.num_shots, len(train)))
+        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
+        prompts = self.agent.sample(query, self.num_prompts, c.max_new_tokens).texts
+        scores = self.ctx.accuracy(prompts, "dev")
+        for prompt, score in zip(prompts, scores, strict=True):
+            if self.best is None or score > self.best[0]:
+                self.best = (score, prompt)
+        values = torch.tensor(scores)
+        return {
+            "reward_mean": values.mean().item(),
+            "reward_std": values.std().item() if len(scores) > 1 else 0.0,
+            "reward_max": values.max().item(),
+            "prompt": prompts[int(values.argmax())],
+            "dev_scores": dict(zip(prompts, scores, strict=True)),  # the trainer pools these
+        }
+
+    def eval_prompts(self) -> list[str]:
+        return [self.best[1]] if self.best else []
+
+    def calls_per_step(self) -> int:
+        return self.num_prompts * len(self.ctx.splits["dev"])
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def state(self) -> dict:
+        return {"best": list(self.best) if self.best else None}
+
+    def load_state(self, state: dict) -> None:
+        self.best = tuple(state["best"]) if state["best"] else None

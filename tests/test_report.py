@@ -1,0 +1,149 @@
+"""Reports and comparisons built from a run directory, and the optional experiment loggers."""
+
+import json
+import sys
+
+import pytest
+import yaml
+
+from stableprompt.cli import main
+from stableprompt.errors import UserError
+from stableprompt.loggers import NullLogger, make_logger
+from stableprompt.report import write_compare, write_report
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TOP = "Rate it | great or terrible:"  # a pipe, to check the markdown escaping
+
+
+def fake_run(path, algo="appo", finished=True):
+    """A run directory as the Trainer writes it: 10 steps, dev every 3, APPO anchor checks."""
+    path.mkdir(parents=True)
+    config = {"algo": algo, "task": "sst-2", "target": "smollm2-135m", "agent": "smollm2-135m"}
+    (path / "config.yaml").write_text(yaml.safe_dump({**config, "steps": 10, "seed": 0}))
+    records = [{"step": 0, "dev_accuracy": 0.5, "dev_prompt": "It was", "calls": 32}]
+    events = {4: ("keep", 0.55, 0.5), 6: ("update", 0.62, 0.5), 8: ("rollback", 0.4, 0.62)}
+    for step in range(1, 11):
+        record = {
+            "step": step,
+            "reward_mean": 0.1 * step,
+            "reward_std": 0.05,
+            "prompt": f"prompt {step}",
+            "prompts": [f"prompt {step}", "other"],
+            "calls": 32 + 64 * step,
+            "seconds": 1.5 * step,
+        }
+        if step % 3 == 0:
+            record.update(dev_accuracy=0.5 + 0.02 * step, dev_prompt=TOP)
+        if algo == "appo" and step in events:
+            event, agent_dev, anchor_dev = events[step]
+            record.update(anchor_event=event, agent_dev=agent_dev, anchor_dev=anchor_dev)
+        records.append(record)
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    if finished:
+        prompts = [
+            {"prompt": TOP, "dev": 0.68, "step": 9, "test": 0.6125, "test_ci95": [0.55, 0.67]},
+            {"prompt": "It was", "dev": 0.5, "step": 0, "test": 0.5, "test_ci95": [0.44, 0.56]},
+        ]
+        summary = {"best_prompt": TOP, "prompts": prompts, "steps": 10, "target_calls": 800}
+        (path / "best_prompts.json").write_text(json.dumps(summary))
+    return path
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 5000, path
+
+
+def test_report_has_config_plots_prompts_and_anchor_counts(tmp_path):
+    run = fake_run(tmp_path / "appo-run")
+    md_path = write_report(run)
+    assert md_path == run / "report.md"
+    md = md_path.read_text()
+    assert "# Report: appo-run" in md and "| appo | sst-2 |" in md
+    assert "Ran 10 of 10 steps, 672 target calls, 15.0s" in md
+    assert "Rate it \\| great or terrible:" in md  # the pipe is escaped inside the table
+    assert "| 1 | ` Rate it \\| great or terrible: ` | 0.680 | 0.613 | [0.550, 0.670] | 9 |" in md
+    assert "Anchor checks: 1 update, 1 rollback, 1 keep." in md
+    for name in ("reward", "dev", "anchor"):
+        assert f"](report/{name}.png)" in md
+        assert_png(run / "report" / f"{name}.png")
+
+
+def test_report_of_a_stopped_run_says_it_has_no_best_prompts(tmp_path):
+    run = fake_run(tmp_path / "sql-run", algo="sql", finished=False)
+    md = write_report(run).read_text()
+    assert "No best_prompts.json" in md and "--resume" in md
+    assert "0.680 | – | – | 9 |" in md  # the best dev prompt of the metrics, no test score
+    assert "anchor" not in md.lower() and not (run / "report" / "anchor.png").exists()
+
+
+def test_compare_overlays_runs(tmp_path):
+    a = fake_run(tmp_path / "runs" / "a")
+    b = fake_run(tmp_path / "runs" / "b", algo="sql", finished=False)
+    md_path = write_compare([a, b], tmp_path / "cmp")
+    md = md_path.read_text()
+    assert md_path == tmp_path / "cmp" / "compare.md"
+    assert "| a | appo | sst-2 | 10 / 10 | 672 |" in md and "| b | sql |" in md
+    assert "0.680 | 0.613 |" in md and "did not finish" in md
+    for name in ("reward", "dev"):
+        assert f"]({name}.png)" in md
+        assert_png(tmp_path / "cmp" / f"{name}.png")
+
+
+def test_wall_time_adds_up_resumed_sessions(tmp_path):
+    run = fake_run(tmp_path / "run", algo="sql")
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    resumed = [json.loads(ln) for ln in lines]
+    for r in resumed[6:]:
+        r["seconds"] -= 7.5  # the second session started after step 5 (7.5 s)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in resumed))
+    assert "15.0s of training" in write_report(run).read_text()
+
+
+def test_missing_or_empty_metrics_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="run directory not found"):
+        write_report(tmp_path / "nope")
+    with pytest.raises(UserError, match=r"no metrics.jsonl in .*stableprompt train"):
+        write_report(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text("\n")
+    with pytest.raises(UserError, match="is empty"):
+        write_report(tmp_path)
+
+
+def test_cli_report_and_compare(tmp_path, capsys):
+    run = fake_run(tmp_path / "run")
+    assert main(["report", str(run)]) == 0
+    assert str(run / "report.md") in capsys.readouterr().out
+    assert main(["compare", str(run), str(run), "--out", str(tmp_path / "cmp")]) == 0
+    assert (tmp_path / "cmp" / "compare.md").is_file()
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "run directory not found" in capsys.readouterr().err
+
+
+def test_null_logger_and_unknown_kind(tmp_path):
+    logger = make_logger(None, tmp_path, {})
+    assert isinstance(logger, NullLogger)
+    logger.log({"step": 1, "reward_mean": 0.5})
+    logger.close()
+    assert not any(tmp_path.iterdir())
+    with pytest.raises(UserError, match="unknown logger 'mlflow'"):
+        make_logger("mlflow", tmp_path, {})
+
+
+def test_tensorboard_logger_writes_events(tmp_path):
+    pytest.importorskip("tensorboard")
+    logger = make_logger("tensorboard", tmp_path, {"algo": "sql"})
+    for step in range(3):
+        logger.log({"step": step, "reward_mean": 0.1 * step, "prompt": "x", "prompts": ["x"]})
+    logger.close()
+    events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "kind, module", [("tensorboard", "torch.utils.tensorboard"), ("wandb", "wandb")]
+)
+def test_missing_logger_package_names_the_extra(tmp_path, monkeypatch, kind, module):
+    monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
+    with pytest.raises(UserError, match=rf"pip install 'stableprompt\[{kind}\]'"):
+        make_logger(kind, tmp_path, {})
