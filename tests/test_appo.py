@@ -232,3 +232,24 @@ def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
     assert [r.get("prompts") for r in ra] == [r.get("prompts") for r in rb]
     assert [r.get("anchor_event") for r in ra] == [r.get("anchor_event") for r in rb]
     assert all("anchor_event" in r for r in ra[1:])
+
+
+def test_a_sample_that_writes_nothing_gets_the_lowest_reward(tiny_model_dir):
+    """An empty sample falls back to a default prompt for the record, but it must not earn that
+    prompt's reward, or the agent learns to say nothing."""
+    from stableprompt.algorithms.ppo import EMPTY_PROMPT_REWARD
+
+    algo = make_algo(tiny_model_dir, anchor_every=100, train_examples=None)
+    sample = algo.agent.sample
+
+    def first_row_empty(*args, **kwargs):
+        out = sample(*args, **kwargs)
+        out.empty[0] = True
+        return out
+
+    algo.agent.sample = first_row_empty
+    metrics = algo.train_step(0)
+    real = algo.ctx.rewards(metrics["prompts"], algo.ctx.splits["train"], "appo")
+    expected = torch.cat([torch.tensor([EMPTY_PROMPT_REWARD]), real[1:]])
+    assert metrics["reward_mean"] == pytest.approx(expected.mean().item(), abs=1e-5)
+    assert (real >= -0.1).all() and EMPTY_PROMPT_REWARD < -0.1  # below any real prompt

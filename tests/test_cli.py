@@ -30,12 +30,15 @@ def test_eval_prints_accuracy_and_writes_json(capsys, tiny_model_dir, tmp_path):
         "It was",
         "--dtype",
         "float32",
+        "--reference-lm",
+        tiny_model_dir,
         "--out",
         str(out),
     )
     assert code == 0
     assert "accuracy" in stdout and "95% CI" in stdout and "recall" in stdout
     result = json.loads(out.read_text())
+    assert result["perplexity"] > 1 and 0 <= result["english_word_share"] <= 1
     assert result["n"] == 32 and 0 <= result["accuracy"] <= 1
     lo, hi = result["ci95"]
     assert lo <= result["accuracy"] <= hi

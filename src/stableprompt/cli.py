@@ -101,8 +101,20 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         ctx = load_image_context(args.data, args.target, args.dtype, args.seed, args.template)
         task = ctx.task
+    elif (task := load_task(args.task)).kind == "style_transfer":
+        from stableprompt.style_transfer import build_style_context
+        from stableprompt.trainer import TrainConfig
+
+        config = TrainConfig(
+            task=args.task,
+            data=args.data,
+            target=args.target,
+            template=args.template,
+            dtype=args.dtype,
+            seed=args.seed,
+        )
+        ctx = build_style_context(config, required=(args.split,))
     else:
-        task = load_task(args.task)
         splits = load_data(args.data, seed=args.seed)
         scorer = build_scorer(args.target, args.dtype)
         ctx = TaskContext(task, splits, scorer, args.template, required=(args.split,))
@@ -111,10 +123,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
     print(f"prompt {prompt!r}")
-    metric = task.metric or "accuracy"
+    metric = task.metric or ("joint" if task.kind == "style_transfer" else "accuracy")
     print(f"{metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
     for word, recall in zip(task.label_words, report["per_class_recall"]):  # none for generation
         print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
+    for key in ("content", "style", "fluency", "joint", "gm", "perplexity", "bleu", "self_bleu"):
+        if key in report:  # style transfer
+            print(f"  {key:>10}: {report[key]:.4f}")
     natural = _naturalness(prompt, args.reference_lm, args.dtype)
     if args.out:
         result = {

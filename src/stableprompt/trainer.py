@@ -546,5 +546,9 @@ def build_context(config: TrainConfig) -> TaskContext:
 
         return build_image_context(config)
     task = load_task(config.task)
+    if task.kind == "style_transfer":
+        from stableprompt.style_transfer import build_style_context
+
+        return build_style_context(config)
     splits = load_data(config.data, seed=config.seed)
     return TaskContext(task, splits, build_scorer(config.target, config.dtype), config.template)
