@@ -2,6 +2,7 @@
 
     python benchmarks/step_time.py --algo sql --steps 6
     python benchmarks/step_time.py --algo appo --prompts-per-step 4 --train-examples 16
+    python benchmarks/step_time.py --algo appo --train-examples 16 --max-new-tokens 32
 
 The first step is a warm-up (it also encodes every train input once) and is not counted. Prints
 the mean and range of the other steps with the date, machine and git revision.
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--prompts-per-step", type=int, default=None)
     parser.add_argument("--train-examples", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="appo/ppo prompt length cap")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as out:
@@ -43,6 +45,8 @@ def main() -> None:
             save_every=10**9,
             prompts_per_step=args.prompts_per_step,
             train_examples=args.train_examples,
+            max_new_tokens=args.max_new_tokens,
+            pool_size=1,  # the final test scoring is not timed; keep it short
             out=out,
         )
         ctx = build_context(config)
