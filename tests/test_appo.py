@@ -144,6 +144,22 @@ def test_cached_context_matches_a_plain_forward(tiny_model_dir):
     torch.testing.assert_close(logprobs * mask, plain * mask, atol=1e-5, rtol=1e-5)
 
 
+def test_sampling_records_the_policys_logprobs_and_values(tiny_model_dir):
+    """PPO's old log-probs and values come from the decoding pass: they must be what a forward
+    over the finished response gives, also once LoRA has moved away from zero."""
+    algo = make_algo(tiny_model_dir, anchor_every=100)
+    algo.train_step(0)
+    agent, query = algo.agent, algo.eval_query
+    for temperature in (1.0, 0.7):
+        torch.manual_seed(5)
+        samples = agent.sample(query, 4, 6, temperature=temperature)
+        with torch.no_grad():
+            logprobs, values = agent.forward_logprobs_values(query, samples.response, temperature)
+        mask = samples.mask
+        torch.testing.assert_close(samples.logprobs * mask, logprobs * mask, atol=1e-5, rtol=0)
+        torch.testing.assert_close(samples.values * mask, values * mask, atol=1e-5, rtol=0)
+
+
 def test_clipped_loss_on_agent_matches_hand_computation(tiny_model_dir):
     algo = make_algo(tiny_model_dir, anchor_every=100)
     agent, query = algo.agent, algo.eval_query
@@ -253,3 +269,35 @@ def test_a_sample_that_writes_nothing_gets_the_lowest_reward(tiny_model_dir):
     expected = torch.cat([torch.tensor([EMPTY_PROMPT_REWARD]), real[1:]])
     assert metrics["reward_mean"] == pytest.approx(expected.mean().item(), abs=1e-5)
     assert (real >= -0.1).all() and EMPTY_PROMPT_REWARD < -0.1  # below any real prompt
+
+
+def test_evaluation_adds_the_best_sampled_prompts_by_train_reward(tiny_model_dir):
+    from stableprompt.algorithms.ppo import SAMPLED_PER_EVAL
+
+    algo = make_algo(tiny_model_dir, anchor_every=100, prompts_per_step=3)
+    scripted = iter([torch.tensor([1.0, 5.0, 2.0]), torch.tensor([4.0, 0.5, 3.0])])
+    algo.ctx.rewards = lambda prompts, examples, kind: next(scripted)
+    sampled = [algo.train_step(step)["prompts"] for step in range(2)]
+    by_reward = [sampled[0][1], sampled[1][0], sampled[1][2], sampled[0][2]]
+    expected = list(dict.fromkeys(by_reward))[:SAMPLED_PER_EVAL]
+    assert algo.eval_prompts()[1:] == expected
+    assert algo.prompts_per_eval() == 1 + SAMPLED_PER_EVAL
+    restored = make_algo(tiny_model_dir, anchor_every=100)
+    restored.load_state(algo.state())
+    assert restored.eval_prompts()[1:] == expected
+
+
+def test_roomy_cache_layer_grows_and_matches_concatenation():
+    from transformers.cache_utils import DynamicLayer
+
+    from stableprompt.agents.instruction_agent import RoomyLayer
+
+    torch.manual_seed(0)
+    keys, values = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
+    roomy, plain = RoomyLayer(keys, values, rows=3, room=1), DynamicLayer()
+    plain.update(keys.expand(3, -1, -1, -1), values.expand(3, -1, -1, -1))
+    for width in (1, 3, 2):  # the second update overflows the room and doubles the buffer
+        new_k, new_v = torch.randn(3, 2, width, 4), torch.randn(3, 2, width, 4)
+        got, want = roomy.update(new_k, new_v), plain.update(new_k, new_v)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert roomy.get_seq_length() == 11 and keys.shape == (1, 2, 5, 4)

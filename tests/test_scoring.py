@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import LocalScorer, NaiveScorer, split_template
+from stableprompt.models.scoring import LocalScorer, NaiveScorer, head_logits, split_template
 
 PROMPTS = ["the movie", "not very fun plot", "Review", "it is", "acting was okay but"]
 INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
@@ -134,3 +134,13 @@ def test_braces_inside_prompt_or_input_stay_literal():
         "a {prompt} b Label {input} now"
     )
     assert split_template("{prompt} {input}", "Say {input}", "X") == ("Say {input}", " X")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_head_logits_equals_the_linear_layer(bias):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(16, 300, bias=bias)
+    hidden = torch.randn(2, 3, 16)
+    torch.testing.assert_close(head_logits(head, hidden), head(hidden), atol=1e-5, rtol=1e-5)
+    # float32 hidden states on a bf16 head (the token policy's Q-values) come out float32
+    assert head_logits(head.to(torch.bfloat16), hidden).dtype == torch.float32

@@ -255,6 +255,10 @@ class Algorithm(ABC):
     def eval_prompts(self) -> list[str]:
         """Prompts to score on dev now (the greedy prompt for token policies)."""
 
+    def prompts_per_eval(self) -> int:
+        """How many prompts an evaluation scores at most (for the budget projection)."""
+        return len(self.eval_prompts())
+
     @abstractmethod
     def calls_per_step(self) -> int:
         """Target scorings one `train_step` requests (for the budget projection)."""
@@ -365,7 +369,7 @@ class Trainer:
         # step 0, every eval_every steps, and the last step if it is not a multiple
         n_evals = 1 + steps // c.eval_every + (steps % c.eval_every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
-        per_eval = len(self.algorithm.eval_prompts()) * dev if n_evals else 0
+        per_eval = self.algorithm.prompts_per_eval() * dev if n_evals else 0
         return steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
 
     def calls_used(self) -> int:

@@ -23,9 +23,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from transformers.cache_utils import DynamicLayer
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import cache_kwarg, output_cache
+from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
 from stableprompt.tasks import Example
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -48,21 +49,60 @@ class Query:
 @dataclass
 class Samples:
     """Generated prompts: token ids and mask [B, L] (1 up to and including the stop token).
-    `empty[i]`: row i wrote no text, and `texts[i]` holds the agent's fallback prompt."""
+    `empty[i]`: row i wrote no text, and `texts[i]` holds the agent's fallback prompt.
+    `logprobs`, `values` [B, L]: what `forward_logprobs_values` returns for `response` (at the
+    sampling temperature), read off the decoding pass so PPO need not recompute them."""
 
     response: Tensor
     mask: Tensor
     texts: list[str]
     empty: list[bool]
+    logprobs: Tensor
+    values: Tensor
 
 
-def repeat_cache(cache, rows: int):
-    """A new KV cache holding `rows` copies of a one-row cache; the original stays untouched
-    (layers append with torch.cat, so the copies never write into the shared tensors)."""
+class RoomyLayer(DynamicLayer):
+    """A full-attention KV layer with spare room: decoding writes each new token in place
+    instead of copying the whole cache with torch.cat at every step, as DynamicLayer does."""
+
+    def __init__(self, keys: Tensor, values: Tensor, rows: int, room: int):
+        super().__init__()
+        batch, heads, length, dim = keys.shape
+        self.device, self.is_initialized, self.length = keys.device, True, length
+        self.key_buffer = keys.new_empty(rows, heads, length + room, dim)
+        self.value_buffer = values.new_empty(rows, heads, length + room, dim)
+        self.key_buffer[:, :, :length] = keys  # broadcasts a one-row cache to `rows`
+        self.value_buffer[:, :, :length] = values
+        self.keys = self.key_buffer[:, :, :length]
+        self.values = self.value_buffer[:, :, :length]
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+        end = self.length + key_states.shape[-2]
+        if end > self.key_buffer.shape[-2]:  # out of room: grow by doubling
+            for name in ("key_buffer", "value_buffer"):
+                old = getattr(self, name)
+                grown = old.new_empty(*old.shape[:2], 2 * end, old.shape[-1])
+                grown[:, :, : self.length] = old[:, :, : self.length]
+                setattr(self, name, grown)
+        self.key_buffer[:, :, self.length : end] = key_states
+        self.value_buffer[:, :, self.length : end] = value_states
+        self.length = end
+        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
+        return self.keys, self.values
+
+
+def repeat_cache(cache, rows: int, room: int = 0):
+    """A new KV cache holding `rows` copies of a one-row cache; the original stays untouched.
+    With `room`, full-attention layers preallocate that many more tokens (for decoding)."""
     repeated = copy.copy(cache)
-    repeated.layers = [copy.copy(layer) for layer in cache.layers]
-    device = cache.layers[0].keys.device
-    repeated.reorder_cache(torch.zeros(rows, dtype=torch.long, device=device))
+    repeated.layers = []
+    for layer in cache.layers:
+        if room and type(layer) is DynamicLayer:
+            repeated.layers.append(RoomyLayer(layer.keys, layer.values, rows, room))
+        else:  # copies that append with torch.cat (the shared tensors are never written)
+            layer = copy.copy(layer)
+            layer.reorder_cache(torch.zeros(rows, dtype=torch.long, device=layer.keys.device))
+            repeated.layers.append(layer)
     return repeated
 
 
@@ -188,7 +228,7 @@ class InstructionAgent(nn.Module):
         """Log-probs [B, L] of `response` under the policy (or [B, L, V] with `full`), and the
         value [B, L] of the state before each response token. Grad flows to LoRA and the head."""
         hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
-        logprobs = F.log_softmax(self.head(hidden).float() / temperature, dim=-1)
+        logprobs = F.log_softmax(head_logits(self.head, hidden).float() / temperature, dim=-1)
         values = self.value_head(hidden.float()).squeeze(-1)
         if full:
             return logprobs, values
@@ -201,22 +241,24 @@ class InstructionAgent(nn.Module):
         """`num` prompts for one meta-prompt; temperature 0 is greedy. A row stops at a special
         token (eos, chat markers) or at a newline once it has written some text."""
         device = query.ids.device
-        cache = repeat_cache(query.cache, num)
+        cache = repeat_cache(query.cache, num, room=max_new_tokens + 1)
         token = query.ids[:, -1:].expand(num, 1)
         pad = self.tokenizer.pad_token_id
         finished = torch.zeros(num, dtype=torch.bool, device=device)
         had_text = torch.zeros_like(finished)
-        tokens, mask = [], []
+        tokens, mask, logprobs, values = [], [], [], []
         for _ in range(max_new_tokens):
             out = self.decoder(input_ids=token, use_cache=True, **cache_kwarg(self.decoder, cache))
             cache = output_cache(out)
-            logits = self.head(out.last_hidden_state[:, -1]).float()
+            hidden = out.last_hidden_state[:, -1]
+            logits = head_logits(self.head, hidden).float() / (temperature or 1.0)
             if temperature > 0:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                nxt = torch.multinomial(probs, 1).squeeze(-1)
+                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
             else:
                 nxt = logits.argmax(-1)
             nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+            logprobs.append(F.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1))
+            values.append(self.value_head(hidden.float()).squeeze(-1))
             mask.append(~finished)
             stop = self.stop_special[nxt] | (
                 self.has_newline[nxt] & (had_text | self.text_before_newline[nxt])
@@ -230,7 +272,14 @@ class InstructionAgent(nn.Module):
         response = torch.stack(tokens, 1)
         mask = torch.stack(mask, 1).long()
         texts = self.decode(response, mask)
-        return Samples(response, mask, [t or self.fallback for t in texts], [not t for t in texts])
+        return Samples(
+            response,
+            mask,
+            [t or self.fallback for t in texts],
+            [not t for t in texts],
+            torch.stack(logprobs, 1),
+            torch.stack(values, 1),
+        )
 
     def decode(self, response: Tensor, mask: Tensor) -> list[str]:
         """Prompt text: generated tokens up to the stop, first line, stripped (may be empty)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stableprompt.models.scoring import cache_kwarg, output_cache
+from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
 
 
 @dataclass
@@ -53,9 +53,8 @@ class TokenPolicy(nn.Module):
 
     def q_values(self, hidden: Tensor, mlp: nn.Module | None = None) -> Tensor:
         """Q = lm_head(mlp(h)) in float32; gradients reach only the MLP."""
-        head = self.lm.get_output_embeddings()
         out = (mlp or self.mlp)(hidden.float())
-        return out @ head.weight.float().T + (head.bias.float() if head.bias is not None else 0)
+        return head_logits(self.lm.get_output_embeddings(), out)
 
     def _lm_step(self, ids: Tensor, cache):
         out = self.lm.model(input_ids=ids, use_cache=True, **cache_kwarg(self.lm.model, cache))
@@ -72,7 +71,7 @@ class TokenPolicy(nn.Module):
         cache, actions, hiddens, bases = None, [], [], []
         for _ in range(self.prompt_length):
             h, cache = self._lm_step(ids, cache)
-            base = self.lm.get_output_embeddings()(h).float()
+            base = head_logits(self.lm.get_output_embeddings(), h).float()
             q = self.q_values(h).masked_fill(~self.allowed, float("-inf"))
             base = base.masked_fill(~self.allowed, float("-inf"))
             action = choose(q, base)
@@ -88,7 +87,7 @@ class TokenPolicy(nn.Module):
         start = torch.full((actions.shape[0], 1), self.start_id, device=actions.device)
         ids = torch.cat([start, actions[:, :-1]], dim=1)
         hidden = self.lm.model(input_ids=ids).last_hidden_state
-        base = self.lm.get_output_embeddings()(hidden).float()
+        base = head_logits(self.lm.get_output_embeddings(), hidden).float()
         return Rollout(actions, hidden.float(), base.masked_fill(~self.allowed, float("-inf")))
 
     def decode(self, actions: Tensor) -> list[str]:

@@ -30,6 +30,9 @@ _THRESHOLD_EPS = 1e-9
 # reward is >= -c_s and task metrics are >= 0), so the agent cannot win by saying nothing and
 # falling back to a default prompt.
 EMPTY_PROMPT_REWARD = -1.0
+# Each evaluation scores on dev the agent's greedy prompt and the run's best sampled prompts so
+# far by train reward (a prompt scored before costs nothing: the target's scores are cached).
+SAMPLED_PER_EVAL = 3
 
 
 def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -301,6 +304,9 @@ class AdaptivePPO(Algorithm):
     the fixed evaluation meta-prompt, both are scored on dev, and `anchor_decision` either moves
     the anchor to the agent ("update"), restores the agent from the anchor bit for bit and resets
     the optimizer ("rollback"), or does nothing ("keep").
+
+    Evaluations score on dev the greedy prompt and the SAMPLED_PER_EVAL best sampled prompts of
+    the run by train reward; the best of them by dev enter the trainer's pool.
     """
 
     reward_kind = "appo"
@@ -349,8 +355,12 @@ class AdaptivePPO(Algorithm):
         # Greedy prompts cost a generation each: keep the agent's per weight version (bumped by
         # every optimizer step, rollback and load) and the anchor's until the anchor moves.
         self.version = 0
+        # The agent version the KL reference's weights equal (initially all references are the
+        # initial agent: LoRA's B starts at zero, so adapter on and off agree exactly).
+        self.reference_version = 0
         self.greedy_cache: tuple[int, str] = (-1, "")
         self.anchor_prompt: str | None = None
+        self.top_sampled: list[tuple[float, str]] = []  # (train reward, prompt), best first
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay: the KL penalty is the regulariser.
@@ -385,10 +395,13 @@ class AdaptivePPO(Algorithm):
         empty = torch.tensor(samples.empty)
         scores = torch.where(empty, EMPTY_PROMPT_REWARD, scores).to(response.device)
 
-        # 3. Old log-probs and values (the behaviour policy), and the reference's log-probs.
-        with torch.no_grad():
-            old_logprobs, old_values = agent.forward_logprobs_values(query, response)
-            with agent.using_weights(self.reference_weights()):
+        # 3. Old log-probs and values (the behaviour policy, recorded while sampling), and the
+        # reference's log-probs: the same tensor while the reference still has the agent's weights.
+        old_logprobs, old_values = samples.logprobs, samples.values
+        if self.version == self.reference_version:
+            ref_logprobs = old_logprobs
+        else:
+            with torch.no_grad(), agent.using_weights(self.reference_weights()):
                 ref_logprobs, _ = agent.forward_logprobs_values(query, response)
         kl_coef = self.kl_ctl.value
         rewards = token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef)
@@ -427,6 +440,7 @@ class AdaptivePPO(Algorithm):
         agent.eval()
         self.kl_ctl.update(kl, self.num_prompts)
 
+        self.remember_sampled(scores.tolist(), samples.texts, samples.empty)
         best = int(scores.argmax())
         metrics = {
             "reward_mean": scores.mean().item(),
@@ -464,6 +478,8 @@ class AdaptivePPO(Algorithm):
             load_trainable_state(agent, self.anchor_state)
             self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
             self.version += 1
+        if event != "keep" and self.reference == "anchor":
+            self.reference_version = self.version
         return {
             "anchor_event": event,
             "agent_dev": agent_dev,
@@ -487,8 +503,21 @@ class AdaptivePPO(Algorithm):
             self.greedy_cache = (self.version, prompt)
         return prompt
 
+    def remember_sampled(self, scores: list[float], texts: list[str], empty: list[bool]) -> None:
+        """Keep the SAMPLED_PER_EVAL distinct written prompts with the best train reward."""
+        known = {prompt for _, prompt in self.top_sampled}
+        for score, text, is_empty in zip(scores, texts, empty):
+            if not is_empty and text not in known:
+                self.top_sampled.append((score, text))
+                known.add(text)
+        self.top_sampled.sort(key=lambda entry: -entry[0])  # stable: ties keep the earlier
+        del self.top_sampled[SAMPLED_PER_EVAL:]
+
     def eval_prompts(self) -> list[str]:
-        return [self.greedy_prompt(None)]
+        return [self.greedy_prompt(None)] + [prompt for _, prompt in self.top_sampled]
+
+    def prompts_per_eval(self) -> int:
+        return 1 + SAMPLED_PER_EVAL
 
     def calls_per_step(self) -> int:
         train, dev = len(self.ctx.splits["train"]), len(self.ctx.splits["dev"])
@@ -520,8 +549,19 @@ class AdaptivePPO(Algorithm):
             self.previous_state = part("previous.")
 
     def state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "kl_coef": self.kl_ctl.value}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "kl_coef": self.kl_ctl.value,
+            "version": self.version,
+            "reference_version": self.reference_version,
+            "top_sampled": [[score, prompt] for score, prompt in self.top_sampled],
+        }
 
     def load_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.kl_ctl.value = float(state["kl_coef"])
+        # Called after load_tensors; a resumed run takes the same shortcuts as an unbroken one.
+        self.version = int(state.get("version", self.version))
+        self.reference_version = int(state.get("reference_version", -1))
+        self.greedy_cache = (-1, "")
+        self.top_sampled = [(float(score), str(p)) for score, p in state.get("top_sampled", [])]

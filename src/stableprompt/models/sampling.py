@@ -17,7 +17,7 @@ from inspect import signature
 import torch
 from torch import Tensor
 
-from stableprompt.models.scoring import _positions, cache_kwarg, output_cache
+from stableprompt.models.scoring import _positions, cache_kwarg, lm_logits, output_cache
 
 
 def as_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
@@ -117,14 +117,14 @@ def _sample_batch(
             cache.batch_select_indices(keep)
             active, token, mask = active[keep], token[keep], mask[keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        out = model(
+        out = model.model(
             input_ids=token[:, None],
             attention_mask=mask,
             position_ids=mask.sum(1, keepdim=True) - 1,
             use_cache=True,
-            **cache_kwarg(model, cache),
+            **cache_kwarg(model.model, cache),
         )
-        cache, logits = output_cache(out), out.logits[:, -1]
+        cache, logits = output_cache(out), lm_logits(model, out.last_hidden_state[:, -1])
     decoded = [tokenizer.decode(row, skip_special_tokens=True) for row in tokens]
     return [decoded[i * n : (i + 1) * n] for i in range(len(texts))]
 

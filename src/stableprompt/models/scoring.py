@@ -408,13 +408,34 @@ def output_cache(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:
-    """log_softmax of the LM head on selected hidden states (honours final logit soft-capping)."""
-    logits = model.get_output_embeddings()(hidden)
+def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    """`head(hidden)` for a linear LM head, computed as `weight @ hidden^T`.
+
+    With far fewer rows than vocabulary entries (decoding, last-position scoring), MKL's fp32
+    GEMM runs this layout 1.5-4x faster than `F.linear`'s (benchmarks/head_matmul.py). The
+    weights are cast to `hidden`'s dtype (float32 Q-values of a bf16 model stay float32).
+    """
+    if not isinstance(head, torch.nn.Linear):
+        return head(hidden)
+    flat = hidden.reshape(-1, hidden.shape[-1])
+    logits = (head.weight.to(hidden.dtype) @ flat.T).T
+    if head.bias is not None:
+        logits = logits + head.bias.to(hidden.dtype)
+    return logits.reshape(*hidden.shape[:-1], head.weight.shape[0])
+
+
+def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The causal LM's logits on selected hidden states (honours final logit soft-capping)."""
+    logits = head_logits(model.get_output_embeddings(), hidden)
     cap = getattr(model.config, "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return F.log_softmax(logits.float(), dim=-1)
+    return logits
+
+
+def _head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:
+    """log_softmax of the LM head on selected hidden states."""
+    return F.log_softmax(lm_logits(model, hidden).float(), dim=-1)
 
 
 def greedy_generate(
@@ -428,11 +449,14 @@ def greedy_generate(
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start : start + batch_size], return_tensors="pt", padding=True)
             batch = batch.to(next(model.parameters()).device)
+            # A batch ends once every row has written `stop`: short answers cost a few tokens.
+            stopping = {"stop_strings": [stop], "tokenizer": tokenizer} if stop else {}
             generated = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=tokenizer.pad_token_id,
+                **stopping,
             )
             new = generated[:, batch.input_ids.shape[1] :]
             for text in tokenizer.batch_decode(new, skip_special_tokens=True):
