@@ -61,6 +61,16 @@ def main() -> None:
         f"{len(per_step)} timed steps: mean {statistics.mean(per_step):.2f} s/step "
         f"(min {min(per_step):.2f}, max {max(per_step):.2f}); first step {times[0]:.2f} s"
     )
+    parts = ("seconds_rollout", "seconds_reward", "seconds_update")  # appo/ppo report these
+    timed = [r for r in records if r["step"] >= 2 and parts[0] in r]
+    if timed:
+        means = {p: statistics.mean(r[p] for r in timed) for p in parts}
+        length = statistics.mean(r["response_len"] for r in timed)
+        print(
+            "  of which "
+            + ", ".join(f"{p[8:]} {v:.2f} s" for p, v in means.items())
+            + f"; mean prompt length {length:.1f} tokens"
+        )
 
 
 if __name__ == "__main__":

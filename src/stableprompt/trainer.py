@@ -57,6 +57,10 @@ class TrainConfig:
     pool_size: int = 5
     max_target_calls: int | None = None  # budget in (prompt, example) scorings, cache hits included
     train_examples: int | None = None  # score each prompt on this many train examples (default all)
+    # generation tasks' train reward: metric (the task metric of greedy answers) | likelihood (the
+    # target's probability of the gold answer: a smooth exact match, for targets that rarely
+    # answer right). Dev selection and test always use the metric.
+    generation_reward: str = "metric"
     lr: float = 5e-5
     max_grad_norm: float = 5.0
     # token policy (sql, sparse-sql)
@@ -128,6 +132,7 @@ _CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
     "reference": ("anchor", "initial", "previous"),
+    "generation_reward": ("metric", "likelihood"),
 }
 
 
@@ -160,6 +165,8 @@ class TaskContext:
     Generation tasks (`task.kind == "generation"`) have no label words: the target answers each
     filled template greedily (`max_new_tokens`, cut at the first newline, batched and cached)
     and the reward/accuracy of a prompt is the task metric's mean over the examples, in [0, 1].
+    With `generation_reward="likelihood"` the train reward is instead the mean probability the
+    target gives the first gold answer after the filled template (also in [0, 1]).
     """
 
     def __init__(
@@ -170,11 +177,13 @@ class TaskContext:
         template: str | None = None,
         required: tuple[str, ...] = ("train", "dev"),
         max_new_tokens: int = 32,
+        generation_reward: str = "metric",
     ):
         self.generation = task.kind == "generation"
         validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
         self.max_new_tokens = max_new_tokens
+        self.generation_reward = generation_reward
         self.template = check_template(template or task.template)
         self.label_words = list(task.label_words)
 
@@ -195,11 +204,23 @@ class TaskContext:
         scores = [generation_score(a, t, metric) for a, t in zip(answers, targets, strict=True)]
         return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
 
+    def answer_likelihoods(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples] probability of each example's first gold answer (teacher-forced,
+        one scoring pass, no decoding): exp of the summed log-probs of " answer"."""
+        columns = []
+        for ex in examples:
+            answer = ex.target if isinstance(ex.target, str) else ex.target[0]
+            logprobs = self.scorer.score(prompts, [ex.text], self.template, [" " + answer.strip()])
+            columns.append(logprobs[:, 0, 0].exp())
+        return torch.stack(columns, dim=1)
+
     def rewards(
         self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
     ) -> torch.Tensor:
         """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
-        generation tasks the metric's mean (whatever `kind`)."""
+        generation tasks the metric's mean or the answer likelihood (whatever `kind`)."""
+        if self.generation and self.generation_reward == "likelihood":
+            return self.answer_likelihoods(prompts, examples).mean(-1)
         if self.generation:
             return self.generation_scores(prompts, examples).mean(-1)
         labels = torch.tensor([ex.label for ex in examples])
@@ -555,4 +576,7 @@ def build_context(config: TrainConfig) -> TaskContext:
 
         return build_style_context(config)
     splits = load_data(config.data, seed=config.seed)
-    return TaskContext(task, splits, build_scorer(config.target, config.dtype), config.template)
+    scorer = build_scorer(config.target, config.dtype)
+    return TaskContext(
+        task, splits, scorer, config.template, generation_reward=config.generation_reward
+    )

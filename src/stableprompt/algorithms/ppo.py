@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import math
 import random
+import time
 from typing import Literal
 
 import torch
@@ -385,13 +386,16 @@ class AdaptivePPO(Algorithm):
         train = self.ctx.splits["train"]
 
         # 1. Rollout: one meta-prompt of fresh pairs, several sampled prompts (eval mode).
+        started = time.perf_counter()
         shown = random.sample(train, min(c.num_shots, len(train)))
         query = agent.encode_query(agent.meta_prompt(shown, c.num_shots))
         samples = agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
         response, mask = samples.response, samples.mask
 
         # 2. Reward from the frozen target: R = 10 * accuracy + 0.1 * margin, per prompt.
+        sampled = time.perf_counter()
         scores = self.ctx.rewards(samples.texts, self.train_examples(), self.reward_kind)
+        rewarded = time.perf_counter()
         empty = torch.tensor(samples.empty)
         scores = torch.where(empty, EMPTY_PROMPT_REWARD, scores).to(response.device)
 
@@ -452,6 +456,10 @@ class AdaptivePPO(Algorithm):
             "kl_coef": kl_coef,
             "response_len": mask.sum(1).float().mean().item(),
             "value_mean": masked_mean(old_values, mask).item(),
+            # where the step's time goes: agent decoding, target scoring, PPO update
+            "seconds_rollout": sampled - started,
+            "seconds_reward": rewarded - sampled,
+            "seconds_update": time.perf_counter() - rewarded,
             # averaged over the epochs
             **{k: sum(s[k] for s in epoch_stats) / len(epoch_stats) for k in epoch_stats[0]},
         }
