@@ -301,3 +301,5 @@ def test_roomy_cache_layer_grows_and_matches_concatenation():
         got, want = roomy.update(new_k, new_v), plain.update(new_k, new_v)
         assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
     assert roomy.get_seq_length() == 11 and keys.shape == (1, 2, 5, 4)
+    with pytest.raises(NotImplementedError):  # would leave the buffers out of step
+        roomy.crop(-1)

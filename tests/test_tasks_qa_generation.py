@@ -115,11 +115,11 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
     )
     prompts = ["the opposite", "a movie"]
     expected = torch.zeros(2, 2)
-    with torch.no_grad():  # one plain forward per (prompt, example): p(" answer" | filled template)
+    with torch.no_grad():  # a plain forward per (prompt, example): p(" answer\n" | filled template)
         for i, prompt in enumerate(prompts):
             for j, (ex, answer) in enumerate(zip(examples, ["bad", "boring"])):
                 context = tokenizer(f"{prompt}\nInput: {ex.text}\nOutput:").input_ids
-                target = tokenizer(" " + answer, add_special_tokens=False).input_ids
+                target = tokenizer(f" {answer}\n", add_special_tokens=False).input_ids
                 logits = model(input_ids=torch.tensor([context + target])).logits[0]
                 logprobs = logits.log_softmax(-1)[len(context) - 1 : -1]
                 expected[i, j] = logprobs[range(len(target)), target].sum().exp()
@@ -127,5 +127,7 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
     rewards = ctx.rewards(prompts, examples)
     torch.testing.assert_close(rewards, expected.mean(1))
     assert ((rewards > 0) & (rewards < 1)).all()
+    no_answer = ctx.answer_likelihoods(prompts, [Example("good", target=())])
+    assert no_answer.tolist() == [[0.0], [0.0]]
     # selection on dev stays the task metric of greedy answers
     assert all(a in (0.0, 0.5, 1.0) for a in ctx.accuracy(prompts, "dev"))

@@ -205,13 +205,24 @@ class TaskContext:
         return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
 
     def answer_likelihoods(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
-        """[prompts, examples] probability of each example's first gold answer (teacher-forced,
-        one scoring pass, no decoding): exp of the summed log-probs of " answer"."""
+        """[prompts, examples] probability that the target writes each example's first gold
+        answer and then ends the line, as greedy generation is cut (teacher-forced: one scoring
+        pass per example, no decoding). An example without an answer scores 0."""
+        space = "" if self.template[-1:].isspace() else " "
         columns = []
         for ex in examples:
-            answer = ex.target if isinstance(ex.target, str) else ex.target[0]
-            logprobs = self.scorer.score(prompts, [ex.text], self.template, [" " + answer.strip()])
+            answers = [ex.target] if isinstance(ex.target, str) else list(ex.target or [])
+            if not answers:
+                columns.append(torch.zeros(len(prompts)))
+                continue
+            line = space + answers[0].strip() + "\n"
+            logprobs = self.scorer.score(prompts, [ex.text], self.template, [line])
             columns.append(logprobs[:, 0, 0].exp())
+        if getattr(self.scorer, "approximate", False):
+            raise UserError(
+                f"target {self.scorer.name} gives only approximate label scores, so it cannot "
+                "score answer likelihoods (use --generation-reward metric)"
+            )
         return torch.stack(columns, dim=1)
 
     def rewards(

@@ -51,7 +51,8 @@ class Samples:
     """Generated prompts: token ids and mask [B, L] (1 up to and including the stop token).
     `empty[i]`: row i wrote no text, and `texts[i]` holds the agent's fallback prompt.
     `logprobs`, `values` [B, L]: what `forward_logprobs_values` returns for `response` (at the
-    sampling temperature), read off the decoding pass so PPO need not recompute them."""
+    sampling temperature; temperature 1 for greedy), read off the decoding pass so PPO need not
+    recompute them (equal to ~1e-5 in fp32; bf16 decoding drifts further)."""
 
     response: Tensor
     mask: Tensor
@@ -77,6 +78,8 @@ class RoomyLayer(DynamicLayer):
         self.values = self.value_buffer[:, :, :length]
 
     def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
+        if torch.is_grad_enabled() and key_states.requires_grad:
+            raise RuntimeError("RoomyLayer writes in place: decode under torch.no_grad()")
         end = self.length + key_states.shape[-2]
         if end > self.key_buffer.shape[-2]:  # out of room: grow by doubling
             for name in ("key_buffer", "value_buffer"):
@@ -89,6 +92,12 @@ class RoomyLayer(DynamicLayer):
         self.length = end
         self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
         return self.keys, self.values
+
+    def _only_appends(self, *args, **kwargs):
+        raise NotImplementedError("RoomyLayer supports appending only (it serves decoding)")
+
+    crop = batch_select_indices = batch_repeat_interleave = _only_appends
+    reorder_cache = reset = offload = _only_appends
 
 
 def repeat_cache(cache, rows: int, room: int = 0):

@@ -32,7 +32,7 @@ _THRESHOLD_EPS = 1e-9
 # falling back to a default prompt.
 EMPTY_PROMPT_REWARD = -1.0
 # Each evaluation scores on dev the agent's greedy prompt and the run's best sampled prompts so
-# far by train reward (a prompt scored before costs nothing: the target's scores are cached).
+# far by train reward (the target computes each (prompt, dev input) once: scores are cached).
 SAMPLED_PER_EVAL = 3
 
 
@@ -399,9 +399,15 @@ class AdaptivePPO(Algorithm):
         empty = torch.tensor(samples.empty)
         scores = torch.where(empty, EMPTY_PROMPT_REWARD, scores).to(response.device)
 
-        # 3. Old log-probs and values (the behaviour policy, recorded while sampling), and the
-        # reference's log-probs: the same tensor while the reference still has the agent's weights.
-        old_logprobs, old_values = samples.logprobs, samples.values
+        # 3. Old log-probs and values (the behaviour policy), and the reference's log-probs: the
+        # same tensor while the reference still has the agent's weights. In fp32 the decoding
+        # pass gives what a full forward gives (to ~1e-5); in bf16 they differ by up to 0.2 nats,
+        # more than the clip range, so there the update's own forward computes them.
+        if agent.head.weight.dtype == torch.float32:
+            old_logprobs, old_values = samples.logprobs, samples.values
+        else:
+            with torch.no_grad():
+                old_logprobs, old_values = agent.forward_logprobs_values(query, response)
         if self.version == self.reference_version:
             ref_logprobs = old_logprobs
         else:
