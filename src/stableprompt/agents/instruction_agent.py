@@ -68,7 +68,7 @@ class RoomyLayer(DynamicLayer):
 
     def __init__(self, keys: Tensor, values: Tensor, rows: int, room: int):
         super().__init__()
-        batch, heads, length, dim = keys.shape
+        _, heads, length, dim = keys.shape
         self.device, self.is_initialized, self.length = keys.device, True, length
         self.key_buffer = keys.new_empty(rows, heads, length + room, dim)
         self.value_buffer = values.new_empty(rows, heads, length + room, dim)
