@@ -196,6 +196,32 @@ def _prompt_rows(entries: list[dict]) -> list[list[str]]:
     return rows
 
 
+def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
+    """Rows of the training reward averaged over `windows` equal blocks of steps, with the mean
+    prompt length (APPO) and the median seconds per step of each block."""
+    steps = [r for r in run.records if "reward_mean" in r]
+    size = -(-len(steps) // windows) if steps else 0
+    seconds = {r["step"]: r["seconds"] for r in run.records if "seconds" in r}
+    rows = []
+    for start in range(0, len(steps), size or 1):
+        block = steps[start : start + size]
+        lengths = [r["response_len"] for r in block if "response_len" in r]
+        gaps = sorted(
+            seconds[r["step"]] - seconds[r["step"] - 1]
+            for r in block
+            if r["step"] - 1 in seconds and seconds[r["step"]] >= seconds[r["step"] - 1]
+        )
+        rows.append(
+            [
+                f"{block[0]['step']}-{block[-1]['step']}",
+                _num(sum(r["reward_mean"] for r in block) / len(block)),
+                _num(sum(lengths) / len(lengths), 1) if lengths else "–",
+                _num(gaps[len(gaps) // 2], 1) if gaps else "–",
+            ]
+        )
+    return rows
+
+
 def write_report(run_dir: str | Path) -> Path:
     """Write run_dir/report.md and its plots under run_dir/report/; returns the markdown path."""
     run = load_run(run_dir)
@@ -221,6 +247,9 @@ def write_report(run_dir: str | Path) -> Path:
         if path is None:
             continue
         md += ["", f"## {title}", ""]
+        if title == "Training reward":
+            header = ["steps", "mean reward", "mean prompt tokens", "median s/step"]
+            md += _table(header, reward_windows(run)) + [""]
         if title.startswith("Anchor"):
             events = [r.get("anchor_event") for r in run.records]
             counts = ", ".join(f"{events.count(e)} {e}" for e in ANCHOR_EVENTS)
