@@ -71,6 +71,17 @@ def test_report_has_config_plots_prompts_and_anchor_counts(tmp_path):
         assert_png(run / "report" / f"{name}.png")
 
 
+def test_style_runs_report_the_raw_reward(tmp_path):
+    run = fake_run(tmp_path / "tst-run", algo="sparse-sql")
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    for r in records[1:]:  # z-scored per input: ~0; the raw reward is what rises
+        r.update(reward_mean=0.0, reward_raw_mean=10.0 * r["step"], reward_raw_max=99.0)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    md = write_report(run).read_text()
+    assert "| 1-2 | 15.000 | – | 1.5 |" in md and "| 9-10 | 95.000 | – | 1.5 |" in md
+    assert_png(run / "report" / "reward.png")
+
+
 def test_report_of_a_stopped_run_says_it_has_no_best_prompts(tmp_path):
     run = fake_run(tmp_path / "sql-run", algo="sql", finished=False)
     md = write_report(run).read_text()

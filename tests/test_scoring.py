@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import LocalScorer, NaiveScorer, head_logits, split_template
+from stableprompt.models import scoring
+from stableprompt.models.scoring import (
+    LocalScorer,
+    NaiveScorer,
+    head_logits,
+    padded_batches,
+    split_template,
+)
 
 PROMPTS = ["the movie", "not very fun plot", "Review", "it is", "acting was okay but"]
 INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
@@ -39,6 +46,35 @@ def test_engine_matches_naive_forward(tiny_lm, template, labels):
     assert fast.shape == (len(PROMPTS), len(INPUTS), len(labels))
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
     assert (fast < 0).all()
+
+
+def test_padded_batches_cut_where_padding_grows():
+    def spans(lengths, max_rows, **kw):
+        return [(b.start, b.stop) for b in padded_batches(lengths, max_rows, **kw)]
+
+    # 3 x 10 real = 30 tokens; adding the 20 would pad to 80 > 1.1 x 50
+    assert spans([10, 10, 10, 20, 20], 8, min_tokens=0) == [(0, 3), (3, 5)]
+    assert spans([10, 10, 10, 20, 20], 8, min_tokens=60) == [(0, 5)]  # too small to cut
+    assert spans([5] * 7, 3) == [(0, 3), (3, 6), (6, 7)]  # the row cap
+    assert spans([], 4) == []
+
+
+def test_engine_matches_naive_forward_in_small_batches(tiny_lm, monkeypatch):
+    """Every suffix batch cut by padding still scores as a plain forward does."""
+    model, tokenizer = tiny_lm
+    cut = [0]
+
+    def small(lengths, max_rows):
+        batches = padded_batches(lengths, max_rows, min_tokens=0)
+        cut[0] = max(cut[0], len(batches))
+        return batches
+
+    monkeypatch.setattr(scoring, "padded_batches", small)
+    template = "{prompt}\nInput: {input}\nOutput:"
+    fast = LocalScorer(model, tokenizer).score(PROMPTS, INPUTS, template, [" good", " bad"])
+    slow = NaiveScorer(model, tokenizer).score(PROMPTS, INPUTS, template, [" good", " bad"])
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    assert cut[0] > 1
 
 
 def test_cache_skips_repeated_pairs(tiny_lm):

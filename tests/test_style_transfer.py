@@ -1,6 +1,7 @@
 """Text style transfer: output cutting, reward arithmetic, style classifier, content score, the
 tst loaders, sampled generation, BLEU, and the task context on tiny random models."""
 
+import json
 import math
 import re
 
@@ -214,8 +215,10 @@ def test_context_rewards_accuracy_and_report(tiny_scorer, tiny_encoder, tiny_lm)
     assert rewards.shape == (3,) and torch.isfinite(rewards).all()
     assert abs(rewards.mean().item()) < 1e-5  # z-scored per input across the prompts
     assert tiny_scorer.queries - before == 6  # one query per (prompt, input)
+    shaped_call_raw = ctx.raw_rewards  # recorded by the z-scored call, for logging
     raw = ctx.rewards(prompts, EXAMPLES, "raw")
     assert ((raw >= 0) & (raw <= 100)).all()
+    torch.testing.assert_close(shaped_call_raw, raw)
     scores = ctx.accuracy(prompts, "dev")
     assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
     report = ctx.report("the movie", "test")
@@ -266,6 +269,11 @@ def test_build_style_context_on_a_tiny_setup(tmp_path, monkeypatch, tiny_model_d
     # the trainer and the sparse-SQL algorithm run on it unchanged
     summary = Trainer(config, ctx, progress=False).train()
     assert summary["steps"] == 2 and all(0 <= p["test"] <= 1 for p in summary["prompts"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    steps = [r for r in records if r["step"] > 0]
+    assert all(abs(r["reward_mean"]) < 1e-4 for r in steps)  # z-scored: ~0 by construction
+    assert all(0 <= r["reward_raw_mean"] <= r["reward_raw_max"] <= 100 for r in steps)
+    assert any(r["reward_raw_mean"] > 0 for r in steps)  # ...the logged raw reward is not
     with pytest.raises(UserError, match="not a style transfer task"):
         build_style_context(TrainConfig(task="sst-2"))
 

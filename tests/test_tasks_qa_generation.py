@@ -18,7 +18,7 @@ from stableprompt.tasks import (
     mmlu_row_to_example,
 )
 from stableprompt.tasks.metrics import contains, exact_match, exact_set, token_f1
-from stableprompt.trainer import TaskContext
+from stableprompt.trainer import ANSWER_LOGPROB_FLOOR, TaskContext
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared data missing")
@@ -123,11 +123,13 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
                 logits = model(input_ids=torch.tensor([context + target])).logits[0]
                 logprobs = logits.log_softmax(-1)[len(context) - 1 : -1]
                 expected[i, j] = logprobs[range(len(target)), target].sum().exp()
-    torch.testing.assert_close(ctx.answer_likelihoods(prompts, examples), expected)
+    torch.testing.assert_close(ctx.answer_logprobs(prompts, examples).exp(), expected)
     rewards = ctx.rewards(prompts, examples)
     torch.testing.assert_close(rewards, expected.mean(1))
     assert ((rewards > 0) & (rewards < 1)).all()
-    no_answer = ctx.answer_likelihoods(prompts, [Example("good", target=())])
-    assert no_answer.tolist() == [[0.0], [0.0]]
+    ctx.generation_reward = "loglikelihood"  # the mean of the logs, floored
+    torch.testing.assert_close(ctx.rewards(prompts, examples), expected.log().mean(1))
+    no_answer = ctx.answer_logprobs(prompts, [Example("good", target=())])
+    assert no_answer.tolist() == [[ANSWER_LOGPROB_FLOOR], [ANSWER_LOGPROB_FLOOR]]
     # selection on dev stays the task metric of greedy answers
     assert all(a in (0.0, 0.5, 1.0) for a in ctx.accuracy(prompts, "dev"))

@@ -110,16 +110,25 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def reward_key(run: Run) -> str:
+    """The logged reward to show: style transfer's un-normalised one when there is one (its
+    training reward is z-scored per input, so it averages ~0 at every step)."""
+    raw = any("reward_raw_mean" in r for r in run.records)
+    return "reward_raw_mean" if raw else "reward_mean"
+
+
 def plot_reward(run: Run, path: Path) -> Path | None:
-    steps, mean = run.series("reward_mean")
+    key = reward_key(run)
+    steps, mean = run.series(key)
     if not steps:
         return None
-    std = dict(zip(*run.series("reward_std")))
+    std = dict(zip(*run.series("reward_std"))) if key == "reward_mean" else {}
     lo = [m - std.get(s, 0.0) for s, m in zip(steps, mean)]
     hi = [m + std.get(s, 0.0) for s, m in zip(steps, mean)]
-    fig, ax = _figure("training reward", "reward")
+    fig, ax = _figure("training reward", "reward" if key == "reward_mean" else "raw reward")
     ax.plot(steps, mean, label="mean")
-    ax.fill_between(steps, lo, hi, alpha=0.25, label="± std")
+    if std:
+        ax.fill_between(steps, lo, hi, alpha=0.25, label="± std")
     ax.legend()
     return _save(fig, path)
 
@@ -199,7 +208,8 @@ def _prompt_rows(entries: list[dict]) -> list[list[str]]:
 def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
     """Rows of the training reward averaged over `windows` equal blocks of steps, with the mean
     prompt length (APPO) and the median seconds per step of each block."""
-    steps = [r for r in run.records if "reward_mean" in r]
+    key = reward_key(run)
+    steps = [r for r in run.records if key in r]
     size = -(-len(steps) // windows) if steps else 0
     seconds = {r["step"]: r["seconds"] for r in run.records if "seconds" in r}
     rows = []
@@ -214,7 +224,7 @@ def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
         rows.append(
             [
                 f"{block[0]['step']}-{block[-1]['step']}",
-                _num(sum(r["reward_mean"] for r in block) / len(block)),
+                _num(sum(r[key] for r in block) / len(block)),
                 _num(sum(lengths) / len(lengths), 1) if lengths else "–",
                 _num(gaps[len(gaps) // 2], 1) if gaps else "–",
             ]
@@ -285,7 +295,7 @@ def write_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     ):
         fig, ax = _figure(title, ylabel)
         for run, label in zip(runs, labels):
-            steps, values = run.series(key)
+            steps, values = run.series(reward_key(run) if key == "reward_mean" else key)
             if steps:
                 ax.plot(steps, values, label=label, **(DOTS if key == "dev_accuracy" else {}))
         if ax.lines:

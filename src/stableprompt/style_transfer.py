@@ -121,6 +121,7 @@ class StyleTransferContext:
         self.label_words: list[str] = []
         self._fluency_lm = fluency_lm
         self._ppl: dict[str, float] = {}
+        self.raw_rewards: Tensor | None = None  # per prompt, of the last `rewards` call (0..100)
 
     # -- generation and scoring --------------------------------------------------------------
 
@@ -152,14 +153,16 @@ class StyleTransferContext:
     ) -> Tensor:
         """Reward per prompt: RLPrompt's input-level z-scored best-of-samples mean of content and
         style (`rlprompt`); the same unnormalised on 0..100 (`raw`) or 0..10 (`appo`)."""
+        if kind not in ("rlprompt", "raw", "appo"):
+            raise ValueError(f"unknown reward kind {kind!r}")
         rows = self.rewrites(prompts, examples, self.settings.num_samples)
         content, style = self.score_rewrites(examples, rows)
+        # The z-scored reward averages ~0 at every step by construction; the trainer logs this
+        # one (reward_raw_mean) so that progress shows.
+        self.raw_rewards = tst_reward(content, style, zscore=False)
         if kind == "rlprompt":
             return tst_reward(content, style, zscore=True)
-        if kind in ("raw", "appo"):
-            raw = tst_reward(content, style, zscore=False)
-            return raw / 10 if kind == "appo" else raw
-        raise ValueError(f"unknown reward kind {kind!r}")
+        return self.raw_rewards / 10 if kind == "appo" else self.raw_rewards
 
     # -- evaluation --------------------------------------------------------------------------
 

@@ -59,7 +59,8 @@ class TrainConfig:
     train_examples: int | None = None  # score each prompt on this many train examples (default all)
     # generation tasks' train reward: metric (the task metric of greedy answers) | likelihood (the
     # target's probability of the gold answer: a smooth exact match, for targets that rarely
-    # answer right). Dev selection and test always use the metric.
+    # answer right) | loglikelihood (its log, floored: every example counts, not only the easy
+    # ones). Dev selection and test always use the metric.
     generation_reward: str = "metric"
     lr: float = 5e-5
     max_grad_norm: float = 5.0
@@ -132,7 +133,7 @@ _CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
     "reference": ("anchor", "initial", "previous"),
-    "generation_reward": ("metric", "likelihood"),
+    "generation_reward": ("metric", "likelihood", "loglikelihood"),
 }
 
 
@@ -159,6 +160,11 @@ def _check_type(key: str, type_name: str, value):
     return value
 
 
+# Log-probability floor of an answer: one hopeless example (log p = -60) should not outweigh
+# everything else in a mean of log-likelihoods.
+ANSWER_LOGPROB_FLOOR = -20.0
+
+
 class TaskContext:
     """What algorithms need from the task: examples, the target scorer, rewards and evaluation.
 
@@ -166,7 +172,8 @@ class TaskContext:
     filled template greedily (`max_new_tokens`, cut at the first newline, batched and cached)
     and the reward/accuracy of a prompt is the task metric's mean over the examples, in [0, 1].
     With `generation_reward="likelihood"` the train reward is instead the mean probability the
-    target gives the first gold answer after the filled template (also in [0, 1]).
+    target gives the first gold answer after the filled template (also in [0, 1]); with
+    `"loglikelihood"` the mean of its log, floored at ANSWER_LOGPROB_FLOOR.
     """
 
     def __init__(
@@ -204,20 +211,22 @@ class TaskContext:
         scores = [generation_score(a, t, metric) for a, t in zip(answers, targets, strict=True)]
         return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
 
-    def answer_likelihoods(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
-        """[prompts, examples] probability that the target writes each example's first gold
+    def answer_logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples] log-probability that the target writes each example's first gold
         answer and then ends the line, as greedy generation is cut (teacher-forced: one scoring
-        pass per example, no decoding). An example without an answer scores 0."""
+        pass per example, no decoding), floored at ANSWER_LOGPROB_FLOOR; an example without an
+        answer gets the floor."""
         space = "" if self.template[-1:].isspace() else " "
         columns = []
         for ex in examples:
             answers = [ex.target] if isinstance(ex.target, str) else list(ex.target or [])
             if not answers:
-                columns.append(torch.zeros(len(prompts)))
+                columns.append(torch.full((len(prompts),), ANSWER_LOGPROB_FLOOR))
                 continue
             line = space + answers[0].strip() + "\n"
             logprobs = self.scorer.score(prompts, [ex.text], self.template, [line])
-            columns.append(logprobs[:, 0, 0].exp())
+            columns.append(logprobs[:, 0, 0].clamp(min=ANSWER_LOGPROB_FLOOR))
+        # checked after scoring: a remote server reveals its mode on the first query
         if getattr(self.scorer, "approximate", False):
             raise UserError(
                 f"target {self.scorer.name} gives only approximate label scores, so it cannot "
@@ -231,7 +240,9 @@ class TaskContext:
         """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
         generation tasks the metric's mean or the answer likelihood (whatever `kind`)."""
         if self.generation and self.generation_reward == "likelihood":
-            return self.answer_likelihoods(prompts, examples).mean(-1)
+            return self.answer_logprobs(prompts, examples).exp().mean(-1)
+        if self.generation and self.generation_reward == "loglikelihood":
+            return self.answer_logprobs(prompts, examples).mean(-1)
         if self.generation:
             return self.generation_scores(prompts, examples).mean(-1)
         labels = torch.tensor([ex.label for ex in examples])
@@ -509,6 +520,10 @@ class Trainer:
                 print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
                 break
             metrics = self.algorithm.train_step(self.step)
+            raw = getattr(self.ctx, "raw_rewards", None)  # style transfer: before z-scoring
+            if raw is not None:
+                metrics |= {"reward_raw_mean": raw.mean().item(), "reward_raw_max": raw.max().item()}
+                self.ctx.raw_rewards = None
             for prompt, score in metrics.pop("dev_scores", {}).items():
                 self.pool.add(prompt, score, self.step + 1)
             self.step += 1
