@@ -522,7 +522,10 @@ class Trainer:
             metrics = self.algorithm.train_step(self.step)
             raw = getattr(self.ctx, "raw_rewards", None)  # style transfer: before z-scoring
             if raw is not None:
-                metrics |= {"reward_raw_mean": raw.mean().item(), "reward_raw_max": raw.max().item()}
+                metrics |= {
+                    "reward_raw_mean": raw.mean().item(),
+                    "reward_raw_max": raw.max().item(),
+                }
                 self.ctx.raw_rewards = None
             for prompt, score in metrics.pop("dev_scores", {}).items():
                 self.pool.add(prompt, score, self.step + 1)
