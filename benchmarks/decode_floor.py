@@ -1,0 +1,82 @@
+"""What one decoding step of a 4-row batch costs at least on this CPU, and what it costs.
+
+    python benchmarks/decode_floor.py [--model smollm2-135m] [--rows 4] [--repeats 10]
+
+Decoding a few rows reads every weight once per token, so it is bound by memory bandwidth, not
+arithmetic. This prints, in one process: the machine's copy bandwidth (a 512 MiB tensor copy), one
+pass of `F.linear` over all of the model's weight matrices with `rows` input rows in fp32, bf16
+and fp16 (the matmul work of one decoding step), and one real decoding step of the model (4 rows,
+a 220-token KV cache, as APPO's agent decodes). The weights, 4 bytes each in fp32, are read
+from memory at every pass since they do not fit in the cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+
+import torch
+import torch.nn.functional as F
+from scoring import machine, revision
+
+from stableprompt.models.loading import load_lm
+from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
+
+
+def seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    return (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--rows", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    model, _ = load_lm(args.model, dtype="float32")
+    print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
+
+    source, target = torch.empty(2**27), torch.empty(2**27)
+    copy = seconds(lambda: target.copy_(source), args.repeats)
+    bandwidth = 2 * source.numel() * 4 / copy  # bytes read + written
+    print(f"memory copy: {bandwidth / 1e9:.1f} GB/s (read + write)")
+
+    weights = [m.weight for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    params = sum(w.numel() for w in weights)
+    print(f"{len(weights)} weight matrices, {params / 1e6:.0f} M parameters (head included)")
+    print("dtype      bytes MB  linear pass ms  effective GB/s  floor at copy bandwidth ms")
+    with torch.no_grad():
+        for dtype in (torch.float32, torch.bfloat16, torch.float16):
+            cast = [w.to(dtype) for w in weights]
+            inputs = {w.shape[1]: torch.randn(args.rows, w.shape[1], dtype=dtype) for w in cast}
+            nbytes = params * cast[0].element_size()
+            took = seconds(lambda c=cast, x=inputs: [F.linear(x[w.shape[1]], w) for w in c], 3)
+            floor = nbytes / (bandwidth / 2)  # reading only: half of a copy's traffic
+            print(
+                f"{str(dtype)[6:]:9s}  {nbytes / 1e6:8.0f}  {took * 1e3:14.1f}  "
+                f"{nbytes / took / 1e9:14.1f}  {floor * 1e3:26.1f}"
+            )
+            del cast
+
+        decoder = model.model
+        context = torch.randint(0, model.config.vocab_size, (1, 220))
+        cache = output_cache(decoder(input_ids=context, use_cache=True))
+        cache.batch_repeat_interleave(args.rows)
+        token = torch.zeros(args.rows, 1, dtype=torch.long)
+
+        def step() -> None:
+            out = decoder(input_ids=token, use_cache=True, **cache_kwarg(decoder, cache))
+            head_logits(model.get_output_embeddings(), out.last_hidden_state[:, -1])
+            output_cache(out).crop(-1)  # drop the new token: every step sees the same context
+
+        took = seconds(step, args.repeats)
+        print(f"one fp32 decoding step of the model, {args.rows} rows: {took * 1e3:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
