@@ -6,22 +6,27 @@ Decoding a few rows reads every weight once per token, so it is bound by memory 
 arithmetic. This prints, in one process: the machine's copy bandwidth (a 512 MiB tensor copy), one
 pass of `F.linear` over all of the model's weight matrices with `rows` input rows in fp32, bf16
 and fp16 (the matmul work of one decoding step), and one real decoding step of the model (4 rows,
-a 220-token KV cache, as APPO's agent decodes). The weights, 4 bytes each in fp32, are read
-from memory at every pass since they do not fit in the cache.
+a 220-token KV cache, as APPO's agent decodes), then the APPO agent's own sampling per token
+(LoRA, value head, sampling over the vocabulary) with the adapter on and off, on a meta-prompt
+of 5 SST-2 train pairs. The weights, 4 bytes each in fp32, are read from memory at every pass
+since they do not fit in the cache.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import random
 import time
 
 import torch
 import torch.nn.functional as F
-from scoring import machine, revision
+from scoring import ROOT, machine, revision
 
+from stableprompt.agents.instruction_agent import InstructionAgent
 from stableprompt.models.loading import load_lm
 from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
+from stableprompt.tasks import get_task, load_kshot_dir
 
 
 def seconds(fn, repeats: int) -> float:
@@ -76,6 +81,30 @@ def main() -> None:
 
         took = seconds(step, args.repeats)
         print(f"one fp32 decoding step of the model, {args.rows} rows: {took * 1e3:.1f} ms")
+    agent_sampling(args)
+
+
+def agent_sampling(args) -> None:
+    """Milliseconds per decoded token of InstructionAgent.sample, adapter on and off."""
+    lm, tokenizer = load_lm(args.model, dtype="float32", shared=False)
+    agent = InstructionAgent(lm, tokenizer, label_words=list(get_task("sst-2").label_words))
+    train = load_kshot_dir(ROOT.parent / "shared/data/fsc/16-shot/sst-2/16-42")["train"]
+    query = agent.encode_query(agent.meta_prompt(random.Random(0).sample(train, 5), 5))
+    for name, adapter in (("LoRA on", True), ("LoRA off", False)):
+        torch.manual_seed(0)
+        tokens = elapsed = 0.0
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            if adapter:
+                samples = agent.sample(query, args.rows, 32)
+            else:
+                with agent.lm.disable_adapter():
+                    samples = agent.sample(query, args.rows, 32)
+            elapsed += time.perf_counter() - start
+            tokens += samples.response.shape[1]  # decoding steps (until the last row stops)
+        print(
+            f"agent sampling, {args.rows} rows, {name}: {elapsed / tokens * 1e3:.1f} ms per token"
+        )
 
 
 if __name__ == "__main__":
