@@ -1,14 +1,18 @@
-"""Suffix batches cut by length vs fixed-size batches, on APPO's reward workload.
+"""Suffix batches sorted and cut by length vs the earlier fixed-size batches.
 
-    python benchmarks/reward_batches.py [--repeats 4] [--prompts 4] [--inputs 16]
+    python benchmarks/reward_batches.py                                  # APPO's reward workload
+    python benchmarks/reward_batches.py --input-first --prompts 16 --inputs 32   # RLPrompt's
 
-Workload: `prompts` 20-token prompts x `inputs` SST-2 train inputs (split 16-42) in StablePrompt's
-template `{prompt}\\nInput: {input}\\nOutput:`, label words ` terrible`/` great`, target
-smollm2-135m in fp32. There each input sits in the suffix, which runs through every layer for
-every prompt, so the padding of a suffix batch is paid in full. Timed in one process, alternating:
-  - cut: `LocalScorer` as it is (sorted by suffix length, a batch ends where padding would grow);
-  - fixed: the same engine with one batch of up to 128 rows (the behaviour before the cuts).
-Each repeat scores new prompts, so nothing is cached between repeats.
+Workload: `prompts` prompts x `inputs` SST-2 train inputs (split 16-42), label words
+` terrible`/` great`, target smollm2-135m in fp32, in StablePrompt's template
+`{prompt}\\nInput: {input}\\nOutput:` (there each input sits in the suffix, which runs through every
+layer for every prompt) or with `--input-first` in RLPrompt's `{input} {prompt}` (there the input
+is the shared prefix and the suffix is the prompt). Timed in one process, alternating:
+  - cut: `LocalScorer` as it is (rows sorted by suffix length, a batch ends where padding grows);
+  - fixed: the engine as it was before, rows sorted by prefix length then suffix length, one
+    batch per 128 rows.
+Each repeat scores new prompts; their prefixes are encoded before the clock starts (a run
+encodes each once), so only the suffix batches are timed.
 """
 
 from __future__ import annotations
@@ -24,12 +28,15 @@ from stableprompt.models import LocalScorer, load_lm
 from stableprompt.models import scoring as engine_module
 from stableprompt.tasks import get_task, load_kshot_dir
 
-TEMPLATE = "{prompt}\nInput: {input}\nOutput:"
 PROMPT = "Read the movie review below and say whether the reviewer liked the film or not, case"
 
 
 def fixed_batches(lengths: list[int], max_rows: int) -> list[slice]:
     return [slice(i, min(i + max_rows, len(lengths))) for i in range(0, len(lengths), max_rows)]
+
+
+def prefix_first(row) -> tuple[int, int]:
+    return len(row.prefix), len(row.suffix)
 
 
 def main() -> None:
@@ -39,36 +46,45 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--inputs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--input-first", action="store_true", help="RLPrompt's {input} {prompt}")
     args = parser.parse_args()
 
-    labels = list(get_task("sst-2").label_words)
+    task = get_task("sst-2")
+    template = task.template if args.input_first else "{prompt}\nInput: {input}\nOutput:"
+    labels = list(task.label_words)
     inputs = [ex.text for ex in load_kshot_dir(args.data)["train"][: args.inputs]]
     model, tokenizer = load_lm(args.target, dtype="float32")
     engine = LocalScorer(model, tokenizer)
-    cut_batches = engine_module.padded_batches
-    engine.score([PROMPT], inputs[:2], TEMPLATE, labels)  # warm-up
+    variants = {
+        "cut": (engine_module.batch_order, engine_module.padded_batches),
+        "fixed": (prefix_first, fixed_batches),
+    }
+    engine.score([PROMPT], inputs[:2], template, labels)  # warm-up
 
-    times: dict[str, list[float]] = {"cut": [], "fixed": []}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     results = {}
     for repeat in range(args.repeats):
         prompts = [f"{PROMPT} {repeat}.{i}" for i in range(args.prompts)]
-        for name, batches in (("cut", cut_batches), ("fixed", fixed_batches)):
-            engine_module.padded_batches = batches
+        pairs = [(p, x) for p in prompts for x in inputs]
+        rows = [r for rs in engine.build_rows(pairs, template, tuple(labels)) for r in rs]
+        engine._encode_prefixes({r.prefix for r in rows})
+        for name, (order, batches) in variants.items():
+            engine_module.batch_order, engine_module.padded_batches = order, batches
             engine.cache.store.clear()
             start = time.perf_counter()
-            results[name] = engine.score(prompts, inputs, TEMPLATE, labels)
+            results[name] = engine.score(prompts, inputs, template, labels)
             times[name].append(time.perf_counter() - start)
-    engine_module.padded_batches = cut_batches
+    engine_module.batch_order, engine_module.padded_batches = variants["cut"]
 
     diff = (results["cut"] - results["fixed"]).abs().max().item()
-    lengths = [
-        len(r[0].suffix)
-        for r in engine.build_rows([(PROMPT, x) for x in inputs], TEMPLATE, tuple(labels))
-    ]
+    suffixes = [len(r.suffix) for r in rows]
+    prefixes = [len(r.prefix) for r in rows]
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
     print(
-        f"{args.prompts} prompts x {len(inputs)} inputs, suffix lengths {min(lengths)}-"
-        f"{max(lengths)} tokens (mean {statistics.mean(lengths):.1f}), {args.repeats} repeats"
+        f"{template!r}: {args.prompts} prompts x {len(inputs)} inputs, suffixes "
+        f"{min(suffixes)}-{max(suffixes)} tokens (mean {statistics.mean(suffixes):.1f}), prefixes "
+        f"{min(prefixes)}-{max(prefixes)} (mean {statistics.mean(prefixes):.1f}), "
+        f"{args.repeats} repeats"
     )
     for name, values in times.items():
         each = ", ".join(f"{v:.2f}" for v in values)

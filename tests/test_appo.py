@@ -256,6 +256,7 @@ def test_a_sample_that_writes_nothing_gets_the_lowest_reward(tiny_model_dir):
     from stableprompt.algorithms.ppo import EMPTY_PROMPT_REWARD
 
     algo = make_algo(tiny_model_dir, anchor_every=100, train_examples=None)
+    assert algo.empty_reward == EMPTY_PROMPT_REWARD
     sample = algo.agent.sample
 
     def first_row_empty(*args, **kwargs):
@@ -269,6 +270,20 @@ def test_a_sample_that_writes_nothing_gets_the_lowest_reward(tiny_model_dir):
     expected = torch.cat([torch.tensor([EMPTY_PROMPT_REWARD]), real[1:]])
     assert metrics["reward_mean"] == pytest.approx(expected.mean().item(), abs=1e-5)
     assert (real >= -0.1).all() and EMPTY_PROMPT_REWARD < -0.1  # below any real prompt
+
+
+def test_empty_prompts_score_below_the_log_likelihood_floor():
+    """Mean answer log-likelihoods are negative: there -1 would be a prize, not a penalty."""
+    from types import SimpleNamespace
+
+    from stableprompt.algorithms.ppo import EMPTY_PROMPT_REWARD, empty_prompt_reward
+    from stableprompt.trainer import ANSWER_LOGPROB_FLOOR
+
+    for reward in ("metric", "likelihood"):
+        ctx = SimpleNamespace(generation=True, generation_reward=reward)
+        assert empty_prompt_reward(ctx) == EMPTY_PROMPT_REWARD
+    ctx = SimpleNamespace(generation=True, generation_reward="loglikelihood")
+    assert empty_prompt_reward(ctx) < ANSWER_LOGPROB_FLOOR
 
 
 def test_evaluation_adds_the_best_sampled_prompts_by_train_reward(tiny_model_dir):

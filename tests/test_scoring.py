@@ -56,6 +56,9 @@ def test_padded_batches_cut_where_padding_grows():
     assert spans([10, 10, 10, 20, 20], 8, min_tokens=0) == [(0, 3), (3, 5)]
     assert spans([10, 10, 10, 20, 20], 8, min_tokens=60) == [(0, 5)]  # too small to cut
     assert spans([5] * 7, 3) == [(0, 3), (3, 6), (6, 7)]  # the row cap
+    assert spans([10, 30, 10, 10], 8, min_tokens=0) == [(0, 1), (1, 2), (2, 4)]  # any order
+    # defaults: slack 1.1, and no cut before a batch holds 256 real tokens
+    assert spans([20] * 10 + [60] * 10, 128) == [(0, 11), (11, 20)]
     assert spans([], 4) == []
 
 

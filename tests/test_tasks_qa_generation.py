@@ -131,5 +131,8 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
     torch.testing.assert_close(ctx.rewards(prompts, examples), expected.log().mean(1))
     no_answer = ctx.answer_logprobs(prompts, [Example("good", target=())])
     assert no_answer.tolist() == [[ANSWER_LOGPROB_FLOOR], [ANSWER_LOGPROB_FLOOR]]
+    hopeless = Example("good", target=" ".join(["bad boring fun movie plot"] * 4))
+    floored = ctx.answer_logprobs(prompts, [hopeless])  # 20 words: far below -20 nats unfloored
+    assert floored.tolist() == [[ANSWER_LOGPROB_FLOOR], [ANSWER_LOGPROB_FLOOR]]
     # selection on dev stays the task metric of greedy answers
     assert all(a in (0.0, 0.5, 1.0) for a in ctx.accuracy(prompts, "dev"))

@@ -22,18 +22,26 @@ import torch
 from torch import Tensor, nn
 
 from stableprompt.errors import UserError
-from stableprompt.trainer import Algorithm
+from stableprompt.trainer import ANSWER_LOGPROB_FLOOR, Algorithm
 
 # Floating-point slack for the anchor thresholds, so that e.g. 0.55 - 0.50 (= 0.0500...04 in
 # binary) still counts as "equal to 0.05" and does not fire.
 _THRESHOLD_EPS = 1e-9
 # The reward of a sample that wrote no text: below anything a real prompt scores (StablePrompt's
-# reward is >= -c_s and task metrics are >= 0), so the agent cannot win by saying nothing and
-# falling back to a default prompt.
+# reward is >= -c_s, task metrics and likelihoods are >= 0), so the agent cannot win by saying
+# nothing and falling back to a default prompt. See `empty_prompt_reward`.
 EMPTY_PROMPT_REWARD = -1.0
 # Each evaluation scores on dev the agent's greedy prompt and the run's best sampled prompts so
 # far by train reward (the target computes each (prompt, dev input) once: scores are cached).
 SAMPLED_PER_EVAL = 3
+
+
+def empty_prompt_reward(ctx) -> float:
+    """EMPTY_PROMPT_REWARD, or one below the floor of mean answer log-likelihoods (which are
+    negative) when the task's train reward is `loglikelihood`."""
+    if getattr(ctx, "generation", False) and ctx.generation_reward == "loglikelihood":
+        return ANSWER_LOGPROB_FLOOR - 1.0
+    return EMPTY_PROMPT_REWARD
 
 
 def masked_mean(values: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
@@ -328,6 +336,7 @@ class AdaptivePPO(Algorithm):
         if config.algo == "ppo" and self.reference == "anchor":
             self.reference = "initial"
         self.num_prompts = config.prompts_per_step or 4
+        self.empty_reward = empty_prompt_reward(ctx)
         # Own copy (shared=False): LoRA is injected into the modules in place.
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
         self.agent = InstructionAgent(
@@ -397,7 +406,7 @@ class AdaptivePPO(Algorithm):
         scores = self.ctx.rewards(samples.texts, self.train_examples(), self.reward_kind)
         rewarded = time.perf_counter()
         empty = torch.tensor(samples.empty)
-        scores = torch.where(empty, EMPTY_PROMPT_REWARD, scores).to(response.device)
+        scores = torch.where(empty, self.empty_reward, scores).to(response.device)
 
         # 3. Old log-probs and values (the behaviour policy), and the reference's log-probs: the
         # same tensor while the reference still has the agent's weights. In fp32 the decoding

@@ -228,9 +228,8 @@ class LocalScorer(TargetScorer):
     def score_rows(self, rows: list[_Row]) -> list[torch.Tensor]:
         """Per row, the summed log-prob of each of its targets."""
         self._encode_prefixes({row.prefix for row in rows})
-        # Length bucketing: the suffix is what runs through every layer, so sort by its length
-        # and cut batches where padding would grow (prefix padding costs only attention).
-        order = sorted(range(len(rows)), key=lambda i: (len(rows[i].suffix), len(rows[i].prefix)))
+        # Length bucketing: neighbours in this order need little padding.
+        order = sorted(range(len(rows)), key=lambda i: batch_order(rows[i]))
         results: list[torch.Tensor | None] = [None] * len(rows)
         lengths = [len(rows[i].suffix) for i in order]
         for span in padded_batches(lengths, self.suffix_batch_size):
@@ -382,21 +381,28 @@ class LocalScorer(TargetScorer):
         )
 
 
+def batch_order(row: _Row) -> tuple[int, int]:
+    """Sort key of rows for batching: suffix length first. The suffix runs through every layer,
+    so its padding costs full compute; prefix padding costs attention and a KV copy only (with
+    input-first templates too, where prefixes vary more: benchmarks/reward_batches.py)."""
+    return len(row.suffix), len(row.prefix)
+
+
 def padded_batches(
     lengths: list[int], max_rows: int, slack: float = 1.1, min_tokens: int = 256
 ) -> list[slice]:
-    """Cut ascending `lengths` into consecutive batches of at most `max_rows` rows. A batch also
+    """Cut `lengths` (in order) into consecutive batches of at most `max_rows` rows. A batch also
     ends before a row that would make its padded size (rows x longest) exceed `slack` times its
     real tokens, once it holds `min_tokens` real tokens (smaller batches waste the GEMMs more
     than padding does)."""
-    batches, start, total = [], 0, 0
+    batches, start, total, longest = [], 0, 0, 0
     for end, length in enumerate(lengths):
-        rows = end - start
-        padded_too_much = (rows + 1) * length > slack * (total + length) and total >= min_tokens
+        rows, width = end - start, max(longest, length)
+        padded_too_much = (rows + 1) * width > slack * (total + length) and total >= min_tokens
         if rows and (rows == max_rows or padded_too_much):
             batches.append(slice(start, end))
-            start, total = end, 0
-        total += length
+            start, total, width = end, 0, length
+        total, longest = total + length, width
     if start < len(lengths):
         batches.append(slice(start, len(lengths)))
     return batches
