@@ -1,7 +1,8 @@
 """Suffix batches sorted and cut by length vs the earlier fixed-size batches.
 
     python benchmarks/reward_batches.py                                  # APPO's reward workload
-    python benchmarks/reward_batches.py --input-first --prompts 16 --inputs 32   # RLPrompt's
+    python benchmarks/reward_batches.py --input-first --prompts 16 --inputs 32 \
+        --prompt "All in all, it was"                              # RLPrompt's (5-token prompts)
 
 Workload: `prompts` prompts x `inputs` SST-2 train inputs (split 16-42), label words
 ` terrible`/` great`, target smollm2-135m in fp32, in StablePrompt's template
@@ -47,6 +48,7 @@ def main() -> None:
     parser.add_argument("--inputs", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--input-first", action="store_true", help="RLPrompt's {input} {prompt}")
+    parser.add_argument("--prompt", default=PROMPT, help="each prompt is this + a number")
     args = parser.parse_args()
 
     task = get_task("sst-2")
@@ -59,12 +61,12 @@ def main() -> None:
         "cut": (engine_module.batch_order, engine_module.padded_batches),
         "fixed": (prefix_first, fixed_batches),
     }
-    engine.score([PROMPT], inputs[:2], template, labels)  # warm-up
+    engine.score([args.prompt], inputs[:2], template, labels)  # warm-up
 
     times: dict[str, list[float]] = {name: [] for name in variants}
     results = {}
     for repeat in range(args.repeats):
-        prompts = [f"{PROMPT} {repeat}.{i}" for i in range(args.prompts)]
+        prompts = [f"{args.prompt} {repeat}.{i}" for i in range(args.prompts)]
         pairs = [(p, x) for p in prompts for x in inputs]
         rows = [r for rs in engine.build_rows(pairs, template, tuple(labels)) for r in rs]
         engine._encode_prefixes({r.prefix for r in rows})
