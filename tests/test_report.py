@@ -79,6 +79,7 @@ def test_style_runs_report_the_raw_reward(tmp_path):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     md = write_report(run).read_text()
     assert "| 1-2 | 15.000 | – | 1.5 |" in md and "| 9-10 | 95.000 | – | 1.5 |" in md
+    assert "| steps | mean raw reward |" in md
     assert_png(run / "report" / "reward.png")
 
 

@@ -258,7 +258,8 @@ def write_report(run_dir: str | Path) -> Path:
             continue
         md += ["", f"## {title}", ""]
         if title == "Training reward":
-            header = ["steps", "mean reward", "mean prompt tokens", "median s/step"]
+            reward = "mean reward" if reward_key(run) == "reward_mean" else "mean raw reward"
+            header = ["steps", reward, "mean prompt tokens", "median s/step"]
             md += _table(header, reward_windows(run)) + [""]
         if title.startswith("Anchor"):
             events = [r.get("anchor_event") for r in run.records]

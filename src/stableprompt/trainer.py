@@ -238,7 +238,7 @@ class TaskContext:
         self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
     ) -> torch.Tensor:
         """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
-        generation tasks the metric's mean or the answer likelihood (whatever `kind`)."""
+        generation tasks the metric's mean, the answer likelihood or its log (whatever `kind`)."""
         if self.generation and self.generation_reward == "likelihood":
             return self.answer_logprobs(prompts, examples).exp().mean(-1)
         if self.generation and self.generation_reward == "loglikelihood":
