@@ -21,20 +21,13 @@ import time
 
 import torch
 import torch.nn.functional as F
+from head_matmul import seconds
 from scoring import ROOT, machine, revision
 
 from stableprompt.agents.instruction_agent import InstructionAgent
 from stableprompt.models.loading import load_lm
 from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
 from stableprompt.tasks import get_task, load_kshot_dir
-
-
-def seconds(fn, repeats: int) -> float:
-    fn()  # warm-up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - start) / repeats
 
 
 def main() -> None:
