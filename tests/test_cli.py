@@ -105,3 +105,11 @@ def test_debug_flag_shows_the_traceback():
 
     with pytest.raises(UserError):
         main(["--debug", "eval", "--task", "no-such-task"])
+
+
+def test_train_help_lists_the_choices_of_each_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
+    assert "metric | likelihood | loglikelihood (default: metric)" in text
+    assert "anchor | initial | previous (default: anchor)" in text

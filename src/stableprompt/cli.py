@@ -16,7 +16,7 @@ from stableprompt.errors import UserError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from stableprompt.trainer import TrainConfig
+    from stableprompt.trainer import CHOICES, TrainConfig
 
     for f in dataclasses.fields(TrainConfig):
         if f.name == "extra":
@@ -40,7 +40,8 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
                 dest=f.name,
                 type=kind,
                 default=argparse.SUPPRESS,
-                help=f"(default: {default})",
+                help=(f"{' | '.join(CHOICES[f.name])} " if f.name in CHOICES else "")
+                + f"(default: {default})",
             )
 
 

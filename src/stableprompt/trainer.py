@@ -117,7 +117,7 @@ class TrainConfig:
                 "(see `stableprompt train --help` for the valid names)"
             )
         values = {k: _check_type(k, fields[k].type, v) for k, v in values.items()}
-        for key, choices in _CHOICES.items():
+        for key, choices in CHOICES.items():
             if key in values and values[key] not in choices:
                 raise UserError(f"unknown {key} {values[key]!r} (use one of {', '.join(choices)})")
         for key in ("eval_every", "save_every"):
@@ -129,7 +129,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
-_CHOICES = {
+CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
     "reference": ("anchor", "initial", "previous"),
@@ -341,7 +341,7 @@ def build_algorithm(config: TrainConfig, ctx: TaskContext) -> Algorithm:
         from stableprompt.algorithms.baselines import BestOfN
 
         return BestOfN(config, ctx)
-    raise UserError(f"unknown algorithm {config.algo!r} (use {', '.join(_CHOICES['algo'])})")
+    raise UserError(f"unknown algorithm {config.algo!r} (use {', '.join(CHOICES['algo'])})")
 
 
 class PromptPool:
