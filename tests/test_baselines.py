@@ -39,8 +39,10 @@ def test_manual_baseline_scores_dev_then_test_once(tiny_model_dir, tmp_path):
     entry = summary["prompts"][0]
     assert entry["dev"] == ctx.accuracy([manual], "dev")[0]
     assert entry["test"] == ctx.report(manual, "test")["accuracy"]
-    # dev (4) at step 0, then test (6) for the one pooled prompt; nothing else
-    assert summary["target_calls"] == 4 + 6
+    # dev (4) at step 0, then test (6) for the one pooled prompt; nothing else (a baseline is
+    # not scored again as "the manual prompt")
+    assert summary["target_calls"] == 4 and summary["test_calls"] == 6
+    assert summary["manual"] is None
     saved = json.loads((tmp_path / "best_prompts.json").read_text())
     assert saved["algo"] == "manual" and saved["template"] == ctx.template
 
@@ -91,7 +93,8 @@ def test_best_of_n_spends_the_budget_and_keeps_the_best_dev_prompt(tiny_model_di
     assert all("dev_scores" not in r for r in records)
     best = max(r["reward_max"] for r in records[1:])
     assert summary["prompts"][0]["dev"] == best
-    assert summary["target_calls"] == 36 + 2 * 6  # plus the pool of 2 on test
+    assert summary["target_calls"] == 36
+    assert summary["test_calls"] == 2 * 6 + 4 + 6  # the pool of 2 on test, manual on dev+test
 
 
 def test_log_to_tensorboard_mirrors_the_metrics(tiny_model_dir, tmp_path):

@@ -113,3 +113,59 @@ def test_train_help_lists_the_choices_of_each_flag(capsys):
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
     assert "metric | likelihood | loglikelihood (default: metric)" in text
     assert "anchor | initial | previous (default: anchor)" in text
+
+
+def test_train_ends_with_the_learned_and_manual_prompts(capsys, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    code, stdout, _ = run(
+        capsys,
+        "train",
+        "--algo",
+        "sparse-sql",
+        "--agent",
+        tiny_model_dir,
+        "--target",
+        tiny_model_dir,
+        "--dtype",
+        "float32",
+        "--steps",
+        "2",
+        "--prompt-length",
+        "2",
+        "--prompts-per-step",
+        "2",
+        "--mlp-hidden",
+        "8",
+        "--pin-top-k",
+        "20",
+        "--pool-size",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    )
+    assert code == 0
+    best = json.loads((out / "best_prompts.json").read_text())
+    lines = stdout.splitlines()
+    learned = next(ln for ln in lines if ln.startswith("learned"))
+    manual = next(ln for ln in lines if ln.startswith("manual"))
+    assert repr(best["best_prompt"])[:20] in learned
+    assert f"{best['prompts'][0]['test']:.3f}" in learned
+    assert "'It was'" in manual and f"{best['manual']['test']:.3f}" in manual
+    assert "test 95% CI" in stdout and "(accuracy)" in stdout
+    # the demo task's label words were chosen for the manual prompt and are printed
+    assert best["label_word_search"]["setting"] == "auto"
+    words = ", ".join(w.strip() for w in best["label_words"])
+    assert f"label words: {words} (auto" in stdout
+    assert f"{best['target_calls']:,} for training and dev" in stdout
+    assert str(out) in stdout
+
+
+def test_version_and_bare_command(capsys):
+    from stableprompt import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
+    code, stdout, _ = run(capsys)
+    assert code == 0 and "train" in stdout and "eval" in stdout

@@ -235,4 +235,5 @@ def test_training_raises_the_similarity(tmp_path, tiny_clip, tiny_model_dir, alg
     rewards = [m["reward_mean"] for m in metrics[1:]]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 5.0  # +0.05 mean cosine
     assert summary["prompts"][0]["dev"] > metrics[0]["dev_accuracy"]  # beats the step-0 prompt
-    assert summary["target_calls"] == 60 * 16 * 4 + 2 * 4 + len(summary["prompts"]) * 4
+    assert summary["target_calls"] == 60 * 16 * 4 + 2 * 4
+    assert summary["test_calls"] == len(summary["prompts"]) * 4

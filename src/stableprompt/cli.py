@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from stableprompt import __version__
 from stableprompt.errors import UserError
 
 
@@ -67,11 +68,38 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_dict(overrides)
     ctx = build_context(config)
     summary = Trainer(config, ctx, progress=not args.no_progress).train(resume=bool(args.resume))
-    for entry in summary["prompts"]:
-        test = f"  test {entry['test']:.3f}" if "test" in entry else ""
-        print(f"dev {entry['dev']:.3f}{test}  {entry['prompt']!r}")
-    print(f"run written to {config.out}")
+    print(format_summary(summary, ctx.task, config.out))
     return 0
+
+
+def format_summary(summary: dict, task, out: str) -> str:
+    """The end of a run: the learned prompts beside the manual prompt, dev and test with the
+    test's 95% interval, the label words, the calls spent and where the files are."""
+    metric = task.metric or ("accuracy" if task.kind != "style_transfer" else "joint score")
+    rows = [("learned" if i == 0 else "", e) for i, e in enumerate(summary["prompts"])]
+    if summary.get("manual"):
+        rows.append(("manual", summary["manual"]))
+    width = min(60, max([len(repr(e["prompt"])) for _, e in rows] + [6]))
+    lines = [f"{'':8}{'prompt':<{width}}  {'dev':>6}  {'test':>6}  test 95% CI   ({metric})"]
+    for kind, e in rows:
+        prompt = repr(e["prompt"])
+        prompt = prompt if len(prompt) <= width else prompt[: width - 3] + "..."
+        test = f"{e['test']:6.3f}" if "test" in e else f"{'-':>6}"
+        ci = "[{:.3f}, {:.3f}]".format(*e["test_ci95"]) if "test_ci95" in e else ""
+        lines.append(f"{kind:<8}{prompt:<{width}}  {e['dev']:6.3f}  {test}  {ci}")
+    if summary.get("label_words"):
+        search = summary.get("label_word_search") or {}
+        how = " (auto: best for the manual prompt on train+dev)" if search.get("setting") else ""
+        lines.append("label words: " + ", ".join(w.strip() for w in summary["label_words"]) + how)
+    lines.append(
+        f"{summary['steps']} steps; target calls: {summary['target_calls']:,} for training and "
+        f"dev, {summary.get('test_calls', 0):,} for the final scoring"
+    )
+    lines.append(
+        f"run written to {out} (best_prompts.json, metrics.jsonl; `stableprompt report "
+        f"{out}` for plots)"
+    )
+    return "\n".join(lines)
 
 
 def _naturalness(prompt: str, reference_lm: str, dtype: str) -> dict:
@@ -95,8 +123,11 @@ def _naturalness(prompt: str, reference_lm: str, dtype: str) -> dict:
 def cmd_eval(args: argparse.Namespace) -> int:
     from stableprompt.models import build_scorer
     from stableprompt.tasks import load_data
+    from stableprompt.tasks.registry import check_template
+    from stableprompt.tasks.verbalizers import resolve_label_words
     from stableprompt.trainer import TaskContext, load_task
 
+    search = None  # how the label words were chosen (text classification only)
     if args.task == "textual-inversion":  # a folder of images, a CLIP model as the target
         from stableprompt.tasks.images import load_image_context
 
@@ -118,7 +149,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         splits = load_data(args.data, seed=args.seed)
         scorer = build_scorer(args.target, args.dtype)
-        ctx = TaskContext(task, splits, scorer, args.template, required=(args.split,))
+        template = check_template(args.template or task.template)
+        task, search = resolve_label_words(task, args.label_words, scorer, template, splits)
+        ctx = TaskContext(task, splits, scorer, template, required=(args.split,))
     prompt = task.manual_prompt if args.prompt is None else args.prompt
     report = ctx.report(prompt, args.split)
     lo, hi = report["ci95"]
@@ -139,6 +172,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "target": args.target,
             "prompt": prompt,
             "template": ctx.template,
+            "label_words": list(task.label_words),
+            "label_word_search": search,
             **report,
             **natural,
         }
@@ -199,7 +234,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stableprompt", description=__doc__.splitlines()[0])
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"stableprompt {__version__}")
+    sub = parser.add_subparsers(dest="command")
 
     train = sub.add_parser("train", help="train a prompt agent (sql, sparse-sql, ppo, appo)")
     train.add_argument("--config", help="YAML file of TrainConfig fields")
@@ -214,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--prompt", default=None, help="the prompt (default: the task's manual one)")
     ev.add_argument("--target", default="smollm2-135m")
     ev.add_argument("--template", default=None)
+    ev.add_argument(
+        "--label-words",
+        default="auto",
+        help="auto (chosen for the manual prompt on train+dev) | task | comma-separated words",
+    )
     ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--seed", type=int, default=0)
@@ -256,7 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `stableprompt` alone: say what it can do
+        parser.print_help()
+        return 0
     try:
         return args.func(args)
     except UserError as err:

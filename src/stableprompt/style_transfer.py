@@ -95,6 +95,7 @@ class StyleTransferContext:
     """Task context for text style transfer (duck-types `trainer.TaskContext`)."""
 
     generation = False  # no label words and no single reference answer
+    label_search = None  # no label words to choose
 
     def __init__(
         self,

@@ -32,6 +32,7 @@ from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labe
 from stableprompt.tasks.metrics import generation_report, generation_score
 from stableprompt.tasks.registry import check_template, fill_template
 from stableprompt.tasks.rewards import appo_reward, rlprompt_reward
+from stableprompt.tasks.verbalizers import resolve_label_words
 
 
 @dataclass
@@ -46,6 +47,13 @@ class TrainConfig:
     target: str = "smollm2-135m"  # the frozen LM being prompted
     agent: str = "smollm2-135m"  # the LM the policy is built on
     template: str | None = None  # overrides the task's template
+    # classification label words: auto (the set, among the task's words and a built-in list,
+    # on which the manual prompt scores best on train+dev for this target) | task (the task's
+    # own: RLPrompt's) | a comma-separated list, e.g. negative,positive
+    label_words: str = "auto"
+    # named settings applied under the given ones: rlprompt (RLPrompt's label words and batch) |
+    # pin (PIN's published recipe: Monte-Carlo loss, 64k replay in batches of 256, top-k 10,000)
+    preset: str | None = None
     dtype: str = "auto"
     seed: int = 0
     out: str = "runs/latest"
@@ -55,6 +63,7 @@ class TrainConfig:
     eval_every: int = 10
     save_every: int = 10
     pool_size: int = 5
+    score_manual: bool = True  # at the end, score the task's manual prompt on dev and test too
     max_target_calls: int | None = None  # budget in (prompt, example) scorings, cache hits included
     train_examples: int | None = None  # score each prompt on this many train examples (default all)
     # generation tasks' train reward: metric (the task metric of greedy answers) | likelihood (the
@@ -110,6 +119,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
+        preset = values.get("preset")
+        if preset is not None and preset not in PRESETS:
+            raise UserError(f"unknown preset {preset!r} (use one of {', '.join(PRESETS)})")
+        values = {**PRESETS.get(preset, {}), **values}  # explicit values win over the preset
         unknown = sorted(set(values) - set(fields), key=str)
         if unknown:
             raise UserError(
@@ -128,6 +141,27 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+
+PRESETS: dict[str, dict] = {
+    # RLPrompt (Deng et al. 2022): its label words (" terrible"/" great" for SST-2), 16 prompts
+    # of 5 tokens on 16 train examples per step; the other settings are already its defaults.
+    "rlprompt": {"label_words": "task", "prompts_per_step": 16, "train_examples": 16},
+    # PIN (Choi et al. 2024), as its published commands train: Monte-Carlo loss, replayed from a
+    # 64k buffer in batches of 256 (after each on-policy update), fluent top-k 10,000, reward
+    # scale 1, RLPrompt's label words.
+    "pin": {
+        "algo": "sparse-sql",
+        "label_words": "task",
+        "loss": "mc",
+        "replay": True,
+        "replay_size": 65536,
+        "replay_batch": 256,
+        "pin_top_k": 10000,
+        "reward_scale": 1.0,
+        "prompts_per_step": 16,
+        "train_examples": 16,
+    },
+}
 
 CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
@@ -185,8 +219,10 @@ class TaskContext:
         required: tuple[str, ...] = ("train", "dev"),
         max_new_tokens: int = 32,
         generation_reward: str = "metric",
+        label_search: dict | None = None,
     ):
         self.generation = task.kind == "generation"
+        self.label_search = label_search  # how the label words were chosen (--label-words)
         validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
         self.max_new_tokens = max_new_tokens
@@ -413,7 +449,9 @@ class Trainer:
         n_evals = 1 + steps // c.eval_every + (steps % c.eval_every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
         per_eval = self.algorithm.prompts_per_eval() * dev if n_evals else 0
-        return steps * self.algorithm.calls_per_step() + n_evals * per_eval + c.pool_size * test
+        manual = dev + test if self._scores_manual() else 0
+        final = c.pool_size * test + manual
+        return steps * self.algorithm.calls_per_step() + n_evals * per_eval + final
 
     def calls_used(self) -> int:
         return self.queries_before + self.ctx.scorer.queries
@@ -553,23 +591,43 @@ class Trainer:
         self.save()
         return self.finish()
 
+    def _scores_manual(self) -> bool:
+        return bool(
+            self.ctx.task.manual_prompt and self.algorithm.trainable and self.config.score_manual
+        )
+
+    def _manual_baseline(self, scored) -> dict | None:
+        """The task's hand-written prompt scored like the pool (dev, then test), so every run
+        ends with the comparison a user wants; skipped for baselines, which are themselves one."""
+        if not self._scores_manual():
+            return None
+        prompt = self.ctx.task.manual_prompt
+        return scored({"prompt": prompt, "dev": self.ctx.accuracy([prompt], "dev")[0]})
+
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score."""
-        results = []
+        calls_before_test = self.calls_used()
         has_test = bool(self.ctx.splits.get("test"))
-        for entry in self.pool.entries:
+
+        def scored(entry: dict) -> dict:
             result = dict(entry)
             if has_test:
                 report = self.ctx.report(entry["prompt"], "test")
                 result.update(test=report["accuracy"], test_ci95=list(report["ci95"]))
-            results.append(result)
+            return result
+
+        results = [scored(entry) for entry in self.pool.entries]
         summary = {
             "algo": self.config.algo,
             "template": self.ctx.template,  # in-context baselines change it
+            "label_words": list(self.ctx.task.label_words),
+            "label_word_search": self.ctx.label_search,
             "best_prompt": results[0]["prompt"] if results else None,
             "prompts": results,
+            "manual": self._manual_baseline(scored),
             "steps": self.step,
-            "target_calls": self.calls_used(),
+            "target_calls": calls_before_test,  # training and dev evaluation: the budgeted calls
+            "test_calls": self.calls_used() - calls_before_test,
         }
         _atomic_write_text(self.out / "best_prompts.json", json.dumps(summary, indent=2))
         return summary
@@ -606,6 +664,13 @@ def build_context(config: TrainConfig) -> TaskContext:
         return build_style_context(config)
     splits = load_data(config.data, seed=config.seed)
     scorer = build_scorer(config.target, config.dtype)
+    template = check_template(config.template or task.template)
+    task, label_search = resolve_label_words(task, config.label_words, scorer, template, splits)
     return TaskContext(
-        task, splits, scorer, config.template, generation_reward=config.generation_reward
+        task,
+        splits,
+        scorer,
+        template,
+        generation_reward=config.generation_reward,
+        label_search=label_search,
     )

@@ -8,7 +8,7 @@ about the task or only about that target's quirks.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -27,6 +27,7 @@ class RunPrompt:
     data: str | None
     template: str | None
     seed: int
+    label_words: tuple[str, ...] | None = None  # the words the run was trained with
 
 
 def _read_json(path: Path) -> dict:
@@ -59,18 +60,23 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
         # best_prompts.json may record the template it was scored with; it wins over the config
         template=best.get("template") or config.get("template"),
         seed=int(config.get("seed", 0)),
+        label_words=tuple(best["label_words"]) if best.get("label_words") else None,
     )
 
 
-def _groups(runs: list[RunPrompt]) -> list[tuple[str | None, dict, list[int]]]:
-    """(template, data splits, run indices) for runs that share data and template, so each
-    group's prompts are scored in one call per target and its data is loaded once."""
+def _groups(runs: list[RunPrompt]) -> list[tuple[str | None, tuple | None, dict, list[int]]]:
+    """(template, label words, data splits, run indices) for runs that share data, template and
+    label words, so each group's prompts are scored in one call per target and its data is
+    loaded once. A run keeps the label words it was trained with on every target."""
     from stableprompt.tasks import load_data
 
     members: dict[tuple, list[int]] = {}
     for i, r in enumerate(runs):
-        members.setdefault((r.data, r.seed, r.template), []).append(i)
-    return [(tpl, load_data(data, seed=seed), idx) for (data, seed, tpl), idx in members.items()]
+        members.setdefault((r.data, r.seed, r.template, r.label_words), []).append(i)
+    return [
+        (tpl, words, load_data(data, seed=seed), idx)
+        for (data, seed, tpl, words), idx in members.items()
+    ]
 
 
 def _score_on_target(
@@ -82,8 +88,9 @@ def _score_on_target(
 
     scorer = build_scorer(target, dtype)
     scores = [0.0] * len(runs)
-    for template, splits, members in groups:
-        ctx = TaskContext(task, splits, scorer, template, required=(split,))
+    for template, words, splits, members in groups:
+        spec = replace(task, label_words=words) if words and task.label_words else task
+        ctx = TaskContext(spec, splits, scorer, template, required=(split,))
         for i, score in zip(members, ctx.accuracy([runs[i].prompt for i in members], split)):
             scores[i] = score
     return scores

@@ -201,6 +201,8 @@ def check_image_template(template: str | None) -> str:
 class ImageTaskContext:
     """What the trainer and the token policy algorithms need, for a set of target images."""
 
+    label_search = None  # no label words to choose
+
     def __init__(
         self,
         splits: dict[str, list[ImageExample]],

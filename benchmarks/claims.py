@@ -1,0 +1,458 @@
+"""The three papers' claims on this machine: a resumable study (issue 13).
+
+    python benchmarks/claims.py                  # run or continue the study (docs/results/claims)
+    python benchmarks/claims.py --only c1        # one claim's runs
+    python benchmarks/claims.py --report         # only rewrite the tables
+
+Every run is an ordinary `stableprompt train` run directory, OUT/<task>/<split>/<method>-s<seed>,
+made by the same Trainer. A run whose best_prompts.json exists is read back, not rerun, so the
+study can be stopped (kill it at any time) and continued in a later sitting; the unfinished run
+restarts. A finished run keeps config.yaml, metrics.jsonl and best_prompts.json (its checkpoint
+is deleted), and the default OUT is committed, so a later sitting continues the study. Runs go
+in priority order (C1 on SST-2 first); OUT/claims.json is rewritten after each run and
+OUT/claims.md (verdicts and tables from whatever has finished) at the end, or at once with
+--report. Prompts are chosen on dev only; the
+pool has one entry, scored once on test. Label words are `auto` (chosen for the task's manual
+prompt on train+dev), so every method and the manual prompt use the same words.
+
+Claims (issue 13):
+  C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
+     and beats best-of-N and random prompts at the same target-call budget.
+  C2 PIN: sparse-sql prompts have perplexity <= 1/3 of sql's, test accuracy within 2 points.
+  C3 StablePrompt: appo vs ppo over 3 seeds: appo's mean >= ppo's, its std lower.
+  C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+from scoring import ROOT, machine, revision
+
+from stableprompt.models import build_scorer
+from stableprompt.tasks import load_data
+from stableprompt.tasks.registry import check_template
+from stableprompt.tasks.verbalizers import resolve_label_words
+from stableprompt.trainer import TaskContext, TrainConfig, Trainer, load_task
+
+DATA = Path("../shared/data/fsc/16-shot")  # relative to the repository root, as run dirs record it
+SST2_SPLITS = ("16-100", "16-13", "16-42")
+RL = ("sql", "sparse-sql")
+# Per-method settings on top of the library defaults. Trained methods stop at the budget.
+METHODS: dict[str, dict] = {
+    "manual": {},
+    "random": {},  # prompts_per_step = budget / |dev|: as many random prompts as the budget buys
+    "best-of-n": {"prompts_per_step": 8, "max_new_tokens": 32},
+    "sql": {"train_examples": 16},
+    "sparse-sql": {"train_examples": 16},
+    "ppo": {"reference": "initial", "max_new_tokens": 32, "train_examples": 16},
+    "appo": {"max_new_tokens": 32, "train_examples": 16},
+}
+PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
+
+
+def units(only: set[str]) -> list[dict]:
+    """The study's runs in priority order: claim, task, split, method, seed, and optionally a
+    variant name and its extra config."""
+    out = []
+    if "c1" in only or "c2" in only:
+        for methods in (("manual", "sparse-sql"), ("sql", "best-of-n", "random")):
+            for split in SST2_SPLITS:  # the headline comparison on every split first
+                for method in methods:
+                    out.append(dict(claim="c1", task="sst-2", split=split, method=method, seed=0))
+    if "c2" in only:  # PIN's published recipe next to the default spmax/v2-v3 sparse-sql
+        for split in SST2_SPLITS:
+            out.append(
+                dict(
+                    claim="pin",
+                    task="sst-2",
+                    split=split,
+                    method="sparse-sql",
+                    seed=0,
+                    name="pin-recipe",
+                    extra={"preset": "pin", "label_words": "auto"},
+                )
+            )
+    if "c3" in only:
+        for seed in (0, 1, 2):
+            for method in ("appo", "ppo"):
+                out.append(
+                    dict(
+                        claim="c3",
+                        task="sst-2",
+                        split="16-42",
+                        method=method,
+                        seed=seed,
+                        name="prompt-first",
+                        extra={"template": PROMPT_FIRST},
+                    )
+                )
+    if "c1" in only:
+        for task in ("trec", "sst-5"):
+            for method in ("manual", "sparse-sql", "sql", "best-of-n", "random"):
+                out.append(dict(claim="c1", task=task, split="16-42", method=method, seed=0))
+    return out
+
+
+def run_dir(out: Path, unit: dict) -> Path:
+    tag = f"-{unit['name']}" if unit.get("name") else ""  # a variant of the method
+    return out / unit["task"] / unit["split"] / f"{unit['method']}-s{unit['seed']}{tag}"
+
+
+def run(unit: dict, args: argparse.Namespace, scorer) -> dict:
+    """Train (or read back) one unit; returns its result row."""
+    path = run_dir(Path(args.out), unit)
+    done = path / "best_prompts.json"
+    if not done.is_file():
+        method = unit["method"]
+        settings = {**METHODS[method], **unit.get("extra", {})}
+        if method == "random":
+            settings["prompts_per_step"] = args.budget // 32
+        config = TrainConfig.from_dict(
+            {
+                "algo": method,
+                "task": unit["task"],
+                "data": str(DATA / unit["task"] / unit["split"]),
+                "target": args.model,
+                "agent": args.model,
+                "seed": unit["seed"],
+                "steps": 10**6,
+                "eval_every": args.eval_every,
+                "save_every": 10**6,
+                "pool_size": 1,
+                "max_target_calls": args.budget,
+                "out": str(path),
+                **settings,
+            }
+        )
+        task = load_task(config.task)
+        splits = load_data(config.data, seed=config.seed)
+        template = check_template(config.template or task.template)
+        scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
+        task, search = resolve_label_words(task, config.label_words, scorer, template, splits)
+        ctx = TaskContext(task, splits, scorer, template, label_search=search)
+        started = time.time()
+        summary = Trainer(config, ctx, progress=False).train()
+        summary["seconds"] = round(time.time() - started, 1)
+        done.write_text(json.dumps(summary, indent=2))
+        shutil.rmtree(path / "checkpoints", ignore_errors=True)  # the run is final: keep it small
+    summary = json.loads(done.read_text())
+    best = summary["prompts"][0]
+    return {
+        **{k: unit[k] for k in ("claim", "task", "split", "method", "seed")},
+        "variant": unit.get("name", ""),
+        "template": summary["template"],
+        "label_words": summary.get("label_words"),
+        "prompt": best["prompt"],
+        "dev": best["dev"],
+        "test": best["test"],
+        "steps": summary["steps"],
+        "target_calls": summary["target_calls"],
+        "seconds": summary.get("seconds"),
+        "run_dir": str(path),
+    }
+
+
+def _mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.mean(values):.3f} ± {std:.3f}"
+
+
+def c1_rows(results: list[dict], task: str) -> dict[str, list[dict]]:
+    rows: dict[str, list[dict]] = {}
+    for r in results:
+        if r["claim"] == "c1" and r["task"] == task:
+            rows.setdefault(r["method"], []).append(r)
+    return rows
+
+
+def verdict_c1(results: list[dict], task: str) -> tuple[str, str]:
+    rows = c1_rows(results, task)
+    splits = {r["split"] for rs in rows.values() for r in rs}
+    need = ("manual", "best-of-n", "random", *RL)
+    if not all(m in rows and {r["split"] for r in rows[m]} == splits for m in need):
+        return "not yet measured", f"{sum(map(len, rows.values()))} runs done"
+    mean = {m: statistics.mean(r["test"] for r in rs) for m, rs in rows.items()}
+    best_rl = max(RL, key=mean.__getitem__)
+    gain = mean[best_rl] - mean["manual"]
+    holds = gain >= 0.05 and mean[best_rl] > mean["best-of-n"] and mean[best_rl] > mean["random"]
+    text = (
+        f"best RL {best_rl} {mean[best_rl]:.3f} vs manual {mean['manual']:.3f} "
+        f"({gain * 100:+.1f} points), best-of-n {mean['best-of-n']:.3f}, "
+        f"random {mean['random']:.3f} ({len(splits)} split(s))"
+    )
+    return ("holds" if holds else "does not hold"), text
+
+
+def c1_table(results: list[dict], task: str, splits: list[str]) -> str:
+    rows = c1_rows(results, task)
+    lines = [
+        f"| method | test mean ± std | {' | '.join(splits)} | steps | calls (mean) | minutes |",
+        "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|",
+    ]
+    for method in ("manual", "random", "best-of-n", "sql", "sparse-sql"):
+        rs = rows.get(method, [])
+        if not rs:
+            continue
+        by = {r["split"]: f"{r['test']:.3f}" for r in rs}
+        minutes = [r["seconds"] / 60 for r in rs if r["seconds"] is not None]
+        lines.append(
+            f"| {method} | {_mean_std([r['test'] for r in rs])} | "
+            + " | ".join(by.get(s, "-") for s in splits)
+            + f" | {statistics.mean(r['steps'] for r in rs):.0f}"
+            + f" | {statistics.mean(r['target_calls'] for r in rs):,.0f}"
+            + (f" | {statistics.mean(minutes):.1f} |" if minutes else " | - |")
+        )
+    return "\n".join(lines)
+
+
+def c2(results: list[dict], naturalness: dict[str, dict]) -> tuple[str, str, str]:
+    rows = [r for r in results if r["claim"] == "c1" and r["method"] in RL]
+    pairs = {}
+    for r in rows:
+        pairs.setdefault((r["task"], r["split"]), {})[r["method"]] = r
+    pairs = {
+        k: v
+        for k, v in pairs.items()
+        if len(v) == 2 and all(p["prompt"] in naturalness for p in v.values())
+    }
+    if not pairs:
+        return "not yet measured", "no split has both sql and sparse-sql", ""
+    lines = [
+        "| task | split | method | prompt | perplexity | English-word share | test |",
+        "|---|---|---|---|---:|---:|---:|",
+    ]
+    logppl = {m: [] for m in RL}
+    acc = {m: [] for m in RL}
+    for (task, split), by in sorted(pairs.items()):
+        for m in RL:
+            r, nat = by[m], naturalness[by[m]["prompt"]]
+            logppl[m].append(math.log(nat["perplexity"]))
+            acc[m].append(r["test"])
+            prompt = r["prompt"].replace("|", "\\|").replace("\n", " ")
+            lines.append(
+                f"| {task} | {split} | {m} | `{prompt}` | {nat['perplexity']:,.0f} | "
+                f"{nat['english_word_share']:.2f} | {r['test']:.3f} |"
+            )
+    ppl = {m: math.exp(statistics.mean(logppl[m])) for m in RL}
+    gap = statistics.mean(acc["sparse-sql"]) - statistics.mean(acc["sql"])
+    holds = ppl["sparse-sql"] <= ppl["sql"] / 3 and gap >= -0.02
+    text = (
+        f"perplexity (geo. mean) sparse-sql {ppl['sparse-sql']:,.0f} vs sql {ppl['sql']:,.0f} "
+        f"({ppl['sql'] / ppl['sparse-sql']:.1f}x lower); test accuracy {gap * 100:+.1f} points "
+        f"({len(pairs)} run pair(s))"
+    )
+    return ("holds" if holds else "does not hold"), text, "\n".join(lines)
+
+
+def pin_recipe(results: list[dict]) -> str:
+    """PIN's published recipe vs the default sparse-sql (spmax, v2-v3 loss), per SST-2 split."""
+    rows = {}
+    for r in results:
+        if r["task"] == "sst-2" and r["method"] == "sparse-sql":
+            key = "PIN recipe (`--preset pin`)" if r["claim"] == "pin" else "default sparse-sql"
+            rows.setdefault(key, {})[r["split"]] = r
+    if len(rows) < 2:
+        return ""
+    lines = [
+        "| sparse-sql variant | " + " | ".join(SST2_SPLITS) + " | mean test |",
+        "|---|" + "---|" * len(SST2_SPLITS) + "---:|",
+    ]
+    for key, by in rows.items():
+        cells = [
+            f"`{by[s]['prompt']}` {by[s]['test']:.3f}" if s in by else "-" for s in SST2_SPLITS
+        ]
+        mean = statistics.mean(r["test"] for r in by.values())
+        lines.append(f"| {key} | " + " | ".join(cells) + f" | {mean:.3f} |")
+    return "\n".join(lines)
+
+
+def c3(results: list[dict]) -> tuple[str, str]:
+    by = {
+        m: [r["test"] for r in results if r["claim"] == "c3" and r["method"] == m]
+        for m in ("appo", "ppo")
+    }
+    if min(len(v) for v in by.values()) < 3:
+        return "not yet measured", f"{sum(map(len, by.values()))} of 6 runs done"
+    mean = {m: statistics.mean(v) for m, v in by.items()}
+    std = {m: statistics.stdev(v) for m, v in by.items()}
+    holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
+    text = (
+        f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
+        f"{std['ppo']:.3f} (3 seeds)"
+    )
+    return ("holds" if holds else "does not hold"), text
+
+
+def transfer(results: list[dict], out: Path, target: str) -> dict | None:
+    """C4: the best RL prompt of each SST-2 split (by dev), and the manual prompt, on `target`."""
+    from stableprompt.transfer import transfer_matrix
+
+    dirs = []
+    for split in SST2_SPLITS:
+        rs = [
+            r
+            for r in results
+            if r["claim"] == "c1"
+            and r["task"] == "sst-2"
+            and r["split"] == split
+            and r["method"] in (*RL, "manual")
+        ]
+        rl = [r for r in rs if r["method"] in RL]
+        manual = [r for r in rs if r["method"] == "manual"]
+        if not rl or not manual:
+            continue
+        dirs += [max(rl, key=lambda r: r["dev"])["run_dir"], manual[0]["run_dir"]]
+    if not dirs:
+        return None
+    cache = out / f"transfer-{target}.json"
+    if cache.is_file() and json.loads(cache.read_text())["dirs"] == dirs:
+        return json.loads(cache.read_text())
+    matrix = transfer_matrix(dirs, [target], split="test")
+    result = {"dirs": dirs, "matrix": matrix}
+    cache.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def c4(result: dict | None, results: list[dict], target: str) -> tuple[str, str, str]:
+    if result is None:
+        return "not yet measured", "no finished SST-2 runs", ""
+    rows = {r["run_dir"]: r for r in results}
+    lines = [
+        f"| split | method | prompt | test on smollm2-135m (trained on) | test on {target} |",
+        "|---|---|---|---:|---:|",
+    ]
+    gains = []
+    runs = result["matrix"]["runs"]
+    scores = [row[0] for row in result["matrix"]["accuracy"]]
+    for i in range(0, len(runs), 2):
+        rl, manual = rows[runs[i]["run"]], rows[runs[i + 1]["run"]]
+        gains.append(scores[i] - scores[i + 1])
+        for r, s in ((rl, scores[i]), (manual, scores[i + 1])):
+            prompt = r["prompt"].replace("|", "\\|").replace("\n", " ")
+            lines.append(
+                f"| {r['split']} | {r['method']} | `{prompt}` | {r['test']:.3f} | {s:.3f} |"
+            )
+    gain = statistics.mean(gains)
+    text = (
+        f"on {target} the learned prompts score {gain * 100:+.1f} points vs the manual prompt "
+        f"(mean over {len(gains)} split(s))"
+    )
+    return ("holds" if gain > 0 else "does not hold"), text, "\n".join(lines)
+
+
+def report(results: list[dict], args: argparse.Namespace, started: float) -> str:
+    from stableprompt.models.loading import load_lm
+    from stableprompt.naturalness import naturalness
+
+    out = Path(args.out)
+    rl_prompts = sorted({r["prompt"] for r in results if r["method"] in RL})
+    natural = {}
+    if rl_prompts:
+        lm, tokenizer = load_lm(args.model, shared=True)
+        natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
+    c1_verdicts = {t: verdict_c1(results, t) for t in ("sst-2", "trec", "sst-5")}
+    c2_v, c2_text, c2_table = c2(results, natural)
+    c3_v, c3_text = c3(results)
+    t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
+    c4_v, c4_text, c4_table = c4(t, results, args.transfer_target)
+    lines = [
+        f"Written {datetime.date.today()} at revision `{revision()}` on {machine()}; "
+        f"`python benchmarks/claims.py --budget {args.budget} --out {args.out}`"
+        f" ({len(results)} runs finished; this sitting {(time.time() - started) / 60:.0f} min).",
+        "",
+        "| claim | verdict | numbers |",
+        "|---|---|---|",
+    ]
+    for task, (v, text) in c1_verdicts.items():
+        lines.append(f"| C1 RLPrompt, {task} | {v} | {text} |")
+    lines += [
+        f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
+        f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
+        f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
+    ]
+    for task, splits in (("sst-2", list(SST2_SPLITS)), ("trec", ["16-42"]), ("sst-5", ["16-42"])):
+        if c1_rows(results, task):
+            lines += [
+                "",
+                f"C1 on {task} (test accuracy, label words `auto`):",
+                "",
+                c1_table(results, task, splits),
+            ]
+    pin = pin_recipe(results)
+    if pin:
+        lines += [
+            "",
+            "PIN's published recipe vs the default sparse-sql (best prompt, test):",
+            "",
+            pin,
+        ]
+    if c2_table:
+        lines += ["", "C2, each split's sql and sparse-sql prompt:", "", c2_table]
+    if c4_table:
+        lines += [
+            "",
+            "C4, the best RL prompt of each SST-2 split (by dev) and the manual one:",
+            "",
+            c4_table,
+        ]
+    lines += [
+        "",
+        "Every run's best prompt:",
+        "",
+        "| claim | task | split | method | seed | label words | prompt | dev | test |",
+        "|---|---|---|---|---:|---|---|---:|---:|",
+    ]
+    for r in results:
+        words = ", ".join(w.strip() for w in r["label_words"] or [])
+        method = r["method"] + (f" ({r['variant']})" if r.get("variant") else "")
+        prompt = r["prompt"].replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {r['claim']} | {r['task']} | {r['split']} | {method} | {r['seed']} | "
+            f"{words} | `{prompt}` | {r['dev']:.3f} | {r['test']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="docs/results/claims", help="relative to the repo root")
+    parser.add_argument("--budget", type=int, default=8192, help="target calls per trained run")
+    parser.add_argument("--model", default="smollm2-135m", help="agent and target")
+    parser.add_argument("--transfer-target", default="gemma3-270m", help="C4's target, or none")
+    parser.add_argument("--eval-every", type=int, default=4)
+    parser.add_argument("--only", default="c1,c2,c3,c4", help="claims whose runs to make")
+    parser.add_argument("--report", action="store_true", help="only rewrite the tables")
+    args = parser.parse_args()
+    os.chdir(ROOT)  # run directories record the data path relative to the repository root
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    todo = units(set(args.only.split(",")))
+    scorer = None
+    results = []
+    for unit in todo:
+        finished = (run_dir(out, unit) / "best_prompts.json").is_file()
+        if args.report and not finished:
+            continue
+        if scorer is None and not finished:
+            scorer = build_scorer(args.model, "auto")
+            scorer.prefix_store_tokens = 120_000  # keep every encoded test input across runs
+        results.append(run(unit, args, scorer))
+        print(json.dumps(results[-1]), flush=True)
+        (out / "claims.json").write_text(json.dumps(results, indent=2))
+    text = report(results, args, started)
+    (out / "claims.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""--label-words auto (verbalizer search) and the named presets."""
+
+import pytest
+import torch
+
+from stableprompt.errors import UserError
+from stableprompt.models import LocalScorer
+from stableprompt.models.scoring import TargetScorer
+from stableprompt.tasks import Example, get_task
+from stableprompt.tasks.verbalizers import (
+    balanced_accuracy,
+    candidates,
+    choose_word_set,
+    parse_label_words,
+    resolve_label_words,
+    search_label_words,
+)
+from stableprompt.trainer import TrainConfig
+
+
+class BiasedTarget(TargetScorer):
+    """A target whose preferences are known: it says " great" after anything (RLPrompt's words
+    then predict one class), while " bad" / " good" follow the input's sentiment."""
+
+    name = "biased"
+
+    def _score_pairs(self, pairs, template, label_words):
+        rows = []
+        for _, text in pairs:
+            positive = "good" in text or "great" in text or "fun" in text
+            table = {
+                " great": -0.5,
+                " terrible": -3.0,
+                " good": -1.0 if positive else -4.0,
+                " bad": -4.0 if positive else -1.0,
+            }
+            rows.append([table.get(w, -6.0) for w in label_words])
+        return torch.tensor(rows)
+
+    def _generate(self, texts, max_new_tokens, stop):
+        raise NotImplementedError
+
+
+def sentiment_examples() -> list[Example]:
+    pos = ["a good film", "great fun", "good acting", "so much fun"]
+    neg = ["a dull film", "boring plot", "bad acting", "not worth it"]
+    return [Example(t, 1) for t in pos] + [Example(t, 0) for t in neg]
+
+
+def test_search_picks_the_words_the_target_can_say():
+    examples = sentiment_examples()
+    groups = [[" terrible", " bad"], [" great", " good"]]
+    choice = search_label_words(BiasedTarget(), "It was", "{input} {prompt}", examples, groups)
+    assert choice.words == (" bad", " good")
+    assert choice.balanced_accuracy == 1.0
+    # the task's own words make the biased target answer " great" for everything
+    assert choice.default_words == (" terrible", " great")
+    assert choice.default_balanced_accuracy == 0.5
+
+
+def test_search_costs_one_call_per_example():
+    scorer = BiasedTarget()
+    examples = sentiment_examples()
+    search_label_words(
+        scorer,
+        "It was",
+        "{input} {prompt}",
+        examples,
+        candidates("sst-2", get_task("sst-2").label_words),
+    )
+    assert scorer.queries == len(examples)
+
+
+def test_balanced_accuracy_weights_classes_equally():
+    labels = torch.tensor([0, 0, 0, 1])
+    assert balanced_accuracy(torch.tensor([0, 0, 0, 0]), labels, 2) == 0.5
+    assert balanced_accuracy(torch.tensor([0, 0, 1, 1]), labels, 2) == pytest.approx(5 / 6)
+
+
+def test_coordinate_ascent_finds_the_best_set_when_combinations_are_too_many(monkeypatch):
+    import stableprompt.tasks.verbalizers as v
+
+    monkeypatch.setattr(v, "EXHAUSTIVE_LIMIT", 1)
+    labels = torch.tensor([0, 1, 2])
+    # column c*2+1 is the right word for class c, column c*2 always loses
+    logprobs = torch.full((3, 6), -5.0)
+    for c in range(3):
+        logprobs[c, c * 2 + 1] = -0.1
+    idx, bal = choose_word_set(logprobs, labels, [[0, 1], [2, 3], [4, 5]])
+    assert idx == (1, 3, 5) and bal == 1.0
+
+
+def test_split_words_are_dropped_on_a_real_tokenizer(tiny_lm):
+    model, tokenizer = tiny_lm
+    scorer = LocalScorer(model, tokenizer)
+    # " great"/" good" are single tokens in the tiny vocabulary, " wonderful" is spelt out
+    examples = sentiment_examples()
+    choice = search_label_words(
+        scorer, "it was", "{input} {prompt}", examples, [[" bad"], [" good", " wonderful"]]
+    )
+    assert choice.words[1] == " good" and choice.words[0] == " bad"
+
+
+def test_resolve_label_words_settings():
+    task, splits = get_task("sst-2"), {"train": sentiment_examples(), "dev": []}
+    same, record = resolve_label_words(task, "task", BiasedTarget(), task.template, splits)
+    assert same is task and record is None
+    chosen, record = resolve_label_words(task, "auto", BiasedTarget(), task.template, splits)
+    assert chosen.label_words == (" bad", " good") and record["setting"] == "auto"
+    assert record["default_balanced_accuracy"] == 0.5
+    listed, _ = resolve_label_words(task, "negative, positive", None, task.template, splits)
+    assert listed.label_words == (" negative", " positive")
+    with pytest.raises(UserError, match="gives 3 words but sst-2 has 2 classes"):
+        resolve_label_words(task, "a,b,c", None, task.template, splits)
+    with pytest.raises(UserError, match="applies to classification tasks"):
+        resolve_label_words(get_task("antonyms"), "a,b", None, "{prompt}{input}", splits)
+
+
+def test_parse_label_words_spaces_and_errors():
+    assert parse_label_words("no,yes", "{input} {prompt}") == (" no", " yes")
+    assert parse_label_words("no,yes", "{input} {prompt}: ") == ("no", "yes")
+    with pytest.raises(UserError, match="at least two distinct"):
+        parse_label_words("yes,yes", "{input} {prompt}")
+
+
+def test_pin_preset_is_the_published_recipe_and_flags_override_it():
+    config = TrainConfig.from_dict({"preset": "pin"})
+    assert config.algo == "sparse-sql" and config.loss == "mc" and config.replay
+    assert (config.replay_size, config.replay_batch, config.pin_top_k) == (65536, 256, 10000)
+    assert config.reward_scale == 1.0 and config.label_words == "task"
+    tuned = TrainConfig.from_dict({"preset": "pin", "pin_top_k": 512})
+    assert tuned.pin_top_k == 512 and tuned.loss == "mc"
+    assert TrainConfig.from_dict({"preset": "rlprompt"}).label_words == "task"
+    with pytest.raises(UserError, match="unknown preset 'nope'"):
+        TrainConfig.from_dict({"preset": "nope"})
