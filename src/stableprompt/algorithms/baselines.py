@@ -102,9 +102,9 @@ class BestOfN(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         from stableprompt.agents.instruction_agent import InstructionAgent
-        from stableprompt.models.loading import load_lm
+        from stableprompt.models.loading import load_lm, trainable_dtype
 
-        lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
+        lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
         # LoRA starts as the identity (B = 0) and is never trained: this is the initial agent.
         self.agent = InstructionAgent(lm, tokenizer, label_words=ctx.label_words)
         self.num_prompts = config.prompts_per_step or 8

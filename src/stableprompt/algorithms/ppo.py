@@ -325,7 +325,7 @@ class AdaptivePPO(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         from stableprompt.agents.instruction_agent import InstructionAgent
-        from stableprompt.models.loading import load_lm
+        from stableprompt.models.loading import load_lm, trainable_dtype
 
         if config.reference not in ("anchor", "initial", "previous"):
             raise UserError(
@@ -338,7 +338,7 @@ class AdaptivePPO(Algorithm):
         self.num_prompts = config.prompts_per_step or 4
         self.empty_reward = empty_prompt_reward(ctx)
         # Own copy (shared=False): LoRA is injected into the modules in place.
-        lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=False)
+        lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
         self.agent = InstructionAgent(
             lm,
             tokenizer,

@@ -67,10 +67,13 @@ def cache_dir() -> Path:
 def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
     """'auto' picks bf16 where the hardware computes it natively, else fp32.
 
-    On CPUs without AVX512-BF16/AMX, bf16 matmuls are emulated and slower than fp32.
+    On CPUs without AVX512-BF16/AMX, bf16 matmuls are emulated and slower than fp32. 'int8'
+    computes in fp32 around int8 linear layers (see `quantize_int8`), so its dtype is fp32.
     """
     if isinstance(dtype, torch.dtype):
         return dtype
+    if dtype == "int8":
+        return torch.float32
     names = {
         "float32": torch.float32,
         "fp32": torch.float32,
@@ -82,11 +85,32 @@ def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
     if dtype in names:
         return names[dtype]
     if dtype != "auto":
-        raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16 or float16)")
+        raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16, float16 or int8)")
     if torch.cuda.is_available():
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     return torch.bfloat16 if native_bf16 else torch.float32
+
+
+def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """Dynamic int8 linear layers (torch's fbgemm/x86 kernels: int8 weights, activations
+    quantized per batch) in the transformer blocks, in place. The LM head and embeddings stay
+    fp32: the scorer reads the head's weight directly, and label log-probs need its precision.
+    For frozen models only: nothing can be trained through these layers."""
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    base = model.get_decoder() if hasattr(model, "get_decoder") else model
+    with warnings.catch_warnings():  # torch marks its eager quantization API as deprecated
+        warnings.simplefilter("ignore")
+        quantize_dynamic(base, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model
+
+
+def trainable_dtype(dtype: str) -> str:
+    """The dtype for a model that gets LoRA: int8 layers cannot be adapted, so fp32 there."""
+    return "float32" if dtype == "int8" else dtype
 
 
 def default_device() -> str:
@@ -250,7 +274,8 @@ def load_lm(
     one instance per (name, dtype, device) for frozen uses, so a target that is also the agent's
     base LM is held in memory once; never share a model you will modify (e.g. add LoRA to).
     """
-    key = (name_or_path, resolve_dtype(dtype), device or default_device(), masked)
+    int8 = dtype == "int8"
+    key = (name_or_path, resolve_dtype(dtype), device or default_device(), masked, int8)
     if shared and key in _SHARED:
         return _SHARED[key]
     from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, AutoTokenizer
@@ -266,6 +291,10 @@ def load_lm(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device or default_device()).eval()
+    if int8:
+        if (device or default_device()) != "cpu":
+            raise UserError("--dtype int8 runs on the CPU only (use bfloat16 on a GPU)")
+        quantize_int8(model)
     model.name_or_path = name_or_path
     if shared:
         _SHARED[key] = (model, tokenizer)
