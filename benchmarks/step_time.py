@@ -3,9 +3,12 @@
     python benchmarks/step_time.py --algo sql --steps 6
     python benchmarks/step_time.py --algo appo --prompts-per-step 4 --train-examples 16
     python benchmarks/step_time.py --algo appo --train-examples 16 --max-new-tokens 32
+    python benchmarks/step_time.py --algo sql --train-examples 16 --dtypes float32,int8
 
 The first step is a warm-up (it also encodes every train input once) and is not counted. Prints
-the mean and range of the other steps with the date, machine and git revision.
+the mean and range of the other steps with the date, machine (CPU flags) and git revision, where
+each step's time went (sampling the prompts, the target's reward, the update), the ratio of each
+dtype's mean to the first's (all measured in one process) and the peak RSS.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import resource
 import statistics
 import tempfile
 from pathlib import Path
@@ -20,6 +24,45 @@ from pathlib import Path
 from scoring import ROOT, machine, revision
 
 from stableprompt.trainer import TrainConfig, Trainer, build_context
+
+
+def timed_run(args: argparse.Namespace, dtype: str) -> dict:
+    """Train args.steps steps in `dtype`; the per-step seconds and the logged breakdown."""
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(
+            algo=args.algo,
+            task="sst-2",
+            data=args.data,
+            agent=args.model,
+            target=args.model,
+            dtype=dtype,
+            label_words=args.label_words,
+            steps=args.steps,
+            eval_every=10**9,
+            save_every=10**9,
+            prompts_per_step=args.prompts_per_step,
+            train_examples=args.train_examples,
+            max_new_tokens=args.max_new_tokens,
+            pool_size=1,  # the final test scoring is not timed; keep it short
+            score_manual=False,
+            out=out,
+        )
+        ctx = build_context(config)
+        Trainer(config, ctx, progress=False).train()
+        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
+    times = [r["seconds"] for r in records if r["step"] >= 1]
+    parts = ("seconds_rollout", "seconds_reward", "seconds_update")  # logged by every algorithm
+    timed = [r for r in records if r["step"] >= 2 and parts[0] in r]
+    return {
+        "per_step": [b - a for a, b in zip(times, times[1:])],
+        "first": times[0],
+        "parts": {p[8:]: statistics.mean(r[p] for r in timed) for p in parts} if timed else {},
+        "prompt_tokens": statistics.mean(r["response_len"] for r in timed)
+        if timed and "response_len" in timed[0]
+        else None,
+        "n_train": args.train_examples or len(ctx.splits["train"]),
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def main() -> None:
@@ -31,46 +74,33 @@ def main() -> None:
     parser.add_argument("--prompts-per-step", type=int, default=None)
     parser.add_argument("--train-examples", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=64, help="appo/ppo prompt length cap")
+    parser.add_argument(
+        "--dtypes",
+        default="float32",
+        help="comma-separated; each runs in turn, ratios vs the first",
+    )
+    parser.add_argument("--label-words", default="task", help="task (fixed cost) or auto")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as out:
-        config = TrainConfig(
-            algo=args.algo,
-            task="sst-2",
-            data=args.data,
-            agent=args.model,
-            target=args.model,
-            steps=args.steps,
-            eval_every=10**9,
-            save_every=10**9,
-            prompts_per_step=args.prompts_per_step,
-            train_examples=args.train_examples,
-            max_new_tokens=args.max_new_tokens,
-            pool_size=1,  # the final test scoring is not timed; keep it short
-            out=out,
-        )
-        ctx = build_context(config)
-        Trainer(config, ctx, progress=False).train()
-        records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
-    times = [r["seconds"] for r in records if r["step"] >= 1]
-    per_step = [b - a for a, b in zip(times, times[1:])]
-    n_train = args.train_examples or len(ctx.splits["train"])
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
-    print(
-        f"{args.algo}: {args.prompts_per_step or 'default'} prompts x {n_train} examples per step, "
-        f"{len(per_step)} timed steps: mean {statistics.mean(per_step):.2f} s/step "
-        f"(min {min(per_step):.2f}, max {max(per_step):.2f}); first step {times[0]:.2f} s"
-    )
-    parts = ("seconds_rollout", "seconds_reward", "seconds_update")  # appo/ppo report these
-    timed = [r for r in records if r["step"] >= 2 and parts[0] in r]
-    if timed:
-        means = {p: statistics.mean(r[p] for r in timed) for p in parts}
-        length = statistics.mean(r["response_len"] for r in timed)
+    results = {dtype: timed_run(args, dtype) for dtype in args.dtypes.split(",")}
+    base = statistics.mean(next(iter(results.values()))["per_step"])
+    for dtype, r in results.items():
+        mean = statistics.mean(r["per_step"])
         print(
-            "  of which "
-            + ", ".join(f"{p[8:]} {v:.2f} s" for p, v in means.items())
-            + f"; mean prompt length {length:.1f} tokens"
+            f"{args.algo} {dtype}: {args.prompts_per_step or 'default'} prompts x {r['n_train']} "
+            f"examples per step, {len(r['per_step'])} timed steps: mean {mean:.2f} s/step "
+            f"(min {min(r['per_step']):.2f}, max {max(r['per_step']):.2f}; {base / mean:.2f}x "
+            f"the first dtype); first step {r['first']:.2f} s; peak RSS so far "
+            f"{r['peak_rss_gb']:.2f} GB"
         )
+        if r["parts"]:
+            length = r["prompt_tokens"]
+            print(
+                "  of which "
+                + ", ".join(f"{p} {v:.2f} s" for p, v in r["parts"].items())
+                + (f"; mean prompt length {length:.1f} tokens" if length else "")
+            )
 
 
 if __name__ == "__main__":

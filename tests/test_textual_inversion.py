@@ -235,5 +235,8 @@ def test_training_raises_the_similarity(tmp_path, tiny_clip, tiny_model_dir, alg
     rewards = [m["reward_mean"] for m in metrics[1:]]
     assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 5.0  # +0.05 mean cosine
     assert summary["prompts"][0]["dev"] > metrics[0]["dev_accuracy"]  # beats the step-0 prompt
-    assert summary["target_calls"] == 60 * 16 * 4 + 2 * 4
+    # the step-0 evaluation scores the greedy prompt, the step-60 one also up to 3 sampled
+    # prompts (fewer when one is the greedy prompt), each on the 4 dev images
+    dev_calls = summary["target_calls"] - 60 * 16 * 4 - 4
+    assert dev_calls in (8, 12, 16)
     assert summary["test_calls"] == len(summary["prompts"]) * 4

@@ -54,9 +54,10 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     devs = [p["dev"] for p in best["prompts"]]
     assert devs == sorted(devs, reverse=True)
     assert (run / "config.yaml").exists() and (run / "checkpoints" / "latest").exists()
-    # 6 steps x 4 prompts x 4 train examples, 4 dev evaluations x 4 examples; after training,
-    # <=3 pool prompts x 6 test, and the manual prompt on dev (4) and test (6)
-    assert summary["target_calls"] == 6 * 4 * 4 + 4 * 4
+    # 6 steps x 4 prompts x 4 train examples; dev evaluations of 4 examples: the greedy prompt at
+    # step 0, then at steps 2, 4 and 6 also the 3 best samples; after training, <=3 pool prompts
+    # x 6 test, and the manual prompt on dev (4) and test (6)
+    assert summary["target_calls"] == 6 * 4 * 4 + 4 + 3 * 4 * 4
     assert summary["test_calls"] == len(best["prompts"]) * 6 + 4 + 6
     assert summary["manual"]["prompt"] == "It was" and 0 <= summary["manual"]["test"] <= 1
 
@@ -85,7 +86,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
 
 
 def test_budget_stops_training(tiny_model_dir, tmp_path):
-    config = make_config(tiny_model_dir, tmp_path, steps=50, max_target_calls=100)
+    config = make_config(tiny_model_dir, tmp_path, steps=50, max_target_calls=100, eval_samples=0)
     trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
     assert trainer.projected_calls() == 50 * 16 + 26 * 4 + 3 * 6 + 4 + 6  # + manual
     summary = trainer.train()
@@ -147,7 +148,9 @@ def test_template_without_placeholders_is_a_clear_error(tiny_model_dir):
 
 
 def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
-    config = make_config(tiny_model_dir, tmp_path, steps=5, eval_every=2, save_every=5)
+    config = make_config(
+        tiny_model_dir, tmp_path, steps=5, eval_every=2, save_every=5, eval_samples=0
+    )
     trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
     projected = trainer.projected_calls()
     summary = trainer.train()
@@ -156,3 +159,20 @@ def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
     assert projected == 5 * 16 + 4 * 4 + 3 * 6 + 4 + 6
     spent = summary["target_calls"] + summary["test_calls"]
     assert spent == projected - (3 - len(summary["prompts"])) * 6
+
+
+def test_evaluations_score_the_best_recent_samples_too(tiny_model_dir, tmp_path):
+    from stableprompt.algorithms.sql import SoftQLearning
+
+    config = make_config(tiny_model_dir, tmp_path, eval_every=2, eval_samples=2)
+    algo = SoftQLearning(config, make_ctx(tiny_model_dir))
+    algo.recent = [(0, 5.0, "old best"), (1, 1.0, "low"), (1, 3.0, "second"), (1, 3.0, "dup")]
+    algo.recent.append((1, 4.0, "old best"))
+    prompts = algo.eval_prompts()
+    assert prompts[1:] == ["old best", "second"] and algo.prompts_per_eval() == 3
+    # a step forgets samples older than eval_every steps and remembers its own
+    algo.train_step(2)
+    assert {s for s, _, _ in algo.recent} == {1, 2} and len(algo.recent) == 4 + 4
+    restored = SoftQLearning(config, make_ctx(tiny_model_dir))
+    restored.load_state(algo.state())
+    assert restored.eval_prompts()[1:] == algo.eval_prompts()[1:]

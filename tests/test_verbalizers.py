@@ -133,3 +133,22 @@ def test_pin_preset_is_the_published_recipe_and_flags_override_it():
     assert TrainConfig.from_dict({"preset": "rlprompt"}).label_words == "task"
     with pytest.raises(UserError, match="unknown preset 'nope'"):
         TrainConfig.from_dict({"preset": "nope"})
+
+
+def test_worst_class_reward_pays_nothing_for_answering_one_word():
+    from stableprompt.tasks.rewards import rlprompt_reward, worst_class_reward
+
+    labels = torch.tensor([0, 0, 1, 1])
+    # prompt 0 answers class 1 for every input with p = 0.9; prompt 1 separates the classes
+    one_word = torch.tensor([[0.1, 0.9]] * 4).log()
+    separates = torch.tensor([[0.7, 0.3], [0.6, 0.4], [0.35, 0.65], [0.2, 0.8]]).log()
+    logprobs = torch.stack([one_word, separates])
+    rlprompt = rlprompt_reward(logprobs, labels)
+    worst = worst_class_reward(logprobs, labels)
+    # RLPrompt's reward: (2 x 200 x 0.8 - 2 x 180 x 0.8) / 4 = +8 for the one-word prompt
+    assert rlprompt[0].item() == pytest.approx(8.0)
+    # worst class: class 0 gets gap -0.8 under the one-word prompt
+    assert worst[0].item() == pytest.approx(-80.0)
+    # the separating prompt: class 0 gaps 0.4, 0.2 -> 0.3; class 1 gaps 0.3, 0.6 -> 0.45
+    assert worst[1].item() == pytest.approx(30.0)
+    assert worst[1] > worst[0]

@@ -153,15 +153,16 @@ class StyleTransferContext:
         self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
     ) -> Tensor:
         """Reward per prompt: RLPrompt's input-level z-scored best-of-samples mean of content and
-        style (`rlprompt`); the same unnormalised on 0..100 (`raw`) or 0..10 (`appo`)."""
-        if kind not in ("rlprompt", "raw", "appo"):
+        style (`rlprompt`, and `worst-class`, a classification setting that does not apply here);
+        the same unnormalised on 0..100 (`raw`) or 0..10 (`appo`)."""
+        if kind not in ("rlprompt", "worst-class", "raw", "appo"):
             raise ValueError(f"unknown reward kind {kind!r}")
         rows = self.rewrites(prompts, examples, self.settings.num_samples)
         content, style = self.score_rewrites(examples, rows)
         # The z-scored reward averages ~0 at every step by construction; the trainer logs this
         # one (reward_raw_mean) so that progress shows.
         self.raw_rewards = tst_reward(content, style, zscore=False)
-        if kind == "rlprompt":
+        if kind in ("rlprompt", "worst-class"):
             return tst_reward(content, style, zscore=True)
         return self.raw_rewards / 10 if kind == "appo" else self.raw_rewards
 

@@ -31,7 +31,7 @@ from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
 from stableprompt.tasks.metrics import generation_report, generation_score
 from stableprompt.tasks.registry import check_template, fill_template
-from stableprompt.tasks.rewards import appo_reward, rlprompt_reward
+from stableprompt.tasks.rewards import appo_reward, rlprompt_reward, worst_class_reward
 from stableprompt.tasks.verbalizers import resolve_label_words
 
 
@@ -77,7 +77,14 @@ class TrainConfig:
     prompt_length: int = 5
     prompts_per_step: int | None = None  # default: 16 for sql/sparse-sql, 4 for ppo/appo
     top_k: int = 256  # sampling filter while training (sql)
+    # sql, sparse-sql: an evaluation also scores on dev the N best distinct prompts sampled since
+    # the last one (by train reward); 0 scores the greedy prompt alone, as RLPrompt does
+    eval_samples: int = 3
     mlp_hidden: int = 2048
+    # classification reward of sql/sparse-sql: worst-class (100 x the mean gap of the class the
+    # prompt serves worst: a prompt that makes a small target answer one word for every input
+    # earns nothing) | rlprompt (RLPrompt's shaped gap, which pays such a prompt ~+10)
+    classification_reward: str = "worst-class"
     reward_scale: float = 5.0
     target_update_rate: float = 0.001  # Polyak rate of the target network
     pin_top_k: int = 1024  # sparse-sql: tokens outside the frozen LM's top-k get Q = -inf
@@ -143,15 +150,23 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict] = {
-    # RLPrompt (Deng et al. 2022): its label words (" terrible"/" great" for SST-2), 16 prompts
-    # of 5 tokens on 16 train examples per step; the other settings are already its defaults.
-    "rlprompt": {"label_words": "task", "prompts_per_step": 16, "train_examples": 16},
+    # RLPrompt (Deng et al. 2022): its label words (" terrible"/" great" for SST-2) and reward,
+    # the greedy prompt alone evaluated, 16 prompts of 5 tokens on 16 train examples per step;
+    # the other settings are already its defaults.
+    "rlprompt": {
+        "label_words": "task",
+        "classification_reward": "rlprompt",
+        "eval_samples": 0,
+        "prompts_per_step": 16,
+        "train_examples": 16,
+    },
     # PIN (Choi et al. 2024), as its published commands train: Monte-Carlo loss, replayed from a
     # 64k buffer in batches of 256 (after each on-policy update), fluent top-k 10,000, reward
-    # scale 1, RLPrompt's label words.
+    # scale 1, RLPrompt's label words and reward.
     "pin": {
         "algo": "sparse-sql",
         "label_words": "task",
+        "classification_reward": "rlprompt",
         "loss": "mc",
         "replay": True,
         "replay_size": 65536,
@@ -166,6 +181,7 @@ PRESETS: dict[str, dict] = {
 CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
+    "classification_reward": ("rlprompt", "worst-class"),
     "reference": ("anchor", "initial", "previous"),
     "generation_reward": ("metric", "likelihood", "loglikelihood"),
 }
@@ -285,6 +301,8 @@ class TaskContext:
         logprobs = self.logprobs(prompts, examples)
         if kind == "rlprompt":
             return rlprompt_reward(logprobs, labels)
+        if kind == "worst-class":
+            return worst_class_reward(logprobs, labels)
         if kind == "appo":
             return appo_reward(logprobs, labels)
         raise ValueError(f"unknown reward kind {kind!r}")

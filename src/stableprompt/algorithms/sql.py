@@ -22,6 +22,7 @@ so that sparse SQL (PIN, :mod:`stableprompt.algorithms.sparse_sql`) reuses this 
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 
 import torch
@@ -157,8 +158,6 @@ class SoftQLearning(Algorithm):
     sampled, which tokens are allowed, and the loss.
     """
 
-    reward_kind = "rlprompt"
-
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
@@ -167,6 +166,9 @@ class SoftQLearning(Algorithm):
         self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
         self.replay = ReplayBuffer(config.replay_size)
         self.num_prompts = config.prompts_per_step or 16  # RLPrompt's batch size
+        # (step, train reward, prompt) of the samples of the last eval_every steps: an evaluation
+        # scores the best of them on dev beside the greedy prompt
+        self.recent: list[tuple[int, float, str]] = []
 
     # hooks -------------------------------------------------------------------------------------
 
@@ -197,15 +199,26 @@ class SoftQLearning(Algorithm):
 
     def train_step(self, step: int) -> dict:
         c = self.config
+        started = time.perf_counter()
         rollout = self.policy.rollout(self.num_prompts, self.choose)
         prompts = self.policy.decode(rollout.actions)
-        raw = self.ctx.rewards(prompts, self.train_examples(), self.reward_kind)
+        sampled = time.perf_counter()
+        raw = self.ctx.rewards(prompts, self.train_examples(), self.config.classification_reward)
+        rewarded = time.perf_counter()
         metrics = self.update(rollout, zscore(raw) * c.reward_scale)
         if c.replay:  # off-policy: replay stored prompts with their stored rewards
             self.replay.add(rollout.actions, raw)
             actions, old = self.replay.sample(c.replay_batch)
             replay_metrics = self.update(self.policy.replay(actions), zscore(old) * c.reward_scale)
             metrics["replay_loss"] = replay_metrics["loss"]
+        metrics |= {  # where the step's time went (benchmarks/step_time.py prints these)
+            "seconds_rollout": sampled - started,
+            "seconds_reward": rewarded - sampled,
+            "seconds_update": time.perf_counter() - rewarded,
+        }
+        window = step - self.config.eval_every
+        self.recent = [e for e in self.recent if e[0] > window]
+        self.recent += [(step, r, p) for r, p in zip(raw.tolist(), prompts)]
         best = int(raw.argmax())
         return {
             "reward_mean": raw.mean().item(),
@@ -216,7 +229,16 @@ class SoftQLearning(Algorithm):
         }
 
     def eval_prompts(self) -> list[str]:
-        return self.policy.decode(self.policy.rollout(1, self.greedy).actions)
+        """The greedy prompt, then the `eval_samples` best distinct prompts sampled since the
+        last evaluation by train reward (early on the greedy prompt barely moves, while the
+        samples already find prompts the target likes)."""
+        greedy = self.policy.decode(self.policy.rollout(1, self.greedy).actions)
+        ranked = sorted(self.recent, key=lambda e: -e[1])  # stable: ties keep the earlier
+        sampled = list(dict.fromkeys(p for _, _, p in ranked if p))[: self.config.eval_samples]
+        return greedy + sampled
+
+    def prompts_per_eval(self) -> int:
+        return 1 + self.config.eval_samples
 
     def calls_per_step(self) -> int:
         n = self.config.train_examples or len(self.ctx.splits["train"])
@@ -236,11 +258,16 @@ class SoftQLearning(Algorithm):
             )
 
     def state(self) -> dict:
-        return {"optimizer": self.optimizer.state_dict(), "replay": self.replay.state()}
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "replay": self.replay.state(),
+            "recent": [list(e) for e in self.recent],
+        }
 
     def load_state(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.replay.load_state(state["replay"])
+        self.recent = [(int(s), float(r), str(p)) for s, r, p in state.get("recent", [])]
 
 
 class ReplayBuffer:

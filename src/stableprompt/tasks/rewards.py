@@ -53,6 +53,20 @@ def rlprompt_reward(
     return torch.where(gap > 0, correct_coef * gap, incorrect_coef * gap).mean(-1)
 
 
+def worst_class_reward(logprobs: Tensor, labels: Tensor, coef: float = 100.0) -> Tensor:
+    """coef x the mean gap of the class the prompt serves worst -> [P].
+
+    gap = p(correct) - max p(other) per example, averaged within each class present in `labels`;
+    the reward is the lowest class average. A small target often answers one label word for any
+    input under most prompts: RLPrompt's reward (200 x gap if right, 180 x gap if wrong) then pays
+    such a prompt about +10 for its confidence alone, while here it scores its losing class's
+    gap, near -coef, so only prompts that separate the classes score well.
+    """
+    gap = _gap(_checked_probs(logprobs, labels), labels)
+    per_class = [gap[:, labels == c].mean(-1) for c in labels.unique()]
+    return coef * torch.stack(per_class, -1).min(-1).values
+
+
 def zscore(rewards: Tensor, eps: float = 1e-8) -> Tensor:
     """Standardise across the prompts of one step with the POPULATION std (unbiased=False),
     so a single prompt gives 0 rather than NaN."""
