@@ -48,17 +48,27 @@ PROMPTS = [
 ]
 
 
+# CPU flags that decide which kernels are fast: bf16 is native only with AVX512-BF16 or AMX,
+# int8 matmuls gain from VNNI
+FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
 def machine() -> str:
-    cpu = "unknown CPU"
+    """CPU model, threads, torch's kernel level, the CPU flags above that are present, arch."""
+    cpu, flags = "unknown CPU", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == "unknown CPU":
                 cpu = line.split(":", 1)[1].strip()
-                break
+            if line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     caps = torch.backends.cpu.get_cpu_capability()
-    return f"{cpu}, {torch.get_num_threads()} threads, {caps}, {platform.machine()}"
+    present = " ".join(f for f in FLAGS if f in flags) or "none of " + "/".join(FLAGS)
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads, {caps}, flags: {present}, {platform.machine()}"
+    )
 
 
 def revision() -> str:

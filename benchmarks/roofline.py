@@ -1,0 +1,167 @@
+"""The machine's peaks at the engine's real shapes, and how close the engine comes to them.
+
+    python benchmarks/roofline.py [--model smollm2-135m] [--repeats 5]
+
+Part 1, kernel peaks on this CPU (one process, nothing else should run): memory copy bandwidth;
+matmul throughput of every transformer-block weight of the model, in fp32, bf16 and int8 (torch's
+dynamic int8 linear layers, as `--dtype int8` uses), at two shapes: the scorer's prefill shape
+(`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape; the decode shape is
+also given as weight bytes read per second, since a few rows are bound by memory, not arithmetic.
+
+Part 2, the engine against those peaks: the scoring engine on 16 prompts x 32 SST-2 inputs (the
+inputs encoded beforehand, as every step after a run's first), counted as 2 FLOPs per block
+parameter per suffix token plus the LM head at the label positions, as a share of the fp32
+prefill peak; and one real 4-row decoding step of the model, as a share of the fp32 decode peak.
+Prints a markdown table with the date, the CPU flags and the git revision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import time
+import warnings
+
+import torch
+import torch.nn.functional as F
+from head_matmul import seconds
+from scoring import PROMPTS, ROOT, machine, revision
+
+from stableprompt.models import LocalScorer
+from stableprompt.models.loading import load_lm
+from stableprompt.models.scoring import cache_kwarg, output_cache
+from stableprompt.tasks import get_task, load_kshot_dir
+
+
+def block_linears(model) -> list[torch.nn.Linear]:
+    return [m for m in model.model.modules() if isinstance(m, torch.nn.Linear)]
+
+
+def int8_layers(linears: list[torch.nn.Linear]) -> list[torch.nn.Module]:
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return [DynamicLinear.from_float(_with_qconfig(lin)) for lin in linears]
+
+
+def _with_qconfig(lin: torch.nn.Linear) -> torch.nn.Linear:
+    from torch.ao.quantization import default_dynamic_qconfig
+
+    lin.qconfig = default_dynamic_qconfig
+    return lin
+
+
+def matmul_pass(layers, rows: int, dtype: torch.dtype, repeats: int) -> float:
+    """Seconds for one pass of `rows` input rows through every layer."""
+    inputs = {}
+    for layer in layers:
+        k = layer.in_features
+        inputs.setdefault(k, torch.randn(rows, k, dtype=dtype))
+    if isinstance(layers[0], torch.nn.Linear):
+        weights = [layer.weight.detach().to(dtype) for layer in layers]
+        return seconds(lambda: [F.linear(inputs[w.shape[1]], w) for w in weights], repeats)
+    return seconds(lambda: [layer(inputs[layer.in_features]) for layer in layers], repeats)
+
+
+def engine_scoring(model, tokenizer, repeats: int) -> tuple[float, float]:
+    """(seconds, FLOPs) of scoring 16 prompts x 32 inputs on inputs already encoded."""
+    train = load_kshot_dir(ROOT.parent / "shared/data/fsc/16-shot/sst-2/16-42")["train"]
+    texts = [ex.text for ex in train]
+    task = get_task("sst-2")
+    scorer = LocalScorer(model, tokenizer)
+    scorer.score(["warm up"], texts, task.template, list(task.label_words))  # encodes inputs
+    pairs = [(p, t) for p in PROMPTS for t in texts]
+    rows = scorer.build_rows(pairs, task.template, task.label_words)
+    suffix_tokens = sum(len(r.suffix) for rs in rows for r in rs)
+    heads = sum(len(r.targets) for rs in rows for r in rs)  # label positions through the head
+    params = sum(lin.weight.numel() for lin in block_linears(model))
+    vocab, hidden = model.get_output_embeddings().weight.shape
+    flops = 2 * params * suffix_tokens + 2 * vocab * hidden * heads
+    took = 0.0
+    for _ in range(repeats):
+        scorer.cache.store.clear()  # score, do not read the cache; the prefix store stays
+        start = time.perf_counter()
+        scorer.score(PROMPTS, texts, task.template, list(task.label_words))
+        took += time.perf_counter() - start
+    return took / repeats, flops
+
+
+def decode_step(model, rows: int, repeats: int) -> float:
+    decoder = model.model
+    context = torch.randint(0, model.config.vocab_size, (1, 220))
+    cache = output_cache(decoder(input_ids=context, use_cache=True))
+    cache.batch_repeat_interleave(rows)
+    token = torch.zeros(rows, 1, dtype=torch.long)
+
+    def step() -> None:
+        out = decoder(input_ids=token, use_cache=True, **cache_kwarg(decoder, cache))
+        output_cache(out).crop(-1)
+
+    return seconds(step, repeats)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--rows", type=int, default=512, help="prefill rows (suffix tokens)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    model, tokenizer = load_lm(args.model, dtype="float32")
+    linears = block_linears(model)
+    params = sum(lin.weight.numel() for lin in linears)
+
+    source, target = torch.empty(2**27), torch.empty(2**27)
+    copy = seconds(lambda: target.copy_(source), args.repeats)
+    read_bw = source.numel() * 4 / copy  # a copy reads and writes this many bytes per second
+    with torch.no_grad():
+        kernels = {
+            "fp32": (linears, torch.float32, 4),
+            "bf16": (linears, torch.bfloat16, 2),
+            "int8": (int8_layers(linears), torch.float32, 1),
+        }
+        peaks = {}
+        for name, (layers, dtype, nbytes) in kernels.items():
+            prefill = matmul_pass(layers, args.rows, dtype, args.repeats)
+            decode = matmul_pass(layers, 4, dtype, args.repeats * 4)
+            peaks[name] = {
+                "prefill_gflops": 2 * params * args.rows / prefill / 1e9,
+                "decode_gflops": 2 * params * 4 / decode / 1e9,
+                "decode_gbs": params * nbytes / decode / 1e9,
+            }
+        score_s, score_flops = engine_scoring(model, tokenizer, args.repeats)
+        step_s = decode_step(model, 4, args.repeats * 4)
+
+    print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
+    print(f"{args.model}: {len(linears)} block weight matrices, {params / 1e6:.1f} M parameters")
+    print(
+        f"memory: {read_bw / 1e9:.1f} GB/s copied (read and written; a 512 MiB fp32 tensor), so "
+        f"reading all fp32 block weights once takes at least {params * 4 / read_bw * 1e3:.1f} ms\n"
+    )
+    print(
+        f"| kernel | prefill ({args.rows} rows) GFLOP/s | decode (4 rows) GFLOP/s | "
+        "decode weight bytes GB/s |"
+    )
+    print("|---|---:|---:|---:|")
+    for name, p in peaks.items():
+        print(
+            f"| {name} linear | {p['prefill_gflops']:.1f} | {p['decode_gflops']:.2f} | "
+            f"{p['decode_gbs']:.1f} |"
+        )
+    achieved = score_flops / score_s / 1e9
+    decode_gflops = 2 * params * 4 / step_s / 1e9
+    print()
+    print("| engine part (fp32) | achieved GFLOP/s | share of the fp32 peak at its shape |")
+    print("|---|---:|---:|")
+    print(
+        f"| scoring 16 prompts x 32 inputs ({score_s:.2f} s) | {achieved:.1f} | "
+        f"{achieved / peaks['fp32']['prefill_gflops']:.0%} |"
+    )
+    print(
+        f"| one 4-row decoding step, 220-token context ({step_s * 1e3:.1f} ms) | "
+        f"{decode_gflops:.2f} | {decode_gflops / peaks['fp32']['decode_gflops']:.0%} |"
+    )
+
+
+if __name__ == "__main__":
+    main()
