@@ -140,7 +140,9 @@ def run(unit: dict, args: argparse.Namespace, scorer) -> dict:
         task, search = resolve_label_words(task, config.label_words, scorer, template, splits)
         ctx = TaskContext(task, splits, scorer, template, label_search=search)
         started = time.time()
-        summary = Trainer(config, ctx, progress=False).train()
+        summary = Trainer(config, ctx, progress=False).train(
+            overwrite=True
+        )  # a killed run restarts
         summary["seconds"] = round(time.time() - started, 1)
         done.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(path / "checkpoints", ignore_errors=True)  # the run is final: keep it small

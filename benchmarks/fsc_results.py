@@ -64,7 +64,7 @@ def run(method: str, split: str, args: argparse.Namespace, scorer) -> dict:
     ctx = TaskContext(load_task(config.task), splits, scorer, config.template)
     scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
     started = time.time()
-    summary = Trainer(config, ctx, progress=False).train()
+    summary = Trainer(config, ctx, progress=False).train(overwrite=True)
     seconds = time.time() - started
     best = summary["prompts"][0]
     return {

@@ -47,7 +47,13 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stableprompt.trainer import TrainConfig, Trainer, build_context
+    from stableprompt.trainer import (
+        Interrupted,
+        TrainConfig,
+        Trainer,
+        build_context,
+        check_run_dir,
+    )
 
     overrides = {
         k: v
@@ -66,8 +72,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         config = TrainConfig.from_yaml(args.config, **overrides)
     else:
         config = TrainConfig.from_dict(overrides)
+    check_run_dir(Path(config.out), bool(args.resume), args.overwrite)  # before loading models
     ctx = build_context(config)
-    summary = Trainer(config, ctx, progress=not args.no_progress).train(resume=bool(args.resume))
+    trainer = Trainer(config, ctx, progress=not args.no_progress)
+    try:
+        summary = trainer.train(resume=bool(args.resume), overwrite=args.overwrite)
+    except Interrupted as stopped:
+        print(
+            f"{stopped}; checkpoint saved in {stopped.out}/checkpoints. Continue with: "
+            f"stableprompt train --resume {stopped.out}",
+            file=sys.stderr,
+        )
+        return 130
     print(format_summary(summary, ctx.task, config.out))
     return 0
 
@@ -241,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML file of TrainConfig fields")
     train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace the run already in --out (else refused)"
+    )
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
@@ -309,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # outside a training loop: nothing half-written to save
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

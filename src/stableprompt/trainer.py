@@ -14,7 +14,9 @@ import dataclasses
 import json
 import os
 import random
+import re
 import shutil
+import sys
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -414,6 +416,15 @@ class PromptPool:
         del self.entries[self.size :]
 
 
+def _step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a blank or half-written line (a killed run) sorts last,
+    so truncation drops it."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
+
+
 def _atomic_write_text(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     with os.fdopen(fd, "w") as f:
@@ -452,6 +463,7 @@ class Trainer:
         self.pool = PromptPool(config.pool_size)
         self.step = 0
         self.queries_before = 0  # target scorings of earlier (pre-resume) sessions
+        self.stop = _StopFlag()  # set by Ctrl-C while train() runs
         self.logger = make_logger(None, self.out, {})  # train() opens the configured one
 
     # -- budget ------------------------------------------------------------------------------
@@ -480,6 +492,8 @@ class Trainer:
         """Write checkpoints/step-N atomically, then point checkpoints/latest at it."""
         root = self.out / "checkpoints"
         root.mkdir(parents=True, exist_ok=True)
+        for orphan in root.glob(".partial-*"):  # left by a run killed while saving
+            shutil.rmtree(orphan, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
         save_file(
             {k: v.detach().contiguous().cpu() for k, v in self.algorithm.tensors().items()},
@@ -501,7 +515,10 @@ class Trainer:
         pointer = run_dir / "checkpoints" / "latest"
         if not pointer.is_file():
             raise UserError(f"no checkpoint in {run_dir} (start a new run without --resume)")
-        ckpt = run_dir / "checkpoints" / pointer.read_text().strip()
+        name = pointer.read_text().strip()
+        if not re.fullmatch(r"step-\d+", name):  # never follow a pointer out of the run
+            raise UserError(f"{pointer} names {name!r}, not a checkpoint (start a new run)")
+        ckpt = run_dir / "checkpoints" / name
         if not (ckpt / "state.pt").is_file():
             raise UserError(f"checkpoint {ckpt} is missing or incomplete (start a new run)")
         self.algorithm.load_tensors(load_file(ckpt / "weights.safetensors"))
@@ -518,11 +535,7 @@ class Trainer:
         """Drop metrics logged after the checkpoint: the resumed run logs those steps again."""
         path = self.out / "metrics.jsonl"
         if path.exists():
-            lines = [
-                ln
-                for ln in path.read_text().splitlines()
-                if ln.strip() and json.loads(ln)["step"] <= step
-            ]
+            lines = [ln for ln in path.read_text().splitlines() if _step_of(ln) <= step]
             _atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
     # -- loop --------------------------------------------------------------------------------
@@ -542,20 +555,31 @@ class Trainer:
         best = max(range(len(prompts)), key=scores.__getitem__)
         return {"dev_accuracy": scores[best], "dev_prompt": prompts[best]}
 
-    def train(self, resume: bool = False) -> dict:
-        """Train for config.steps (or until the budget runs out), then score the pool on test."""
+    def train(self, resume: bool = False, overwrite: bool = False) -> dict:
+        """Train for config.steps (or until the budget runs out), then score the pool on test.
+
+        The run directory is locked while it runs; a fresh run refuses a directory that already
+        holds a run unless `overwrite` (which deletes that run's files first). Ctrl-C finishes
+        the current step, saves a checkpoint and raises `Interrupted`."""
         c = self.config
+        check_run_dir(self.out, resume, overwrite)
         self.out.mkdir(parents=True, exist_ok=True)
-        if resume:
-            self.load(self.out)
-        else:
-            (self.out / "metrics.jsonl").unlink(missing_ok=True)
-        _atomic_write_text(self.out / "config.yaml", yaml.safe_dump(c.to_dict(), sort_keys=False))
-        self.logger = make_logger(c.log_to, self.out, c.to_dict())
-        try:
-            return self._train_loop()
-        finally:
-            self.logger.close()
+        with RunLock(self.out):
+            if resume:
+                self.load(self.out)
+            else:
+                for name in RUN_FILES:
+                    path = self.out / name
+                    shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+            config_text = yaml.safe_dump(c.to_dict(), sort_keys=False)
+            _atomic_write_text(self.out / "config.yaml", config_text)
+            self.logger = make_logger(c.log_to, self.out, c.to_dict())
+            try:
+                with _stop_on_sigint() as stop:
+                    self.stop = stop
+                    return self._train_loop()
+            finally:
+                self.logger.close()
 
     def _train_loop(self) -> dict:
         c = self.config
@@ -605,6 +629,10 @@ class Trainer:
             bar.update(1)
             if self.step % c.save_every == 0 or self.step == self.steps:
                 self.save()
+            if self.stop.requested:
+                bar.close()
+                self.save()
+                raise Interrupted(self.step, self.out)
         bar.close()
         self.save()
         return self.finish()
@@ -649,6 +677,91 @@ class Trainer:
         }
         _atomic_write_text(self.out / "best_prompts.json", json.dumps(summary, indent=2))
         return summary
+
+
+# What a run directory holds; a fresh run refuses a directory with any of them (see --overwrite).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "best_prompts.json", "checkpoints")
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an earlier one (its files would mix with the new run's)."""
+    if resume or overwrite or not out.is_dir():
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        raise UserError(
+            f"{out} already holds a run ({', '.join(found)}): pass --overwrite to replace it, "
+            f"--resume {out} to continue it, or another --out"
+        )
+
+
+class RunLock:
+    """An exclusive lock on RUN_DIR/.lock for the life of a run: a second writer gets a one-line
+    error naming the holder's pid. The OS drops the lock when the holder dies (kill -9 too)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self) -> RunLock:
+        import fcntl
+
+        self.file = self.path.open("a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(
+                f"run directory {self.path.parent} is in use by process {holder} "
+                "(wait for it to finish, stop it, or pass another --out)"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # releases the lock
+
+
+class Interrupted(Exception):  # noqa: N818 - what the user did, not an error
+    """Ctrl-C during training: the step in progress finished and a checkpoint was saved."""
+
+    def __init__(self, step: int, out: Path):
+        super().__init__(f"stopped at step {step}")
+        self.step, self.out = step, out
+
+
+class _StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def _stop_on_sigint():
+    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+    import signal
+    import threading
+
+    flag = _StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print(
+            "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _progress(total: int, initial: int, enabled: bool):
