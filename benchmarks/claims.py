@@ -17,7 +17,8 @@ prompt on train+dev), so every method and the manual prompt use the same words.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
-     and beats best-of-N and random prompts at the same target-call budget.
+     and beats best-of-N and random prompts at the same target-call budget; with smollm2-135m
+     as the target, and (`--only c1-gemma`) with gemma3-270m as the target (agent smollm2-135m).
   C2 PIN: sparse-sql prompts have perplexity <= 1/3 of sql's, test accuracy within 2 points.
   C3 StablePrompt: appo vs ppo over 3 seeds: appo's mean >= ppo's, its std lower.
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target.
@@ -68,6 +69,21 @@ def units(only: set[str]) -> list[dict]:
             for split in SST2_SPLITS:  # the headline comparison on every split first
                 for method in methods:
                     out.append(dict(claim="c1", task="sst-2", split=split, method=method, seed=0))
+    if "c1-gemma" in only:  # C1 with a target that has more headroom over its manual prompt
+        for methods in (("manual", "sparse-sql"), ("best-of-n", "random", "sql")):
+            for split in SST2_SPLITS:
+                for method in methods:
+                    out.append(
+                        dict(
+                            claim="c1",
+                            task="sst-2",
+                            split=split,
+                            method=method,
+                            seed=0,
+                            target="gemma3-270m",
+                            name="gemma3-270m",
+                        )
+                    )
     if "c2" in only:  # PIN's published recipe next to the default spmax/v2-v3 sparse-sql
         for split in SST2_SPLITS:
             out.append(
@@ -107,11 +123,17 @@ def run_dir(out: Path, unit: dict) -> Path:
     return out / unit["task"] / unit["split"] / f"{unit['method']}-s{unit['seed']}{tag}"
 
 
-def run(unit: dict, args: argparse.Namespace, scorer) -> dict:
-    """Train (or read back) one unit; returns its result row."""
+def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
+    """Train (or read back) one unit; returns its result row. `scorers` holds one scorer per
+    target, kept across runs so that each test input is encoded once."""
     path = run_dir(Path(args.out), unit)
     done = path / "best_prompts.json"
+    target = unit.get("target", args.model)
     if not done.is_file():
+        if target not in scorers:
+            scorers[target] = build_scorer(target, "auto")
+            scorers[target].prefix_store_tokens = 120_000  # every encoded test input stays
+        scorer = scorers[target]
         method = unit["method"]
         settings = {**METHODS[method], **unit.get("extra", {})}
         if method == "random":
@@ -121,7 +143,7 @@ def run(unit: dict, args: argparse.Namespace, scorer) -> dict:
                 "algo": method,
                 "task": unit["task"],
                 "data": str(DATA / unit["task"] / unit["split"]),
-                "target": args.model,
+                "target": target,
                 "agent": args.model,
                 "seed": unit["seed"],
                 "steps": 10**6,
@@ -151,6 +173,7 @@ def run(unit: dict, args: argparse.Namespace, scorer) -> dict:
     return {
         **{k: unit[k] for k in ("claim", "task", "split", "method", "seed")},
         "variant": unit.get("name", ""),
+        "target": target,
         "template": summary["template"],
         "label_words": summary.get("label_words"),
         "prompt": best["prompt"],
@@ -168,16 +191,16 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
-def c1_rows(results: list[dict], task: str) -> dict[str, list[dict]]:
+def c1_rows(results: list[dict], task: str, target: str) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for r in results:
-        if r["claim"] == "c1" and r["task"] == task:
+        if r["claim"] == "c1" and r["task"] == task and r.get("target", target) == target:
             rows.setdefault(r["method"], []).append(r)
     return rows
 
 
-def verdict_c1(results: list[dict], task: str) -> tuple[str, str]:
-    rows = c1_rows(results, task)
+def verdict_c1(results: list[dict], task: str, target: str) -> tuple[str, str]:
+    rows = c1_rows(results, task, target)
     splits = {r["split"] for rs in rows.values() for r in rs}
     need = ("manual", "best-of-n", "random", *RL)
     if not all(m in rows and {r["split"] for r in rows[m]} == splits for m in need):
@@ -194,8 +217,8 @@ def verdict_c1(results: list[dict], task: str) -> tuple[str, str]:
     return ("holds" if holds else "does not hold"), text
 
 
-def c1_table(results: list[dict], task: str, splits: list[str]) -> str:
-    rows = c1_rows(results, task)
+def c1_table(results: list[dict], task: str, target: str, splits: list[str]) -> str:
+    rows = c1_rows(results, task, target)
     lines = [
         f"| method | test mean ± std | {' | '.join(splits)} | steps | calls (mean) | minutes |",
         "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|",
@@ -217,7 +240,7 @@ def c1_table(results: list[dict], task: str, splits: list[str]) -> str:
 
 
 def c2(results: list[dict], naturalness: dict[str, dict]) -> tuple[str, str, str]:
-    rows = [r for r in results if r["claim"] == "c1" and r["method"] in RL]
+    rows = [r for r in results if r["claim"] == "c1" and r["method"] in RL and not r["variant"]]
     pairs = {}
     for r in rows:
         pairs.setdefault((r["task"], r["split"]), {})[r["method"]] = r
@@ -259,7 +282,8 @@ def pin_recipe(results: list[dict]) -> str:
     """PIN's published recipe vs the default sparse-sql (spmax, v2-v3 loss), per SST-2 split."""
     rows = {}
     for r in results:
-        if r["task"] == "sst-2" and r["method"] == "sparse-sql":
+        pin_or_default = r["claim"] == "pin" or not r["variant"]
+        if r["task"] == "sst-2" and r["method"] == "sparse-sql" and pin_or_default:
             key = "PIN recipe (`--preset pin`)" if r["claim"] == "pin" else "default sparse-sql"
             rows.setdefault(key, {})[r["split"]] = r
     if len(rows) < 2:
@@ -304,6 +328,7 @@ def transfer(results: list[dict], out: Path, target: str) -> dict | None:
             r
             for r in results
             if r["claim"] == "c1"
+            and not r["variant"]  # trained against the default target
             and r["task"] == "sst-2"
             and r["split"] == split
             and r["method"] in (*RL, "manual")
@@ -361,7 +386,13 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     if rl_prompts:
         lm, tokenizer = load_lm(args.model, shared=True)
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
-    c1_verdicts = {t: verdict_c1(results, t) for t in ("sst-2", "trec", "sst-5")}
+    settings = [  # (task, target, splits) of C1
+        ("sst-2", args.model, list(SST2_SPLITS)),
+        ("sst-2", "gemma3-270m", list(SST2_SPLITS)),
+        ("trec", args.model, ["16-42"]),
+        ("sst-5", args.model, ["16-42"]),
+    ]
+    c1_verdicts = {(t, m): verdict_c1(results, t, m) for t, m, _ in settings}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_v, c3_text = c3(results)
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
@@ -374,20 +405,20 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "| claim | verdict | numbers |",
         "|---|---|---|",
     ]
-    for task, (v, text) in c1_verdicts.items():
-        lines.append(f"| C1 RLPrompt, {task} | {v} | {text} |")
+    for (task, target), (v, text) in c1_verdicts.items():
+        lines.append(f"| C1 RLPrompt, {task}, target {target} | {v} | {text} |")
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
-    for task, splits in (("sst-2", list(SST2_SPLITS)), ("trec", ["16-42"]), ("sst-5", ["16-42"])):
-        if c1_rows(results, task):
+    for task, target, splits in settings:
+        if c1_rows(results, task, target):
             lines += [
                 "",
-                f"C1 on {task} (test accuracy, label words `auto`):",
+                f"C1 on {task}, target {target} (test accuracy, label words `auto`):",
                 "",
-                c1_table(results, task, splits),
+                c1_table(results, task, target, splits),
             ]
     pin = pin_recipe(results)
     if pin:
@@ -431,7 +462,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="agent and target")
     parser.add_argument("--transfer-target", default="gemma3-270m", help="C4's target, or none")
     parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--only", default="c1,c2,c3,c4", help="claims whose runs to make")
+    parser.add_argument("--only", default="c1,c2,c1-gemma,c3,c4", help="claims whose runs to make")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables")
     args = parser.parse_args()
     os.chdir(ROOT)  # run directories record the data path relative to the repository root
@@ -439,16 +470,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     todo = units(set(args.only.split(",")))
-    scorer = None
+    scorers: dict = {}
     results = []
     for unit in todo:
         finished = (run_dir(out, unit) / "best_prompts.json").is_file()
         if args.report and not finished:
             continue
-        if scorer is None and not finished:
-            scorer = build_scorer(args.model, "auto")
-            scorer.prefix_store_tokens = 120_000  # keep every encoded test input across runs
-        results.append(run(unit, args, scorer))
+        results.append(run(unit, args, scorers))
         print(json.dumps(results[-1]), flush=True)
         (out / "claims.json").write_text(json.dumps(results, indent=2))
     text = report(results, args, started)
