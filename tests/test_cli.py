@@ -169,3 +169,33 @@ def test_version_and_bare_command(capsys):
     assert exit_info.value.code == 0 and __version__ in capsys.readouterr().out
     code, stdout, _ = run(capsys)
     assert code == 0 and "train" in stdout and "eval" in stdout
+
+
+def test_test_scoring_shows_progress_on_stderr(capsys, tiny_model_dir, tmp_path):
+    code, _, err = run(
+        capsys,
+        "train",
+        "--algo",
+        "sparse-sql",
+        "--agent",
+        tiny_model_dir,
+        "--target",
+        tiny_model_dir,
+        "--dtype",
+        "float32",
+        "--steps",
+        "1",
+        "--prompt-length",
+        "2",
+        "--mlp-hidden",
+        "8",
+        "--pin-top-k",
+        "20",
+        "--pool-size",
+        "1",
+        "--out",
+        str(tmp_path / "run"),
+    )
+    assert code == 0
+    assert "scoring 2 prompt(s) once on" in err  # the pool's one prompt and the manual one
+    assert "test 1/2:" in err and "test 2/2:" in err and "'It was'" in err

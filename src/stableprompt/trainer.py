@@ -656,13 +656,25 @@ class Trainer:
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score."""
         calls_before_test = self.calls_used()
-        has_test = bool(self.ctx.splits.get("test"))
+        test = self.ctx.splits.get("test") or []
+        todo = len(self.pool.entries) + self._scores_manual()
+        done = [0]
+        if test and self.progress:
+            print(f"scoring {todo} prompt(s) once on {len(test):,} test inputs", file=sys.stderr)
 
         def scored(entry: dict) -> dict:
             result = dict(entry)
-            if has_test:
+            if test:
+                done[0] += 1
+                started = time.time()
                 report = self.ctx.report(entry["prompt"], "test")
                 result.update(test=report["accuracy"], test_ci95=list(report["ci95"]))
+                if self.progress:  # a long silence otherwise: test sets hold thousands of inputs
+                    print(
+                        f"test {done[0]}/{todo}: {report['accuracy']:.3f} on {len(test):,} "
+                        f"inputs in {time.time() - started:.0f} s  {entry['prompt'][:50]!r}",
+                        file=sys.stderr,
+                    )
             return result
 
         results = [scored(entry) for entry in self.pool.entries]
