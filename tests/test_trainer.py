@@ -11,6 +11,8 @@ from stableprompt.models import LocalScorer, load_lm
 from stableprompt.tasks import Example, get_task
 from stableprompt.trainer import TaskContext, TrainConfig, Trainer
 
+from .conftest import SHARED_DATA
+
 TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
 
 
@@ -176,3 +178,28 @@ def test_evaluations_score_the_best_recent_samples_too(tiny_model_dir, tmp_path)
     restored = SoftQLearning(config, make_ctx(tiny_model_dir))
     restored.load_state(algo.state())
     assert restored.eval_prompts()[1:] == algo.eval_prompts()[1:]
+
+
+def test_optimize_trains_in_one_call_and_returns_the_result(tiny_model_dir, tmp_path):
+    import stableprompt
+
+    result = stableprompt.optimize(
+        "sst-2",
+        str(SHARED_DATA / "fsc" / "16-shot" / "sst-2" / "16-42"),
+        algo="sparse-sql",
+        agent=tiny_model_dir,
+        target=tiny_model_dir,
+        dtype="float32",
+        steps=1,
+        prompt_length=2,
+        mlp_hidden=8,
+        pin_top_k=20,
+        pool_size=1,
+        train_examples=4,
+        out=str(tmp_path / "run"),
+    )
+    saved = json.loads((tmp_path / "run" / "best_prompts.json").read_text())
+    assert result.best_prompt == saved["best_prompt"] and result.run_dir == tmp_path / "run"
+    assert result.manual["prompt"] == "It was" and len(result.label_words) == 2
+    with pytest.raises(UserError, match="unknown config key"):
+        stableprompt.optimize("sst-2", steps=1, not_a_flag=3)

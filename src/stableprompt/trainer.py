@@ -820,3 +820,46 @@ def build_context(config: TrainConfig) -> TaskContext:
         generation_reward=config.generation_reward,
         label_search=label_search,
     )
+
+
+@dataclass
+class OptimizeResult:
+    """What `optimize` returns: the best prompt (by dev), its scores, and where the run lives."""
+
+    best_prompt: str | None
+    prompts: list[dict]  # the pool, best dev first, each with dev (and test) scores
+    manual: dict | None  # the task's manual prompt, scored the same way
+    label_words: list[str]
+    run_dir: Path
+    summary: dict  # everything best_prompts.json holds
+
+
+def optimize(
+    task: str = "demo",
+    data: str | None = None,
+    *,
+    algo: str = "sparse-sql",
+    out: str | None = None,
+    overwrite: bool = False,
+    progress: bool = False,
+    **config,
+) -> OptimizeResult:
+    """Train a prompt in one call: `optimize("sst-2", "path/to/16-42", target=..., steps=50)`.
+
+    Keyword arguments are TrainConfig fields (the CLI's flags), checked as YAML values are. The
+    run directory defaults to runs/<task>-<algo>; an earlier run there is refused unless
+    `overwrite`."""
+    out = out or f"runs/{Path(task).stem}-{algo}"
+    values = {"task": task, "data": data, "algo": algo, "out": out, **config}
+    train_config = TrainConfig.from_dict(values)
+    check_run_dir(Path(out), False, overwrite)
+    ctx = build_context(train_config)
+    summary = Trainer(train_config, ctx, progress=progress).train(overwrite=overwrite)
+    return OptimizeResult(
+        best_prompt=summary["best_prompt"],
+        prompts=summary["prompts"],
+        manual=summary.get("manual"),
+        label_words=summary.get("label_words", []),
+        run_dir=Path(out),
+        summary=summary,
+    )
