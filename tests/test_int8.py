@@ -52,3 +52,13 @@ def test_token_policy_trains_on_an_int8_agent(tiny_model_dir, tmp_path):
     frozen = trainer.algorithm.policy.lm.model.layers[0].mlp.up_proj
     assert type(frozen).__module__.startswith("torch.ao.nn.quantized")
     assert all(p.dtype == torch.float32 for p in trainer.algorithm.policy.mlp.parameters())
+
+
+def test_int8_is_refused_for_a_model_it_would_change(tiny_model_dir, monkeypatch):
+    import stableprompt.models.loading as loading
+
+    monkeypatch.setattr(loading, "INT8_MAX_DRIFT", 0.0)  # any change is too much
+    with pytest.raises(UserError, match="would change rewards materially"):
+        load_lm(tiny_model_dir, dtype="int8")
+    model, _ = load_lm(tiny_model_dir, dtype="int8", check_int8=False)  # benchmarks measure it
+    assert type(model.model.layers[0].mlp.up_proj).__module__.startswith("torch.ao")

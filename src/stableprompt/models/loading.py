@@ -108,6 +108,29 @@ def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
+# int8 is refused for a model whose next-token log-probs it moves by more than this (nats, mean
+# over each probe position's 10 likeliest tokens): rewards would change materially. Dynamic int8
+# quantizes activations per batch, and models with outlier activations (SmolLM2-135M: ~0.8 nats,
+# see docs/BENCHMARKS.md) fail this.
+INT8_MAX_DRIFT = 0.1
+INT8_PROBE = (
+    "The film opens on a quiet street at dawn. Critics praised the acting, but the plot was "
+    "slow, and many viewers left before the end. Overall, the movie was"
+)
+
+
+@torch.no_grad()
+def int8_drift(model, tokenizer) -> float:
+    """Quantize `model` in place and return how far that moved its next-token log-probs on
+    INT8_PROBE: the mean |fp32 - int8| over each position's 10 likeliest tokens, in nats."""
+    ids = tokenizer(INT8_PROBE, return_tensors="pt").input_ids.to(next(model.parameters()).device)
+    before = model(input_ids=ids).logits.float().log_softmax(-1)
+    quantize_int8(model)
+    after = model(input_ids=ids).logits.float().log_softmax(-1)
+    top = before.topk(10, dim=-1).indices
+    return (before.gather(-1, top) - after.gather(-1, top)).abs().mean().item()
+
+
 def trainable_dtype(dtype: str) -> str:
     """The dtype for a model that gets LoRA: int8 layers cannot be adapted, so fp32 there."""
     return "float32" if dtype == "int8" else dtype
@@ -267,12 +290,15 @@ def load_lm(
     device: str | None = None,
     masked: bool = False,
     shared: bool = False,
+    check_int8: bool = True,
 ):
     """Return (model, tokenizer) in eval mode with a pad token set.
 
     `masked=True` loads a masked LM (RoBERTa-style) instead of a causal LM. `shared=True` returns
     one instance per (name, dtype, device) for frozen uses, so a target that is also the agent's
     base LM is held in memory once; never share a model you will modify (e.g. add LoRA to).
+    `dtype="int8"` quantizes the transformer blocks and refuses a model it would change by more
+    than INT8_MAX_DRIFT, unless `check_int8=False` (benchmarks that measure the change).
     """
     int8 = dtype == "int8"
     key = (name_or_path, resolve_dtype(dtype), device or default_device(), masked, int8)
@@ -294,7 +320,13 @@ def load_lm(
     if int8:
         if (device or default_device()) != "cpu":
             raise UserError("--dtype int8 runs on the CPU only (use bfloat16 on a GPU)")
-        quantize_int8(model)
+        drift = int8_drift(model, tokenizer)
+        if drift > INT8_MAX_DRIFT and check_int8:
+            raise UserError(
+                f"--dtype int8 moves {name_or_path}'s next-token log-probs by {drift:.2f} nats "
+                f"on average (limit {INT8_MAX_DRIFT}), which would change rewards materially "
+                "(use --dtype float32)"
+            )
     model.name_or_path = name_or_path
     if shared:
         _SHARED[key] = (model, tokenizer)
