@@ -115,35 +115,18 @@ def test_train_help_lists_the_choices_of_each_flag(capsys):
     assert "anchor | initial | previous (default: anchor)" in text
 
 
+def tiny_train(capsys, model_dir: str, out, *flags: str):
+    """`stableprompt train` with sparse-sql on a tiny model: a run in seconds."""
+    tiny = "--agent {0} --target {0} --dtype float32 --prompt-length 2 --mlp-hidden 8 "
+    tiny += "--pin-top-k 20 --pool-size 1 --out {1}"
+    argv = ["train", "--algo", "sparse-sql", *tiny.format(model_dir, out).split(), *flags]
+    return run(capsys, *argv)
+
+
 def test_train_ends_with_the_learned_and_manual_prompts(capsys, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    code, stdout, _ = run(
-        capsys,
-        "train",
-        "--algo",
-        "sparse-sql",
-        "--agent",
-        tiny_model_dir,
-        "--target",
-        tiny_model_dir,
-        "--dtype",
-        "float32",
-        "--steps",
-        "2",
-        "--prompt-length",
-        "2",
-        "--prompts-per-step",
-        "2",
-        "--mlp-hidden",
-        "8",
-        "--pin-top-k",
-        "20",
-        "--pool-size",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-    )
+    flags = ("--steps", "2", "--prompts-per-step", "2", "--no-progress")
+    code, stdout, _ = tiny_train(capsys, tiny_model_dir, out, *flags)
     assert code == 0
     best = json.loads((out / "best_prompts.json").read_text())
     lines = stdout.splitlines()
@@ -172,30 +155,7 @@ def test_version_and_bare_command(capsys):
 
 
 def test_test_scoring_shows_progress_on_stderr(capsys, tiny_model_dir, tmp_path):
-    code, _, err = run(
-        capsys,
-        "train",
-        "--algo",
-        "sparse-sql",
-        "--agent",
-        tiny_model_dir,
-        "--target",
-        tiny_model_dir,
-        "--dtype",
-        "float32",
-        "--steps",
-        "1",
-        "--prompt-length",
-        "2",
-        "--mlp-hidden",
-        "8",
-        "--pin-top-k",
-        "20",
-        "--pool-size",
-        "1",
-        "--out",
-        str(tmp_path / "run"),
-    )
+    code, _, err = tiny_train(capsys, tiny_model_dir, tmp_path / "run", "--steps", "1")
     assert code == 0
     assert "scoring 2 prompt(s) once on" in err  # the pool's one prompt and the manual one
     assert "test 1/2:" in err and "test 2/2:" in err and "'It was'" in err
