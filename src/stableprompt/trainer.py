@@ -140,7 +140,7 @@ class TrainConfig:
             )
         values = {k: _check_type(k, fields[k].type, v) for k, v in values.items()}
         for key, choices in CHOICES.items():
-            if key in values and values[key] not in choices:
+            if values.get(key) is not None and values[key] not in choices:
                 raise UserError(f"unknown {key} {values[key]!r} (use one of {', '.join(choices)})")
         for key in ("eval_every", "save_every"):
             if values.get(key, 1) < 1:
@@ -184,6 +184,8 @@ CHOICES = {
     "algo": ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n"),
     "loss": ("sql", "mc"),
     "classification_reward": ("rlprompt", "worst-class"),
+    "dtype": ("auto", "float32", "bfloat16", "float16", "int8"),
+    "log_to": ("tensorboard", "wandb"),
     "reference": ("anchor", "initial", "previous"),
     "generation_reward": ("metric", "likelihood", "loglikelihood"),
 }
@@ -595,6 +597,7 @@ class Trainer:
         if self.step == 0:
             self.log({"step": 0, **self.evaluate(), "calls": self.calls_used()})
         bar = _progress(self.steps, self.step, self.progress)
+        last_dev = None  # the progress bar shows the latest dev score between evaluations
         started, calls_at_start = time.time(), self.calls_used()
         while self.step < self.steps:
             # Stop before a step that would overrun the budget (cache hits count as calls too).
@@ -623,9 +626,10 @@ class Trainer:
                 record.update(self.evaluate())
             self.log(record)
             rate = (self.calls_used() - calls_at_start) / max(time.time() - started, 1e-9)
+            last_dev = record.get("dev_accuracy", last_dev)
             bar.set_postfix(
                 reward=f"{metrics['reward_mean']:.2f}",
-                dev=f"{record.get('dev_accuracy', float('nan')):.3f}",
+                dev="-" if last_dev is None else f"{last_dev:.3f}",
                 calls_s=f"{rate:.0f}",
                 prompt=metrics.get("prompt", "")[:40],
             )

@@ -64,6 +64,9 @@ def cache_dir() -> Path:
     return Path(root)
 
 
+_AUTO_SAID: list = []
+
+
 def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
     """'auto' picks bf16 where the hardware computes it natively, else fp32.
 
@@ -86,10 +89,18 @@ def resolve_dtype(dtype: str | torch.dtype = "auto") -> torch.dtype:
         return names[dtype]
     if dtype != "auto":
         raise UserError(f"unknown dtype {dtype!r} (use auto, float32, bfloat16, float16 or int8)")
+    return _auto_dtype()[0]
+
+
+def _auto_dtype() -> tuple[torch.dtype, str]:
+    """What `auto` picks here, and why (load_lm says it once per process)."""
     if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        picked = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return picked, "a CUDA GPU"
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
-    return torch.bfloat16 if native_bf16 else torch.float32
+    if native_bf16:
+        return torch.bfloat16, "native bf16 on this CPU"
+    return torch.float32, "this CPU has no native bf16 (AVX512-BF16/AMX)"
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
@@ -328,6 +339,10 @@ def load_lm(
                 "(use --dtype float32)"
             )
     model.name_or_path = name_or_path
+    if dtype == "auto" and not _AUTO_SAID:  # one line, once per process
+        picked, why = _auto_dtype()
+        _AUTO_SAID.append(picked)
+        print(f"dtype auto: {_dtype_name(picked)} ({why})", file=sys.stderr)
     if shared:
         _SHARED[key] = (model, tokenizer)
     return model, tokenizer
