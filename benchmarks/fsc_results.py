@@ -57,6 +57,12 @@ def run(method: str, split: str, args: argparse.Namespace, scorer) -> dict:
             "pool_size": 1,
             "max_target_calls": args.budget,
             "out": str(Path(args.out) / split / method),
+            # the settings of revision 05c5a11, when this table was made (the defaults since
+            # differ: label words auto, the worst-class reward, sampled prompts evaluated)
+            "label_words": "task",
+            "classification_reward": "rlprompt",
+            "eval_samples": 0,
+            "score_manual": False,
             **METHODS[method],
         }
     )
