@@ -63,8 +63,10 @@ def test_eval_cli_agrees_with_naive_scoring_on_dev(smollm2, sst2, capsys, tmp_pa
     result = json.loads(out.read_text())
     model, tokenizer = smollm2
     task = get_task("sst-2")
+    words = result["label_words"]  # chosen for this target by --label-words auto
+    assert result["label_word_search"]["setting"] == "auto" and len(words) == 2
     logprobs = NaiveScorer(model, tokenizer).score(
-        [prompt], [ex.text for ex in sst2["dev"]], task.template, list(task.label_words)
+        [prompt], [ex.text for ex in sst2["dev"]], task.template, words
     )
     labels = torch.tensor([ex.label for ex in sst2["dev"]])
     expected = (logprobs[0].argmax(-1) == labels).float().mean().item()

@@ -100,7 +100,7 @@ def _auto_dtype() -> tuple[torch.dtype, str]:
     native_bf16 = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     if native_bf16:
         return torch.bfloat16, "native bf16 on this CPU"
-    return torch.float32, "this CPU has no native bf16 (AVX512-BF16/AMX)"
+    return torch.float32, "this CPU lacks AVX512-BF16 and AMX, so bf16 would be emulated"
 
 
 def quantize_int8(model: torch.nn.Module) -> torch.nn.Module:
