@@ -200,21 +200,36 @@ def c1_rows(results: list[dict], task: str, target: str) -> dict[str, list[dict]
 
 
 def verdict_c1(results: list[dict], task: str, target: str) -> tuple[str, str]:
+    """The +5 points against the manual prompt need every split of the manual prompt and both RL
+    methods; the baselines are compared on the splits where they ran (said in the text)."""
     rows = c1_rows(results, task, target)
-    splits = {r["split"] for rs in rows.values() for r in rs}
-    need = ("manual", "best-of-n", "random", *RL)
-    if not all(m in rows and {r["split"] for r in rows[m]} == splits for m in need):
+    splits = {r["split"] for r in rows.get("manual", [])}
+    complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
+    if not splits or not complete:
         return "not yet measured", f"{sum(map(len, rows.values()))} runs done"
-    mean = {m: statistics.mean(r["test"] for r in rs) for m, rs in rows.items()}
-    best_rl = max(RL, key=mean.__getitem__)
+    mean = {m: statistics.mean(r["test"] for r in rows[m]) for m in ("manual", *complete)}
+    best_rl = max(complete, key=mean.__getitem__)
     gain = mean[best_rl] - mean["manual"]
-    holds = gain >= 0.05 and mean[best_rl] > mean["best-of-n"] and mean[best_rl] > mean["random"]
     text = (
         f"best RL {best_rl} {mean[best_rl]:.3f} vs manual {mean['manual']:.3f} "
-        f"({gain * 100:+.1f} points), best-of-n {mean['best-of-n']:.3f}, "
-        f"random {mean['random']:.3f} ({len(splits)} split(s))"
+        f"({gain * 100:+.1f} points, {len(splits)} split(s))"
     )
-    return ("holds" if holds else "does not hold"), text
+    for m in RL:
+        if m not in complete:
+            text += f"; {m} on {len(rows.get(m, []))} of {len(splits)} splits, left out"
+    beats_baselines = True
+    for base in ("best-of-n", "random"):
+        done = {r["split"]: r["test"] for r in rows.get(base, [])}
+        if not done:
+            beats_baselines = None
+            continue
+        rl = statistics.mean(r["test"] for r in rows[best_rl] if r["split"] in done)
+        b = statistics.mean(done.values())
+        beats_baselines = beats_baselines and rl > b
+        text += f"; vs {base} {rl:.3f} against {b:.3f} on {len(done)} split(s)"
+    if gain < 0.05 or beats_baselines is False:
+        return "does not hold", text
+    return ("holds" if beats_baselines else "not yet measured"), text
 
 
 def c1_table(results: list[dict], task: str, target: str, splits: list[str]) -> str:
