@@ -39,10 +39,7 @@ from pathlib import Path
 from scoring import ROOT, machine, revision
 
 from stableprompt.models import build_scorer
-from stableprompt.tasks import load_data
-from stableprompt.tasks.registry import check_template
-from stableprompt.tasks.verbalizers import resolve_label_words
-from stableprompt.trainer import TaskContext, TrainConfig, Trainer, load_task
+from stableprompt.trainer import TrainConfig, Trainer, build_context
 
 DATA = Path("../shared/data/fsc/16-shot")  # relative to the repository root, as run dirs record it
 SST2_SPLITS = ("16-100", "16-13", "16-42")
@@ -155,12 +152,8 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
                 **settings,
             }
         )
-        task = load_task(config.task)
-        splits = load_data(config.data, seed=config.seed)
-        template = check_template(config.template or task.template)
         scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
-        task, search = resolve_label_words(task, config.label_words, scorer, template, splits)
-        ctx = TaskContext(task, splits, scorer, template, label_search=search)
+        ctx = build_context(config, scorer)
         started = time.time()
         summary = Trainer(config, ctx, progress=False).train(
             overwrite=True

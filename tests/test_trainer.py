@@ -23,14 +23,21 @@ def make_ctx(model_dir: str) -> TaskContext:
     return TaskContext(get_task("sst-2"), splits, LocalScorer(model, tokenizer))
 
 
-def make_config(model_dir: str, out, **kw) -> TrainConfig:
-    base = dict(
+def tiny_policy(model_dir: str) -> dict:
+    """Config values for a token policy on the tiny model (agent and target)."""
+    return dict(
         agent=model_dir,
         target=model_dir,
         dtype="float32",
         prompt_length=3,
         prompts_per_step=4,
         mlp_hidden=16,
+    )
+
+
+def make_config(model_dir: str, out, **kw) -> TrainConfig:
+    base = dict(
+        **tiny_policy(model_dir),
         steps=6,
         eval_every=2,
         save_every=2,
@@ -50,6 +57,8 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     assert [m["step"] for m in metrics] == list(range(7))
     assert all("dev_accuracy" in m for m in metrics if m["step"] % 2 == 0)
     assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics[1:])
+    parts = ("seconds_rollout", "seconds_reward", "seconds_update")
+    assert all(m[p] > 0 for m in metrics[1:] for p in parts)  # where each step's time went
     best = json.loads((run / "best_prompts.json").read_text())
     assert best == summary and 1 <= len(best["prompts"]) <= 3
     assert all("test" in p and 0 <= p["test"] <= 1 for p in best["prompts"])
@@ -187,12 +196,8 @@ def test_optimize_trains_in_one_call_and_returns_the_result(tiny_model_dir, tmp_
         "sst-2",
         str(SHARED_DATA / "fsc" / "16-shot" / "sst-2" / "16-42"),
         algo="sparse-sql",
-        agent=tiny_model_dir,
-        target=tiny_model_dir,
-        dtype="float32",
+        **tiny_policy(tiny_model_dir),
         steps=1,
-        prompt_length=2,
-        mlp_hidden=8,
         pin_top_k=20,
         pool_size=1,
         train_examples=4,
@@ -203,3 +208,16 @@ def test_optimize_trains_in_one_call_and_returns_the_result(tiny_model_dir, tmp_
     assert result.manual["prompt"] == "It was" and len(result.label_words) == 2
     with pytest.raises(UserError, match="unknown config key"):
         stableprompt.optimize("sst-2", steps=1, not_a_flag=3)
+
+
+def test_build_context_keeps_a_given_scorer_and_chooses_label_words(tiny_model_dir, tmp_path):
+    from stableprompt.trainer import build_context
+
+    scorer = make_ctx(tiny_model_dir).scorer
+    config = make_config(
+        tiny_model_dir, tmp_path, data=str(SHARED_DATA / "fsc/16-shot/sst-2/16-42")
+    )
+    ctx = build_context(config, scorer)
+    assert ctx.scorer is scorer
+    assert ctx.label_search["setting"] == "auto" and scorer.queries == 64  # train + dev, once
+    assert ctx.task.label_words == tuple(ctx.label_search["label_words"])

@@ -14,6 +14,7 @@ from stableprompt.tasks.verbalizers import (
     parse_label_words,
     resolve_label_words,
     search_label_words,
+    single_token,
 )
 from stableprompt.trainer import TrainConfig
 
@@ -93,12 +94,12 @@ def test_coordinate_ascent_finds_the_best_set_when_combinations_are_too_many(mon
 def test_split_words_are_dropped_on_a_real_tokenizer(tiny_lm):
     model, tokenizer = tiny_lm
     scorer = LocalScorer(model, tokenizer)
-    # " great"/" good" are single tokens in the tiny vocabulary, " wonderful" is spelt out
-    examples = sentiment_examples()
-    choice = search_label_words(
-        scorer, "it was", "{input} {prompt}", examples, [[" bad"], [" good", " wonderful"]]
-    )
-    assert choice.words[1] == " good" and choice.words[0] == " bad"
+    # in the tiny vocabulary " good", " fun", " terrible", " boring" are single tokens, while
+    # " bad", " great" and " wonderful" are spelt with several
+    assert single_token(scorer, [" good", " wonderful", " bad", " fun"]) == [" good", " fun"]
+    groups = [[" bad", " terrible", " boring"], [" great", " wonderful", " good"]]
+    choice = search_label_words(scorer, "it was", "{input} {prompt}", sentiment_examples(), groups)
+    assert choice.words[1] == " good" and choice.words[0] in (" terrible", " boring")
 
 
 def test_resolve_label_words_settings():

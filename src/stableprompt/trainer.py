@@ -744,7 +744,7 @@ class RunLock:
         self.file.close()  # releases the lock
 
 
-class Interrupted(Exception):  # noqa: N818 - what the user did, not an error
+class Interrupted(Exception):
     """Ctrl-C during training: the step in progress finished and a checkpoint was saved."""
 
     def __init__(self, step: int, out: Path):
@@ -798,8 +798,9 @@ def load_task(name_or_path: str) -> TaskSpec:
     return get_task(name_or_path)
 
 
-def build_context(config: TrainConfig) -> TaskContext:
-    """Load the task, its data and the target named in the config."""
+def build_context(config: TrainConfig, scorer: TargetScorer | None = None) -> TaskContext:
+    """Load the task, its data and the target named in the config, and choose its label words.
+    Text tasks take `scorer` instead of loading the target (to keep one across runs)."""
     from stableprompt.models import build_scorer
     from stableprompt.tasks import load_data
 
@@ -813,7 +814,7 @@ def build_context(config: TrainConfig) -> TaskContext:
 
         return build_style_context(config)
     splits = load_data(config.data, seed=config.seed)
-    scorer = build_scorer(config.target, config.dtype)
+    scorer = scorer or build_scorer(config.target, config.dtype)
     template = check_template(config.template or task.template)
     task, label_search = resolve_label_words(task, config.label_words, scorer, template, splits)
     return TaskContext(

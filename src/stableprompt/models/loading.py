@@ -131,7 +131,7 @@ INT8_PROBE = (
 
 
 @torch.no_grad()
-def int8_drift(model, tokenizer) -> float:
+def quantize_int8_measured(model, tokenizer) -> float:
     """Quantize `model` in place and return how far that moved its next-token log-probs on
     INT8_PROBE: the mean |fp32 - int8| over each position's 10 likeliest tokens, in nats."""
     ids = tokenizer(INT8_PROBE, return_tensors="pt").input_ids.to(next(model.parameters()).device)
@@ -331,7 +331,7 @@ def load_lm(
     if int8:
         if (device or default_device()) != "cpu":
             raise UserError("--dtype int8 runs on the CPU only (use bfloat16 on a GPU)")
-        drift = int8_drift(model, tokenizer)
+        drift = quantize_int8_measured(model, tokenizer)
         if drift > INT8_MAX_DRIFT and check_int8:
             raise UserError(
                 f"--dtype int8 moves {name_or_path}'s next-token log-probs by {drift:.2f} nats "
