@@ -2,6 +2,7 @@
 
     python benchmarks/claims.py                  # run or continue the study (docs/results/claims)
     python benchmarks/claims.py --only c1        # one claim's runs
+    python benchmarks/claims.py --only c1-gemma --methods manual,sparse-sql   # some of its runs
     python benchmarks/claims.py --report         # only rewrite the tables
 
 Every run is an ordinary `stableprompt train` run directory, OUT/<task>/<split>/<method>-s<seed>,
@@ -57,6 +58,11 @@ METHODS: dict[str, dict] = {
 PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
 
 
+def sst2(split: str, method: str, claim: str = "c1", seed: int = 0, **variant) -> dict:
+    """One SST-2 unit; `variant` holds a name and its settings (target, budget, extra)."""
+    return dict(claim=claim, task="sst-2", split=split, method=method, seed=seed, **variant)
+
+
 def units(only: set[str]) -> list[dict]:
     """The study's runs in priority order: claim, task, split, method, seed, and optionally a
     variant name and its extra config."""
@@ -64,50 +70,22 @@ def units(only: set[str]) -> list[dict]:
     if "c1" in only or "c2" in only:
         for methods in (("manual", "sparse-sql"), ("sql", "best-of-n", "random")):
             for split in SST2_SPLITS:  # the headline comparison on every split first
-                for method in methods:
-                    out.append(dict(claim="c1", task="sst-2", split=split, method=method, seed=0))
+                out += [sst2(split, method) for method in methods]
     if "c1-gemma" in only:  # C1 with a target that has more headroom over its manual prompt
         for methods in (("manual", "sparse-sql"), ("best-of-n", "random", "sql")):
             for split in SST2_SPLITS:
-                for method in methods:
-                    out.append(
-                        dict(
-                            claim="c1",
-                            task="sst-2",
-                            split=split,
-                            method=method,
-                            seed=0,
-                            target="gemma3-270m",
-                            name="gemma3-270m",
-                        )
-                    )
+                gemma = dict(target="gemma3-270m", name="gemma3-270m")
+                out += [sst2(split, method, **gemma) for method in methods]
+    if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
+        for method in ("sparse-sql", "random"):
+            out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
     if "c2" in only:  # PIN's published recipe next to the default spmax/v2-v3 sparse-sql
-        for split in SST2_SPLITS:
-            out.append(
-                dict(
-                    claim="pin",
-                    task="sst-2",
-                    split=split,
-                    method="sparse-sql",
-                    seed=0,
-                    name="pin-recipe",
-                    extra={"preset": "pin", "label_words": "auto"},
-                )
-            )
+        pin = dict(name="pin-recipe", extra={"preset": "pin", "label_words": "auto"})
+        out += [sst2(split, "sparse-sql", claim="pin", **pin) for split in SST2_SPLITS]
     if "c3" in only:
         for seed in (0, 1, 2):
-            for method in ("appo", "ppo"):
-                out.append(
-                    dict(
-                        claim="c3",
-                        task="sst-2",
-                        split="16-42",
-                        method=method,
-                        seed=seed,
-                        name="prompt-first",
-                        extra={"template": PROMPT_FIRST},
-                    )
-                )
+            first = dict(name="prompt-first", extra={"template": PROMPT_FIRST})
+            out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
     if "c1" in only:
         for task in ("trec", "sst-5"):
             for method in ("manual", "sparse-sql", "sql", "best-of-n", "random"):
@@ -126,6 +104,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
     path = run_dir(Path(args.out), unit)
     done = path / "best_prompts.json"
     target = unit.get("target", args.model)
+    budget = unit.get("budget", args.budget)
     if not done.is_file():
         if target not in scorers:
             scorers[target] = build_scorer(target, "auto")
@@ -134,7 +113,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         method = unit["method"]
         settings = {**METHODS[method], **unit.get("extra", {})}
         if method == "random":
-            settings["prompts_per_step"] = args.budget // 32
+            settings["prompts_per_step"] = (budget - 64) // 32  # after the label-word search
         config = TrainConfig.from_dict(
             {
                 "algo": method,
@@ -147,7 +126,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
                 "eval_every": args.eval_every,
                 "save_every": 10**6,
                 "pool_size": 1,
-                "max_target_calls": args.budget,
+                "max_target_calls": budget,
                 "out": str(path),
                 **settings,
             }
@@ -167,6 +146,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         **{k: unit[k] for k in ("claim", "task", "split", "method", "seed")},
         "variant": unit.get("name", ""),
         "target": target,
+        "budget": budget,
         "template": summary["template"],
         "label_words": summary.get("label_words"),
         "prompt": best["prompt"],
@@ -184,18 +164,20 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
-def c1_rows(results: list[dict], task: str, target: str) -> dict[str, list[dict]]:
+def c1_rows(results: list[dict], task: str, target: str, budget: int) -> dict[str, list[dict]]:
+    """C1's runs on one task and target at one budget; the manual prompt spends no budget."""
     rows: dict[str, list[dict]] = {}
     for r in results:
-        if r["claim"] == "c1" and r["task"] == task and r.get("target", target) == target:
+        same = r["claim"] == "c1" and r["task"] == task and r["target"] == target
+        if same and (r["method"] == "manual" or r["budget"] == budget):
             rows.setdefault(r["method"], []).append(r)
     return rows
 
 
-def verdict_c1(results: list[dict], task: str, target: str) -> tuple[str, str]:
+def verdict_c1(results: list[dict], task: str, target: str, budget: int) -> tuple[str, str]:
     """The +5 points against the manual prompt need every split of the manual prompt and both RL
     methods; the baselines are compared on the splits where they ran (said in the text)."""
-    rows = c1_rows(results, task, target)
+    rows = c1_rows(results, task, target, budget)
     splits = {r["split"] for r in rows.get("manual", [])}
     complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
     if not splits or not complete:
@@ -225,8 +207,8 @@ def verdict_c1(results: list[dict], task: str, target: str) -> tuple[str, str]:
     return ("holds" if beats_baselines else "not yet measured"), text
 
 
-def c1_table(results: list[dict], task: str, target: str, splits: list[str]) -> str:
-    rows = c1_rows(results, task, target)
+def c1_table(results: list[dict], task: str, target: str, budget: int, splits: list[str]) -> str:
+    rows = c1_rows(results, task, target, budget)
     lines = [
         f"| method | test mean ± std | {' | '.join(splits)} | steps | calls (mean) | minutes |",
         "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|",
@@ -394,13 +376,14 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     if rl_prompts:
         lm, tokenizer = load_lm(args.model, shared=True)
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
-    settings = [  # (task, target, splits) of C1
-        ("sst-2", args.model, list(SST2_SPLITS)),
-        ("sst-2", "gemma3-270m", list(SST2_SPLITS)),
-        ("trec", args.model, ["16-42"]),
-        ("sst-5", args.model, ["16-42"]),
+    settings = [  # (task, target, budget, splits) of C1
+        ("sst-2", args.model, args.budget, list(SST2_SPLITS)),
+        ("sst-2", args.model, 32768, list(SST2_SPLITS)),
+        ("sst-2", "gemma3-270m", args.budget, list(SST2_SPLITS)),
+        ("trec", args.model, args.budget, ["16-42"]),
+        ("sst-5", args.model, args.budget, ["16-42"]),
     ]
-    c1_verdicts = {(t, m): verdict_c1(results, t, m) for t, m, _ in settings}
+    c1_verdicts = {(t, m, b): verdict_c1(results, t, m, b) for t, m, b, _ in settings}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_v, c3_text = c3(results)
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
@@ -413,20 +396,21 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "| claim | verdict | numbers |",
         "|---|---|---|",
     ]
-    for (task, target), (v, text) in c1_verdicts.items():
-        lines.append(f"| C1 RLPrompt, {task}, target {target} | {v} | {text} |")
+    for (task, target, budget), (v, text) in c1_verdicts.items():
+        lines.append(f"| C1 RLPrompt, {task}, target {target}, {budget:,} calls | {v} | {text} |")
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
-    for task, target, splits in settings:
-        if c1_rows(results, task, target):
+    for task, target, budget, splits in settings:
+        if len(c1_rows(results, task, target, budget)) > 1:  # more than the manual prompt
             lines += [
                 "",
-                f"C1 on {task}, target {target} (test accuracy, label words `auto`):",
+                f"C1 on {task}, target {target}, {budget:,} calls per run (test accuracy, "
+                "label words `auto`):",
                 "",
-                c1_table(results, task, target, splits),
+                c1_table(results, task, target, budget, splits),
             ]
     pin = pin_recipe(results)
     if pin:
@@ -470,7 +454,10 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m", help="agent and target")
     parser.add_argument("--transfer-target", default="gemma3-270m", help="C4's target, or none")
     parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--only", default="c1,c2,c1-gemma,c3,c4", help="claims whose runs to make")
+    parser.add_argument(
+        "--only", default="c1,c2,c1-gemma,c1-32k,c3,c4", help="claims whose runs to make"
+    )
+    parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables")
     args = parser.parse_args()
     os.chdir(ROOT)  # run directories record the data path relative to the repository root
@@ -478,6 +465,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     todo = units(set(args.only.split(",")))
+    if args.methods:
+        todo = [u for u in todo if u["method"] in args.methods.split(",")]
     scorers: dict = {}
     results = []
     for unit in todo:

@@ -25,8 +25,8 @@ from head_matmul import seconds
 from scoring import ROOT, machine, revision
 
 from stableprompt.agents.instruction_agent import InstructionAgent
+from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
 from stableprompt.models.loading import load_lm
-from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
 from stableprompt.tasks import get_task, load_kshot_dir
 
 

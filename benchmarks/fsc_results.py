@@ -23,9 +23,11 @@ from pathlib import Path
 
 from scoring import ROOT, machine, revision
 
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import TextContext, load_task
 from stableprompt.models import build_scorer
 from stableprompt.tasks import load_data
-from stableprompt.trainer import TaskContext, TrainConfig, Trainer, load_task
+from stableprompt.trainer import Trainer
 
 SPLITS = ("16-100", "16-13", "16-42")
 # Library defaults unless listed; `steps` is a cap, the budget ends the trained runs first.
@@ -67,7 +69,7 @@ def run(method: str, split: str, args: argparse.Namespace, scorer) -> dict:
         }
     )
     splits = load_data(config.data, seed=config.seed)
-    ctx = TaskContext(load_task(config.task), splits, scorer, config.template)
+    ctx = TextContext(load_task(config.task), splits, scorer, config.template)
     scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
     started = time.time()
     summary = Trainer(config, ctx, progress=False).train(overwrite=True)

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 from scoring import machine, revision
 
+from stableprompt.models.compat import head_logits
 from stableprompt.models.loading import load_lm
-from stableprompt.models.scoring import head_logits
 
 
 def seconds(fn, repeats: int) -> float:

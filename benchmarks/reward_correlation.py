@@ -19,9 +19,10 @@ import torch
 from scoring import ROOT, machine, revision
 
 from stableprompt.algorithms.sparse_sql import SparseSoftQLearning
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
 from stableprompt.tasks.rewards import rlprompt_reward, worst_class_reward
 from stableprompt.tasks.verbalizers import balanced_accuracy
-from stableprompt.trainer import TrainConfig, build_context
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:

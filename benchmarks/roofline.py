@@ -28,8 +28,8 @@ from head_matmul import seconds
 from scoring import PROMPTS, ROOT, machine, revision
 
 from stableprompt.models import LocalScorer
+from stableprompt.models.compat import cache_kwarg, output_cache
 from stableprompt.models.loading import load_lm
-from stableprompt.models.scoring import cache_kwarg, output_cache
 from stableprompt.tasks import get_task, load_kshot_dir
 
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 from scoring import ROOT, machine, revision
 
-from stableprompt.trainer import TrainConfig, Trainer, build_context
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
+from stableprompt.trainer import Trainer
 
 
 def timed_run(args: argparse.Namespace, dtype: str) -> dict:

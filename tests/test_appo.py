@@ -12,9 +12,11 @@ from stableprompt.algorithms.ppo import (
     masked_mean,
     ppo_loss,
 )
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import TextContext
 from stableprompt.models import LocalScorer, load_lm
 from stableprompt.tasks import Example, get_task
-from stableprompt.trainer import TaskContext, TrainConfig, Trainer
+from stableprompt.trainer import Trainer
 
 POS = ["the movie was great", "a very good film", "fun plot and great acting", "I love it"]
 NEG = ["the movie was terrible", "a very bad film", "boring plot", "I hate it"]
@@ -41,9 +43,9 @@ def splits() -> dict[str, list[Example]]:
     return {"train": train, "dev": dev, "test": [Example("not fun", 0), Example("okay", 1)]}
 
 
-def make_ctx(model_dir: str) -> TaskContext:
+def make_ctx(model_dir: str) -> TextContext:
     target, tokenizer = load_lm(model_dir, dtype="float32", shared=True)
-    return TaskContext(get_task("sst-2"), splits(), LocalScorer(target, tokenizer))
+    return TextContext(get_task("sst-2"), splits(), LocalScorer(target, tokenizer))
 
 
 def make_config(model_dir: str, out="unused", **overrides) -> TrainConfig:
@@ -277,7 +279,7 @@ def test_empty_prompts_score_below_the_log_likelihood_floor():
     from types import SimpleNamespace
 
     from stableprompt.algorithms.ppo import EMPTY_PROMPT_REWARD, empty_prompt_reward
-    from stableprompt.trainer import ANSWER_LOGPROB_FLOOR
+    from stableprompt.contexts.text import ANSWER_LOGPROB_FLOOR
 
     for reward in ("metric", "likelihood"):
         ctx = SimpleNamespace(generation=True, generation_reward=reward)

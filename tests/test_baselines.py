@@ -10,10 +10,11 @@ from stableprompt.algorithms.baselines import (
     in_context_template,
     random_token_prompts,
 )
+from stableprompt.config import TrainConfig
 from stableprompt.models import load_lm
 from stableprompt.tasks import get_task
 from stableprompt.tasks.registry import fill_template
-from stableprompt.trainer import TrainConfig, Trainer
+from stableprompt.trainer import Trainer
 from tests.test_trainer import make_ctx  # 6 texts: train 4, dev 4, test 6
 
 
@@ -37,7 +38,7 @@ def test_manual_baseline_scores_dev_then_test_once(tiny_model_dir, tmp_path):
     manual = get_task("sst-2").manual_prompt
     assert summary["steps"] == 0 and summary["best_prompt"] == manual
     entry = summary["prompts"][0]
-    assert entry["dev"] == ctx.accuracy([manual], "dev")[0]
+    assert entry["dev"] == ctx.evaluate([manual], "dev").values[0]
     assert entry["test"] == ctx.report(manual, "test")["accuracy"]
     # dev (4) at step 0, then test (6) for the one pooled prompt; nothing else (a baseline is
     # not scored again as "the manual prompt")

@@ -136,6 +136,8 @@ def test_train_ends_with_the_learned_and_manual_prompts(capsys, tiny_model_dir, 
     assert f"{best['prompts'][0]['test']:.3f}" in learned
     assert "'It was'" in manual and f"{best['manual']['test']:.3f}" in manual
     assert "test 95% CI" in stdout and "(accuracy)" in stdout
+    chance = next(ln for ln in lines if ln.startswith("chance"))
+    assert "uniform guess over 2 labels" in chance and chance.endswith("0.500   0.500")
     # the demo task's label words were chosen for the manual prompt and are printed
     assert best["label_word_search"]["setting"] == "auto"
     words = ", ".join(w.strip() for w in best["label_words"])

@@ -28,6 +28,10 @@ SECRET = "sk-test-DO-NOT-LEAK-4242"
 
 
 # ---- a fake OpenAI-compatible server: one token per character, log-prob -0.5 each -------------
+# State knobs for bad answers: `logprob` (the value every log-prob takes), `indices` (maps the
+# choices' `index` fields, in answer order), `reverse` (answer choices last first), `error_body`
+# (an HTTP 200 carrying {"error": ...}), `list_fail` (fail that many list requests with
+# `status`), `hang` (seconds to wait before answering).
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -38,6 +42,7 @@ class _Handler(BaseHTTPRequestHandler):
         stub = self.server.stub
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         stub["seen"].append((self.path, self.headers.get("Authorization"), body))
+        time.sleep(stub["hang"])
         if stub["fail"] > 0:
             stub["fail"] -= 1
             return self._send(stub["status"], {"error": "overloaded"})
@@ -45,16 +50,27 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"tokens": stub["tokens"]})
         if self.path != "/v1/completions":
             return self._send(404, {"detail": "Not Found"})
+        if stub["error_body"] is not None:
+            return self._send(200, {"error": stub["error_body"]})
         prompts = body["prompt"] if isinstance(body["prompt"], list) else [body["prompt"]]
         if len(prompts) > 1 and not stub["batch"]:
             return self._send(500, {"error": "one prompt per request"})
-        self._send(200, {"choices": [self._choice(i, p, body) for i, p in enumerate(prompts)]})
+        if len(prompts) > 1 and stub["list_fail"] > 0:
+            stub["list_fail"] -= 1
+            return self._send(stub["status"], {"error": "busy"})
+        choices = [self._choice(i, p, body) for i, p in enumerate(prompts)]
+        choices = choices[::-1] if stub["reverse"] else choices
+        for choice, index in zip(choices, stub["indices"]([c["index"] for c in choices])):
+            choice["index"] = index
+            if index is None:
+                del choice["index"]
+        self._send(200, {"choices": choices})
 
     def _choice(self, index, prompt, body):
         stub = self.server.stub
         if body.get("echo") and stub["echo"]:
             offsets = list(range(len(prompt) + 1))  # + the one generated token
-            values = [None] + [-0.7 if stub["shifted"] else -0.5] * len(prompt)
+            values = [None] + [-0.7 if stub["shifted"] else stub["logprob"]] * len(prompt)
             logprobs = {"text_offset": offsets, "token_logprobs": values}
             return {"index": index, "text": prompt + "!", "logprobs": logprobs}
         if body.get("logit_bias"):  # forced generation: the biased token, log-prob -1
@@ -62,7 +78,8 @@ class _Handler(BaseHTTPRequestHandler):
             logprobs = {"text_offset": [len(prompt)], "token_logprobs": [-1.0]}
             return {"index": index, "text": stub["decode"]([token]), "logprobs": logprobs}
         top = {" good": -0.5, " bad": -2.0, " meh": -3.0}
-        logprobs = {"text_offset": [len(prompt)], "token_logprobs": [-0.5], "top_logprobs": [top]}
+        logprobs = {"text_offset": [len(prompt)], "token_logprobs": [stub["logprob"]],
+                    "top_logprobs": [top]}  # fmt: skip
         text = " good\nmore" if body.get("max_tokens", 1) > 1 else " good"
         return {"index": index, "text": text, "logprobs": logprobs}
 
@@ -75,15 +92,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that timed out hung up: fine
+        pass
+
+
 @pytest.fixture
 def stub():
     """Start a stub; returns (base_url, state). Tests tweak state (fail, echo, batch, tokens)."""
     servers = []
 
     def start(**state):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        server = _Server(("127.0.0.1", 0), _Handler)
         server.stub = {"seen": [], "fail": 0, "status": 503, "echo": True, "batch": True,
-                       "tokens": None, "shifted": False, "decode": None} | state  # fmt: skip
+                       "tokens": None, "shifted": False, "decode": None, "logprob": -0.5,
+                       "indices": lambda i: i, "reverse": False, "error_body": None,
+                       "list_fail": 0, "hang": 0.0} | state  # fmt: skip
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
         return f"http://127.0.0.1:{server.server_port}", server.stub
@@ -209,11 +233,14 @@ def test_misaligned_echo_falls_back_to_forced_generation(stub, tiny_tokenizer):
 
 
 def test_single_prompt_servers_get_one_sequence_per_request(stub):
-    url, state = stub(batch=False)
-    scorer = OpenAIScorer("m", [url], batch_size=8)
-    scorer.score(["p"], ["x", "y"], "{prompt} {input}", [" a", " b"])
+    url, state = stub(batch=False)  # answers a list with HTTP 500, like llama-cpp-python
+    scorer = OpenAIScorer("m", [url], batch_size=8, backoff=0.01)
     assert not scorer.capabilities.batch
-    assert all(isinstance(b["prompt"], str) for _, _, b in state["seen"][3:])
+    assert len(state["seen"]) == 6  # 2 echo probes, then list, single, list, single
+    probed = len(state["seen"])
+    scorer.score(["p"], ["x", "y"], "{prompt} {input}", [" a", " b"])
+    assert all(isinstance(b["prompt"], str) for _, _, b in state["seen"][probed:])
+    assert not OpenAIScorer("m", [url], max_retries=0).capabilities.batch  # no retry: still off
 
 
 def test_tokenizer_mismatch_is_a_clear_error(stub, tiny_tokenizer):
@@ -225,6 +252,133 @@ def test_tokenizer_mismatch_is_a_clear_error(stub, tiny_tokenizer):
     state["tokens"] = [5, 6, 7]
     with pytest.raises(UserError, match="tokenises a probe string differently"):
         _ = OpenAIScorer("m", [url], tokenizer=tiny_tokenizer).capabilities
+
+
+# ---- a server that cannot be trusted: every bad answer is one line naming the server -------
+
+
+def one_line_error(scorer: OpenAIScorer, call=None) -> str:
+    """The UserError of `call` (default: score two inputs with two labels), checked one line."""
+    call = call or (lambda: scorer.score(["p"], ["x", "yy"], "{prompt} {input}", [" a", " bb"]))
+    with pytest.raises(UserError) as err:
+        call()
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+@pytest.mark.parametrize("value", [float("nan"), 0.7, float("inf")])
+def test_nan_or_positive_logprobs_are_refused(stub, value):
+    url, state = stub()
+    scorer = OpenAIScorer("m", [url])
+    assert scorer.capabilities.mode == "echo"
+    state["logprob"] = value  # the server goes bad mid-run
+    message = one_line_error(scorer)
+    assert message.startswith(f"target server {url} returned the log-prob {value!r} for prompt")
+    assert "must be finite and <= 0" in message and "bfloat16 or float32" in message
+
+
+def test_a_bad_logprob_in_the_top_k_fallback_is_refused(stub):
+    url, _ = stub(echo=False, logprob=float("nan"))
+    message = one_line_error(OpenAIScorer("m", [url]))
+    assert f"target server {url} returned the log-prob nan" in message
+
+
+def test_reordered_choices_are_matched_by_their_index(stub):
+    url, state = stub(reverse=True)  # choices come last first, each with its right index
+    scores = OpenAIScorer("m", [url]).score(["p"], ["x", "yy"], "{prompt} {input}", [" a", " bb"])
+    assert scores.flatten().tolist() == [-1.0, -1.5, -1.0, -1.5]  # -0.5 per label character
+    assert any(isinstance(b["prompt"], list) and len(b["prompt"]) == 4 for _, _, b in state["seen"])
+
+
+@pytest.mark.parametrize(
+    "indices, shown",
+    [(lambda i: [None] * len(i), "[None, None]"), (lambda i: [0] * len(i), "[0, 0]")],
+    ids=["missing", "duplicated"],
+)
+def test_choices_without_distinct_indices_are_refused(stub, indices, shown):
+    url, _ = stub(reverse=True, indices=indices)
+    message = one_line_error(OpenAIScorer("m", [url]))
+    assert message.startswith(f"target server {url} numbered the completions of 2 prompts {shown}")
+    assert "batch_size=1" in message
+
+
+def test_a_single_choice_needs_no_index(stub):
+    url, state = stub(batch=False)  # one prompt per request, like llama-cpp-python
+    scorer = OpenAIScorer("m", [url], backoff=0.01)
+    state["indices"] = lambda i: [None] * len(i)
+    assert scorer.generate(["x", "y"]) == [" good", " good"]
+
+
+@pytest.mark.parametrize(
+    "error, shown",
+    [
+        ({"message": "The model `m` does not exist", "type": "invalid_request_error"},
+         "The model `m` does not exist"),
+        ("CUDA out of memory", "CUDA out of memory"),
+    ],
+)  # fmt: skip
+def test_an_error_body_with_http_200_is_a_one_line_error(stub, error, shown):
+    url, _ = stub(error_body=error)
+    message = one_line_error(OpenAIScorer("m", [url]))
+    assert message == (
+        f"target server {url} answered /v1/completions with an error: {shown} "
+        "(check the server's log and the model name in --target)"
+    )
+
+
+def test_an_error_body_never_shows_the_api_key(stub, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    url, _ = stub(error_body=f"Incorrect API key provided: {SECRET}")
+    message = one_line_error(OpenAIScorer("m", [url]))
+    assert SECRET not in message and "Incorrect API key provided: ***" in message
+
+
+@pytest.mark.parametrize("status", [500, 429])
+def test_a_transient_failure_of_the_batch_probe_keeps_batching(stub, status):
+    url, state = stub(list_fail=1, status=status)
+    scorer = OpenAIScorer("m", [url], backoff=0.01)
+    assert scorer.capabilities.batch
+    probed = len(state["seen"])
+    scorer.score(["p"], ["x", "y"], "{prompt} {input}", [" a", " b"])
+    assert len(state["seen"]) - probed == 1  # 4 sequences in one request, not 4 requests
+
+
+def test_request_timeout_comes_from_the_argument_or_the_environment(stub, monkeypatch):
+    url, _ = stub(hang=1.0)
+    monkeypatch.setenv("STABLEPROMPT_REQUEST_TIMEOUT", "0.2")
+    scorer = OpenAIScorer("m", [url], max_retries=1, backoff=0.01)
+    assert scorer.timeout == 0.2 and OpenAIScorer("m", [url], timeout=7).timeout == 7
+    start = time.monotonic()
+    message = one_line_error(scorer, lambda: scorer.generate(["x"]))
+    assert time.monotonic() - start < 1.5  # two 0.2 s attempts, not two 120 s ones
+    assert "unreachable after 1 retries (ReadTimeout" in message
+    assert "each request may take 0.2 s ($STABLEPROMPT_REQUEST_TIMEOUT changes that)" in message
+    monkeypatch.setenv("STABLEPROMPT_REQUEST_TIMEOUT", "soon")
+    with pytest.raises(UserError, match="STABLEPROMPT_REQUEST_TIMEOUT='soon' is not a positive"):
+        OpenAIScorer("m", [url])
+    monkeypatch.delenv("STABLEPROMPT_REQUEST_TIMEOUT")
+    assert OpenAIScorer("m", [url]).timeout == 120.0
+
+
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        ({"logprob": float("nan")}, "returned the log-prob nan for prompt 1 of 1"),
+        ({"reverse": True, "indices": lambda i: [None] * len(i)}, "numbered the completions"),
+        ({"error_body": "server exploded"}, "with an error: server exploded"),
+    ],
+    ids=["nan", "no-index", "error-body"],
+)
+def test_the_cli_turns_a_bad_server_answer_into_one_line_and_exit_2(stub, capsys, state, expected):
+    from stableprompt.cli import main
+
+    url, _ = stub(**state)
+    argv = ["eval", "--target", f"openai:m@{url}", "--label-words", "task",
+            "--reference-lm", "none"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"error: target server {url} ")
+    assert expected in err and "Traceback" not in err
 
 
 # ---- a real llama.cpp server (llama-cpp-python) ---------------------------------------------

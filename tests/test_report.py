@@ -161,3 +161,21 @@ def test_missing_logger_package_names_the_extra(tmp_path, monkeypatch, kind, mod
     monkeypatch.setitem(sys.modules, module, None)  # makes `import module` raise ImportError
     with pytest.raises(UserError, match=rf"pip install 'stableprompt\[{kind}\]'"):
         make_logger(kind, tmp_path, {})
+
+
+def test_dev_plot_has_whole_step_ticks_and_a_chance_line(tmp_path, monkeypatch):
+    from stableprompt import report
+
+    run_dir = fake_run(tmp_path / "run", algo="sql")
+    best = json.loads((run_dir / "best_prompts.json").read_text())
+    best["label_words"] = [" bad", " good", " okay"]
+    (run_dir / "best_prompts.json").write_text(json.dumps(best))
+    figures = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: figures.append(fig) or path)
+    report.plot_dev(report.load_run(run_dir), tmp_path / "dev.png")
+    ax = figures[0].axes[0]
+    chance = [line for line in ax.lines if line.get_label() == "chance"]
+    assert chance and chance[0].get_ydata()[0] == pytest.approx(1 / 3)
+    ax.set_xlim(0, 10)
+    ticks = ax.xaxis.get_major_locator().tick_values(0, 10)
+    assert all(float(t).is_integer() for t in ticks)

@@ -7,10 +7,10 @@ import torch
 
 from stableprompt.errors import UserError
 from stableprompt.models import scoring
+from stableprompt.models.compat import head_logits
 from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
-    head_logits,
     padded_batches,
     split_template,
 )

@@ -9,17 +9,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stableprompt.errors import UserError
-from stableprompt.models.encoders import SentenceEncoder
-from stableprompt.models.sampling import cut_at_stops
-from stableprompt.models.scoring import LocalScorer
-from stableprompt.style_transfer import (
+from stableprompt.contexts.style import (
     STYLE_TASKS,
     SamplingSettings,
     StyleTransferContext,
     build_style_context,
 )
+from stableprompt.errors import UserError
+from stableprompt.models.encoders import SentenceEncoder
+from stableprompt.models.scoring import LocalScorer
 from stableprompt.tasks import Example, get_task, list_tasks
+from stableprompt.tasks.metrics import cut_at_stops
 from stableprompt.tasks.style import (
     best_of_samples,
     bleu,
@@ -219,7 +219,7 @@ def test_context_rewards_accuracy_and_report(tiny_scorer, tiny_encoder, tiny_lm)
     raw = ctx.rewards(prompts, EXAMPLES, "raw")
     assert ((raw >= 0) & (raw <= 100)).all()
     torch.testing.assert_close(shaped_call_raw, raw)
-    scores = ctx.accuracy(prompts, "dev")
+    scores = ctx.evaluate(prompts, "dev").values
     assert len(scores) == 3 and all(0 <= s <= 1 for s in scores)
     report = ctx.report("the movie", "test")
     for key in ("content", "style", "fluency", "joint", "gm", "bleu", "perplexity", "self_bleu"):
@@ -242,7 +242,8 @@ def test_build_style_context_on_a_tiny_setup(tmp_path, monkeypatch, tiny_model_d
     encoder_dir = tmp_path / "encoder"
     tiny_encoder.model.save_pretrained(encoder_dir)
     tiny_encoder.tokenizer.save_pretrained(encoder_dir)
-    from stableprompt.trainer import TrainConfig, Trainer
+    from stableprompt.config import TrainConfig
+    from stableprompt.trainer import Trainer
 
     config = TrainConfig(
         task="shakespeare",
@@ -274,6 +275,12 @@ def test_build_style_context_on_a_tiny_setup(tmp_path, monkeypatch, tiny_model_d
     assert all(abs(r["reward_mean"]) < 1e-4 for r in steps)  # z-scored: ~0 by construction
     assert all(0 <= r["reward_raw_mean"] <= r["reward_raw_max"] <= 100 for r in steps)
     assert any(r["reward_raw_mean"] > 0 for r in steps)  # ...the logged raw reward is not
+    # transfer rebuilds the run's context from its config.yaml (encoder and sampling in `extra`)
+    from stableprompt.transfer import transfer_matrix
+
+    matrix = transfer_matrix([str(tmp_path / "run")], [tiny_model_dir], dtype="float32")
+    assert matrix["task"] == "shakespeare" and matrix["metric"] == "joint"
+    assert matrix["accuracy"][0][0] == pytest.approx(summary["prompts"][0]["test"])
     with pytest.raises(UserError, match="not a style transfer task"):
         build_style_context(TrainConfig(task="sst-2"))
 

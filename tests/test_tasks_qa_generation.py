@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from stableprompt.contexts.text import ANSWER_LOGPROB_FLOOR, TextContext
 from stableprompt.models.scoring import LocalScorer
 from stableprompt.tasks import (
     Example,
@@ -18,7 +19,6 @@ from stableprompt.tasks import (
     mmlu_row_to_example,
 )
 from stableprompt.tasks.metrics import contains, exact_match, exact_set, token_f1
-from stableprompt.trainer import ANSWER_LOGPROB_FLOOR, TaskContext
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared data missing")
@@ -80,7 +80,7 @@ def test_generation_reward_and_cache(tiny_lm):
     model, tokenizer = tiny_lm
     scorer = LocalScorer(model, tokenizer)
     examples = [Example("good", target="bad"), Example("fun", target=("boring", "bad"))]
-    ctx = TaskContext(
+    ctx = TextContext(
         get_task("antonyms"), {"train": examples, "dev": examples}, scorer, max_new_tokens=4
     )
     calls = []
@@ -89,7 +89,7 @@ def test_generation_reward_and_cache(tiny_lm):
     rewards = ctx.rewards(["the opposite", "a movie"], examples)
     assert rewards.shape == (2,) and ((rewards >= 0) & (rewards <= 1)).all()
     assert calls == [4]  # one batched call for all prompt x example texts
-    assert ctx.accuracy(["the opposite", "a movie"], "dev") == rewards.tolist()
+    assert ctx.evaluate(["the opposite", "a movie"], "dev").values == rewards.tolist()
     assert calls == [4]  # second time served by the generation cache
     assert ctx.report("a movie", "train")["n"] == 2
 
@@ -107,7 +107,7 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
 
     model, tokenizer = tiny_lm
     examples = [Example("good", target="bad"), Example("fun", target=("boring", "bad"))]
-    ctx = TaskContext(
+    ctx = TextContext(
         get_task("antonyms"),
         {"train": examples, "dev": examples},
         LocalScorer(model, tokenizer),
@@ -135,4 +135,4 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
     floored = ctx.answer_logprobs(prompts, [hopeless])  # 20 words: far below -20 nats unfloored
     assert floored.tolist() == [[ANSWER_LOGPROB_FLOOR], [ANSWER_LOGPROB_FLOOR]]
     # selection on dev stays the task metric of greedy answers
-    assert all(a in (0.0, 0.5, 1.0) for a in ctx.accuracy(prompts, "dev"))
+    assert all(a in (0.0, 0.5, 1.0) for a in ctx.evaluate(prompts, "dev").values)

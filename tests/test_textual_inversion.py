@@ -7,16 +7,12 @@ import pytest
 import torch
 from torch.nn.functional import cosine_similarity
 
+from stableprompt.config import TrainConfig
+from stableprompt.contexts.image import ImageTaskContext, build_image_context
 from stableprompt.errors import UserError
-from stableprompt.tasks.images import (
-    IMAGE_TASK,
-    REWARD_SCALE,
-    ImageTaskContext,
-    build_image_context,
-    load_clip,
-    split_images,
-)
-from stableprompt.trainer import TrainConfig, Trainer
+from stableprompt.models.clip import load_clip
+from stableprompt.tasks.images import IMAGE_TASK, REWARD_SCALE, split_images
+from stableprompt.trainer import Trainer
 
 
 def build_tiny_clip_tokenizer():
@@ -123,7 +119,7 @@ def test_reward_is_the_mean_cosine_similarity(tmp_path, tiny_clip, template):
     rewards = ctx.rewards(["great movie", "bad"], ctx.splits["train"])
     assert rewards.shape == (2,)
     assert rewards[0].item() == pytest.approx(REWARD_SCALE * expected, abs=1e-4)
-    assert ctx.accuracy(["great movie"], "dev")[0] == pytest.approx(expected, abs=1e-6)
+    assert ctx.evaluate(["great movie"], "dev").values[0] == pytest.approx(expected, abs=1e-6)
     report = ctx.report("great movie", "test")
     assert report["accuracy"] == pytest.approx(expected, abs=1e-6) and report["n"] == 4
     lo, hi = report["ci95"]

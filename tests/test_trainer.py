@@ -6,21 +6,23 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import TextContext
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer, load_lm
 from stableprompt.tasks import Example, get_task
-from stableprompt.trainer import TaskContext, TrainConfig, Trainer
+from stableprompt.trainer import Trainer
 
 from .conftest import SHARED_DATA
 
 TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
 
 
-def make_ctx(model_dir: str) -> TaskContext:
+def make_ctx(model_dir: str) -> TextContext:
     model, tokenizer = load_lm(model_dir, dtype="float32", shared=True)
     examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
     splits = {"train": examples[:4], "dev": examples[2:], "test": examples}
-    return TaskContext(get_task("sst-2"), splits, LocalScorer(model, tokenizer))
+    return TextContext(get_task("sst-2"), splits, LocalScorer(model, tokenizer))
 
 
 def tiny_policy(model_dir: str) -> dict:
@@ -155,7 +157,7 @@ def test_yaml_config_types_are_checked(tmp_path):
 def test_template_without_placeholders_is_a_clear_error(tiny_model_dir):
     ctx = make_ctx(tiny_model_dir)
     with pytest.raises(UserError, match="must contain both"):
-        TaskContext(ctx.task, ctx.splits, ctx.scorer, template="{input} It was")
+        TextContext(ctx.task, ctx.splits, ctx.scorer, template="{input} It was")
 
 
 def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
@@ -211,7 +213,7 @@ def test_optimize_trains_in_one_call_and_returns_the_result(tiny_model_dir, tmp_
 
 
 def test_build_context_keeps_a_given_scorer_and_chooses_label_words(tiny_model_dir, tmp_path):
-    from stableprompt.trainer import build_context
+    from stableprompt.contexts import build_context
 
     scorer = make_ctx(tiny_model_dir).scorer
     config = make_config(

@@ -6,10 +6,10 @@ import pytest
 import yaml
 
 from stableprompt.cli import main
+from stableprompt.contexts import TextContext, load_task
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.tasks import load_data
-from stableprompt.trainer import TaskContext, load_task
 from stableprompt.transfer import format_matrix, read_run, transfer_matrix
 
 from .conftest import tiny_llama
@@ -66,8 +66,8 @@ def make_run(root, name, prompt, data, task, template=None, best_template=None):
 
 def direct_accuracy(task, target, data, template, prompt):
     scorer = build_scorer(target, "float32")
-    ctx = TaskContext(load_task(task), load_data(data), scorer, template, ("test",))
-    return ctx.accuracy([prompt], "test")[0]
+    ctx = TextContext(load_task(task), load_data(data), scorer, template, ("test",))
+    return ctx.evaluate([prompt], "test").values[0]
 
 
 def test_matrix_has_one_row_per_run_and_equals_direct_scoring(

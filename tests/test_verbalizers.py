@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from stableprompt.config import TrainConfig
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer
 from stableprompt.models.scoring import TargetScorer
@@ -16,7 +17,6 @@ from stableprompt.tasks.verbalizers import (
     search_label_words,
     single_token,
 )
-from stableprompt.trainer import TrainConfig
 
 
 class BiasedTarget(TargetScorer):

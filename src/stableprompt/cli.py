@@ -7,59 +7,49 @@ command line say the same things; flags given on the command line override the Y
 from __future__ import annotations
 
 import argparse
-import dataclasses
+import functools
 import json
 import sys
+from argparse import SUPPRESS
 from pathlib import Path
 
 from stableprompt import __version__
+from stableprompt.config import FIELDS, TrainConfig, flag, parse_value
 from stableprompt.errors import UserError
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    from stableprompt.trainer import CHOICES, TrainConfig
-
-    for f in dataclasses.fields(TrainConfig):
-        if f.name == "extra":
+    """One flag per TrainConfig field, help and choices from its metadata. Values go through the
+    config's own parser (`parse_value`), so a bad flag gets the same one-line error (exit 2) as a
+    bad YAML key, instead of argparse's usage dump."""
+    for name, f in FIELDS.items():
+        if name == "extra":  # a mapping: YAML only
             continue
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if f.type in ("bool",) or isinstance(default, bool):
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                action=argparse.BooleanOptionalAction,
-                default=argparse.SUPPRESS,
-                help=f"(default: {default})",
-            )
-        else:
-            kind = {int: int, float: float}.get(type(default), str)
-            if f.name in ("max_target_calls", "train_examples", "prompts_per_step"):
-                kind = int
-            parser.add_argument(
-                flag,
-                dest=f.name,
-                type=kind,
-                default=argparse.SUPPRESS,
-                help=(f"{' | '.join(CHOICES[f.name])} " if f.name in CHOICES else "")
-                + f"(default: {default})",
-            )
+        choices = f.metadata.get("choices")
+        text = f.metadata["help"] + (f"; {' | '.join(choices)}" if choices else "")
+        if f.default is not None:
+            text += f" (default: {f.default})"
+        text = text.replace("%", "%%")  # argparse formats help with %
+        if isinstance(f.default, bool):
+            action = argparse.BooleanOptionalAction
+            parser.add_argument(flag(name), dest=name, action=action, default=SUPPRESS, help=text)
+            continue
+        parser.add_argument(
+            flag(name),
+            dest=name,
+            type=functools.partial(parse_value, name),
+            default=SUPPRESS,
+            metavar="{" + ",".join(choices) + "}" if choices else f.type.split(" ")[0].upper(),
+            help=text,
+        )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from stableprompt.trainer import (
-        Interrupted,
-        TrainConfig,
-        Trainer,
-        build_context,
-        check_run_dir,
-    )
+    from stableprompt.contexts import build_context
+    from stableprompt.rundir import Interrupted, check_run_dir
+    from stableprompt.trainer import Trainer
 
-    overrides = {
-        k: v
-        for k, v in vars(args).items()
-        if k in {f.name for f in dataclasses.fields(TrainConfig)}
-    }
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
     if args.resume:
         run = Path(args.resume)
         if not (run / "config.yaml").is_file():
@@ -84,14 +74,14 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
-    print(format_summary(summary, ctx.task, config.out))
+    print(format_summary(summary, config.out))
     return 0
 
 
-def format_summary(summary: dict, task, out: str) -> str:
+def format_summary(summary: dict, out: str) -> str:
     """The end of a run: the learned prompts beside the manual prompt, dev and test with the
     test's 95% interval, the label words, the calls spent and where the files are."""
-    metric = task.metric or ("accuracy" if task.kind != "style_transfer" else "joint score")
+    metric = summary.get("metric", "accuracy")
     rows = [("learned" if i == 0 else "", e) for i, e in enumerate(summary["prompts"])]
     if summary.get("manual"):
         rows.append(("manual", summary["manual"]))
@@ -103,6 +93,10 @@ def format_summary(summary: dict, task, out: str) -> str:
         test = f"{e['test']:6.3f}" if "test" in e else f"{'-':>6}"
         ci = "[{:.3f}, {:.3f}]".format(*e["test_ci95"]) if "test_ci95" in e else ""
         lines.append(f"{kind:<8}{prompt:<{width}}  {e['dev']:6.3f}  {test}  {ci}")
+    if summary.get("label_words"):  # a uniform guess over the classes, for scale
+        chance = 1 / len(summary["label_words"])
+        label = f"(a uniform guess over {len(summary['label_words'])} labels)"
+        lines.append(f"{'chance':<8}{label:<{width}}  {chance:6.3f}  {chance:6.3f}")
     if summary.get("label_words"):
         search = summary.get("label_word_search") or {}
         how = " (auto: best for the manual prompt on train+dev)" if search.get("setting") else ""
@@ -110,6 +104,7 @@ def format_summary(summary: dict, task, out: str) -> str:
     lines.append(
         f"{summary['steps']} steps; target calls: {summary['target_calls']:,} for training and "
         f"dev, {summary.get('test_calls', 0):,} for the final scoring"
+        + (f"; {summary['seconds'] / 60:.1f} min" if summary.get("seconds") else "")
     )
     lines.append(
         f"run written to {out} (best_prompts.json, metrics.jsonl; `stableprompt report "
@@ -137,44 +132,18 @@ def _naturalness(prompt: str, reference_lm: str, dtype: str) -> dict:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from stableprompt.models import build_scorer
-    from stableprompt.tasks import load_data
-    from stableprompt.tasks.registry import check_template
-    from stableprompt.tasks.verbalizers import resolve_label_words
-    from stableprompt.trainer import TaskContext, load_task
+    from stableprompt.contexts import build_context
 
-    search = None  # how the label words were chosen (text classification only)
-    if args.task == "textual-inversion":  # a folder of images, a CLIP model as the target
-        from stableprompt.tasks.images import load_image_context
-
-        ctx = load_image_context(args.data, args.target, args.dtype, args.seed, args.template)
-        task = ctx.task
-    elif (task := load_task(args.task)).kind == "style_transfer":
-        from stableprompt.style_transfer import build_style_context
-        from stableprompt.trainer import TrainConfig
-
-        config = TrainConfig(
-            task=args.task,
-            data=args.data,
-            target=args.target,
-            template=args.template,
-            dtype=args.dtype,
-            seed=args.seed,
-        )
-        ctx = build_style_context(config, required=(args.split,))
-    else:
-        splits = load_data(args.data, seed=args.seed)
-        scorer = build_scorer(args.target, args.dtype)
-        template = check_template(args.template or task.template)
-        task, search = resolve_label_words(task, args.label_words, scorer, template, splits)
-        ctx = TaskContext(task, splits, scorer, template, required=(args.split,))
+    settings = ("task", "data", "target", "template", "label_words", "dtype", "seed")
+    config = TrainConfig.from_dict({k: getattr(args, k) for k in settings})
+    ctx = build_context(config, required=(args.split,))
+    task, search = ctx.task, ctx.label_search
     prompt = task.manual_prompt if args.prompt is None else args.prompt
     report = ctx.report(prompt, args.split)
     lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
     print(f"prompt {prompt!r}")
-    metric = task.metric or ("joint" if task.kind == "style_transfer" else "accuracy")
-    print(f"{metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
+    print(f"{ctx.metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
     for word, recall in zip(task.label_words, report["per_class_recall"]):  # none for generation
         print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
     for key in ("content", "style", "fluency", "joint", "gm", "perplexity", "bleu", "self_bleu"):
@@ -317,14 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:  # `stableprompt` alone: say what it can do
-        parser.print_help()
-        return 0
+    argv = sys.argv[1:] if argv is None else argv
     try:
+        args = parser.parse_args(argv)  # flag values go through the config parser: UserError
+        if args.command is None:  # `stableprompt` alone: say what it can do
+            parser.print_help()
+            return 0
         return args.func(args)
     except UserError as err:
-        if args.debug:
+        if "--debug" in argv:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 2

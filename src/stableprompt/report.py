@@ -95,11 +95,13 @@ def load_run(run_dir: str | Path) -> Run:
 def _figure(title: str, ylabel: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(7, 3.8), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     ax.set(title=title, xlabel="step", ylabel=ylabel)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
     ax.grid(alpha=0.3)
     return fig, ax
 
@@ -139,6 +141,10 @@ def plot_dev(run: Run, path: Path) -> Path | None:
         return None
     fig, ax = _figure("dev accuracy of the evaluation prompt", "dev accuracy")
     ax.plot(steps, dev, **DOTS)
+    words = (run.best or {}).get("label_words")  # a finished classification run knows its classes
+    if words:
+        ax.axhline(1 / len(words), color="gray", linestyle="--", label="chance")
+        ax.legend()
     return _save(fig, path)
 
 

@@ -2,19 +2,21 @@
 run on several target LMs, giving a runs x targets matrix of the task metric.
 
 A prompt trained against one target and scored on another shows whether it learnt something
-about the task or only about that target's quirks.
+about the task or only about that target's quirks. Each run is scored through the same context
+factory as training (`contexts.build_context`, from the run's own config.yaml), so text, style
+transfer and image runs all transfer.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from stableprompt.config import TrainConfig, read_yaml_mapping
+from stableprompt.contexts import build_context
 from stableprompt.errors import UserError
-from stableprompt.tasks import TaskSpec
+from stableprompt.models import build_scorer
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class RunPrompt:
     template: str | None
     seed: int
     label_words: tuple[str, ...] | None = None  # the words the run was trained with
+    config: tuple[tuple[str, object], ...] = ()  # the rest of the run's config.yaml
 
 
 def _read_json(path: Path) -> dict:
@@ -51,7 +54,7 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
     best = _read_json(best_file)
     if not best.get("best_prompt"):
         raise UserError(f"{best_file} holds no best prompt (the run evaluated none; rerun it)")
-    config = yaml.safe_load(config_file.read_text()) or {}
+    config = read_yaml_mapping(config_file)
     return RunPrompt(
         run=str(run),
         prompt=best["best_prompt"],
@@ -61,39 +64,52 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
         template=best.get("template") or config.get("template"),
         seed=int(config.get("seed", 0)),
         label_words=tuple(best["label_words"]) if best.get("label_words") else None,
+        config=tuple(sorted((k, v) for k, v in config.items() if k in SETTINGS)),
     )
 
 
-def _groups(runs: list[RunPrompt]) -> list[tuple[str | None, tuple | None, dict, list[int]]]:
-    """(template, label words, data splits, run indices) for runs that share data, template and
-    label words, so each group's prompts are scored in one call per target and its data is
-    loaded once. A run keeps the label words it was trained with on every target."""
-    from stableprompt.tasks import load_data
+# What a run's config contributes besides task, data, template and seed: how the task context
+# is built (style transfer reads `extra`, generation tasks their reward setting).
+SETTINGS = ("extra", "generation_reward")
 
+
+def _groups(runs: list[RunPrompt]) -> dict[tuple, list[int]]:
+    """Runs that share data, seed, template, label words and settings, by index: each group's
+    prompts are scored in one call per target. A run keeps its label words on every target."""
     members: dict[tuple, list[int]] = {}
     for i, r in enumerate(runs):
-        members.setdefault((r.data, r.seed, r.template, r.label_words), []).append(i)
-    return [
-        (tpl, words, load_data(data, seed=seed), idx)
-        for (data, seed, tpl, words), idx in members.items()
-    ]
+        key = (r.data, r.seed, r.template, r.label_words, json.dumps(r.config, sort_keys=True))
+        members.setdefault(key, []).append(i)
+    return members
 
 
 def _score_on_target(
-    runs: list[RunPrompt], groups: list, task: TaskSpec, target: str, split: str, dtype: str
-) -> list[float]:
-    """Each run's prompt scored on one target."""
-    from stableprompt.models import build_scorer
-    from stableprompt.trainer import TaskContext
-
-    scorer = build_scorer(target, dtype)
-    scores = [0.0] * len(runs)
-    for template, words, splits, members in groups:
-        spec = replace(task, label_words=words) if words and task.label_words else task
-        ctx = TaskContext(spec, splits, scorer, template, required=(split,))
-        for i, score in zip(members, ctx.accuracy([runs[i].prompt for i in members], split)):
+    runs: list[RunPrompt], groups: dict, target: str, split: str, dtype: str
+) -> tuple[list[float], str, str]:
+    """Each run's prompt scored on one target, the metric's name and the task's."""
+    scorer, scores, metric, task = None, [0.0] * len(runs), "accuracy", runs[0].task
+    for members in groups.values():
+        run = runs[members[0]]
+        config = TrainConfig.from_dict(
+            {
+                **dict(run.config),
+                "task": run.task,
+                "data": run.data,
+                "template": run.template,
+                "seed": run.seed,
+                "target": target,
+                "dtype": dtype,
+                "label_words": "task",  # the run's words (below) or the task's own
+            }
+        )
+        if scorer is None and config.task != "textual-inversion":  # one target load per column
+            scorer = build_scorer(target, dtype)
+        ctx = build_context(config, scorer, required=(split,), label_words=run.label_words)
+        result = ctx.evaluate([runs[i].prompt for i in members], split)
+        metric, task = result.name, ctx.task.name
+        for i, score in zip(members, result.values):
             scores[i] = score
-    return scores
+    return scores, metric, task
 
 
 def transfer_matrix(
@@ -109,8 +125,6 @@ def transfer_matrix(
     Returns {"task", "metric", "split", "targets", "runs": [{"run", "name", "prompt", "data",
     "template"}], "accuracy": rows = runs, columns = targets}; "accuracy" is the task metric.
     """
-    from stableprompt.trainer import load_task
-
     if not run_dirs or not targets:
         raise UserError("transfer needs at least one run directory and one target")
     runs = [read_run(d, task, data) for d in run_dirs]
@@ -120,11 +134,12 @@ def transfer_matrix(
             f"the runs were trained on different tasks ({', '.join(tasks)}); "
             "pass runs of one task, or --task to score them all on one"
         )
-    spec, groups = load_task(tasks[0]), _groups(runs)
-    columns = [_score_on_target(runs, groups, spec, t, split, dtype) for t in targets]
+    groups = _groups(runs)
+    scored = [_score_on_target(runs, groups, t, split, dtype) for t in targets]
+    columns = [scores for scores, _, _ in scored]
     return {
-        "task": spec.name,
-        "metric": spec.metric or "accuracy",
+        "task": scored[0][2],
+        "metric": scored[0][1],
         "split": split,
         "targets": list(targets),
         "runs": [

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from transformers.cache_utils import DynamicLayer
 
 from stableprompt.errors import UserError
-from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
+from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
 from stableprompt.tasks import Example
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -122,6 +122,26 @@ def lora_target_modules(model: nn.Module) -> list[str] | str:
     }
     found = [t for t in LORA_TARGETS if t in names]
     return found or "all-linear"
+
+
+def copy_trainable_state(module: nn.Module) -> dict[str, Tensor]:
+    """Detached clones of all parameters with ``requires_grad`` (e.g. only LoRA weights)."""
+    return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
+
+
+@torch.no_grad()
+def load_trainable_state(module: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy ``state`` (from :func:`copy_trainable_state`) back into ``module`` in place, bit-exact.
+
+    Parameters not in ``state`` (frozen ones) are untouched; unknown names raise ``KeyError``.
+    Optimizer state is not restored; the caller resets it if needed.
+    """
+    params = dict(module.named_parameters())
+    unknown = sorted(set(state) - set(params))
+    if unknown:
+        raise KeyError(f"state has parameters not in module: {unknown[:5]}")
+    for name, value in state.items():
+        params[name].copy_(value)
 
 
 class InstructionAgent(nn.Module):
@@ -307,8 +327,6 @@ class InstructionAgent(nn.Module):
     def using_weights(self, state: dict[str, Tensor] | None) -> Iterator[None]:
         """Temporarily act as another policy: `None` is the frozen initial agent (adapter off),
         a dict from `copy_trainable_state` is e.g. the anchor. Restores the weights bit for bit."""
-        from stableprompt.algorithms.ppo import copy_trainable_state, load_trainable_state
-
         if state is None:
             with self.lm.disable_adapter():
                 yield

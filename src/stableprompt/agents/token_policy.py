@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stableprompt.models.scoring import cache_kwarg, head_logits, output_cache
+from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
 
 
 @dataclass

@@ -20,9 +20,12 @@ import random
 
 import torch
 
+from stableprompt.agents.instruction_agent import InstructionAgent
+from stableprompt.agents.token_policy import allowed_prompt_tokens
+from stableprompt.algorithms.base import Algorithm
 from stableprompt.errors import UserError
+from stableprompt.models.loading import load_lm, trainable_dtype
 from stableprompt.tasks.registry import fill_template
-from stableprompt.trainer import Algorithm
 
 
 class FixedPrompts(Algorithm):
@@ -34,7 +37,7 @@ class FixedPrompts(Algorithm):
         super().__init__(config, ctx)
         if config.algo == "random":
             self.prompts = random_token_prompts(
-                config.agent, config.prompts_per_step or 1, config.prompt_length, config.seed
+                config.agent, config.num_prompts, config.prompt_length, config.seed
             )
             return
         if not ctx.task.manual_prompt and config.algo in ("manual", "in-context"):
@@ -67,9 +70,6 @@ class FixedPrompts(Algorithm):
 
 def random_token_prompts(agent: str, n: int, length: int, seed: int) -> list[str]:
     """`n` prompts of `length` tokens, uniform over the token policy's allowed tokens."""
-    from stableprompt.agents.token_policy import allowed_prompt_tokens
-    from stableprompt.models.loading import load_lm
-
     lm, tokenizer = load_lm(agent)
     allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
     ids = allowed.nonzero().squeeze(-1)
@@ -101,13 +101,10 @@ class BestOfN(Algorithm):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        from stableprompt.agents.instruction_agent import InstructionAgent
-        from stableprompt.models.loading import load_lm, trainable_dtype
-
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
         # LoRA starts as the identity (B = 0) and is never trained: this is the initial agent.
         self.agent = InstructionAgent(lm, tokenizer, label_words=ctx.label_words)
-        self.num_prompts = config.prompts_per_step or 8
+        self.num_prompts = config.num_prompts
         self.best: tuple[float, str] | None = None
 
     @torch.no_grad()
@@ -116,7 +113,7 @@ class BestOfN(Algorithm):
         shown = random.sample(train, min(c.num_shots, len(train)))
         query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
         prompts = self.agent.sample(query, self.num_prompts, c.max_new_tokens).texts
-        scores = self.ctx.accuracy(prompts, "dev")
+        scores = self.ctx.evaluate(prompts, "dev").values
         for prompt, score in zip(prompts, scores, strict=True):
             if self.best is None or score > self.best[0]:
                 self.best = (score, prompt)

@@ -13,7 +13,6 @@ agent ("update"); if it falls behind by a margin, the agent is reset to the anch
 from __future__ import annotations
 
 import contextlib
-import math
 import random
 import time
 from typing import Literal
@@ -21,8 +20,15 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from stableprompt.agents.instruction_agent import (
+    InstructionAgent,
+    copy_trainable_state,
+    load_trainable_state,
+)
+from stableprompt.algorithms.base import Algorithm
+from stableprompt.contexts.text import ANSWER_LOGPROB_FLOOR
 from stableprompt.errors import UserError
-from stableprompt.trainer import ANSWER_LOGPROB_FLOOR, Algorithm
+from stableprompt.models.loading import load_lm, trainable_dtype
 
 # Floating-point slack for the anchor thresholds, so that e.g. 0.55 - 0.50 (= 0.0500...04 in
 # binary) still counts as "equal to 0.05" and does not fire.
@@ -39,7 +45,7 @@ SAMPLED_PER_EVAL = 3
 def empty_prompt_reward(ctx) -> float:
     """EMPTY_PROMPT_REWARD, or one below the floor of mean answer log-likelihoods (which are
     negative) when the task's train reward is `loglikelihood`."""
-    if getattr(ctx, "generation", False) and ctx.generation_reward == "loglikelihood":
+    if ctx.generation and ctx.generation_reward == "loglikelihood":
         return ANSWER_LOGPROB_FLOOR - 1.0
     return EMPTY_PROMPT_REWARD
 
@@ -84,9 +90,6 @@ def kl_per_token(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     Unbiased for KL(pi || pi_ref) when ``a ~ pi``; a single sample may be negative.
     """
     return logprobs - ref_logprobs
-
-
-kl_penalty = kl_per_token  # TRL's name for the same quantity
 
 
 def token_rewards(
@@ -266,26 +269,6 @@ def anchor_decision(
     return "keep"
 
 
-def copy_trainable_state(module: nn.Module) -> dict[str, Tensor]:
-    """Detached clones of all parameters with ``requires_grad`` (e.g. only LoRA weights)."""
-    return {name: p.detach().clone() for name, p in module.named_parameters() if p.requires_grad}
-
-
-@torch.no_grad()
-def load_trainable_state(module: nn.Module, state: dict[str, Tensor]) -> None:
-    """Copy ``state`` (from :func:`copy_trainable_state`) back into ``module`` in place, bit-exact.
-
-    Parameters not in ``state`` (frozen ones) are untouched; unknown names raise ``KeyError``.
-    Optimizer state is not restored; the caller resets it if needed.
-    """
-    params = dict(module.named_parameters())
-    unknown = sorted(set(state) - set(params))
-    if unknown:
-        raise KeyError(f"state has parameters not in module: {unknown[:5]}")
-    for name, value in state.items():
-        params[name].copy_(value)
-
-
 # --------------------------------------------------------------------- the StablePrompt algorithm
 
 
@@ -294,9 +277,9 @@ class AdaptivePPO(Algorithm):
 
     One step: draw `num_shots` fresh train pairs, build ONE meta-prompt (shared by the step's
     samples: its context is encoded once, and the prompts of a step compete on the same context),
-    sample `prompts_per_step` prompts (0/None means 4), reward each with StablePrompt's reward on
+    sample `prompts_per_step` prompts (default 4), reward each with StablePrompt's reward on
     `train_examples` train examples, then PPO: per-token KL penalty to the reference, the reward
-    at the last token, GAE (gamma 1, lambda 0.95), whitened advantages, `ppo_epochs` full-batch
+    at the last token, GAE (`gamma`, `gae_lambda`), whitened advantages, `ppo_epochs` full-batch
     epochs of the clipped policy + value loss, AdamW, gradient clipping. LoRA dropout is active
     in the update passes only (rollout, old and reference log-probs are computed in eval mode).
 
@@ -319,14 +302,9 @@ class AdaptivePPO(Algorithm):
     """
 
     reward_kind = "appo"
-    gamma, lam = 1.0, 0.95
-    clip_range, clip_range_value, vf_coef = 0.2, 0.2, 0.1
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        from stableprompt.agents.instruction_agent import InstructionAgent
-        from stableprompt.models.loading import load_lm, trainable_dtype
-
         if config.reference not in ("anchor", "initial", "previous"):
             raise UserError(
                 f"unknown reference {config.reference!r} (use anchor, initial or previous)"
@@ -335,7 +313,7 @@ class AdaptivePPO(Algorithm):
         self.reference = config.reference
         if config.algo == "ppo" and self.reference == "anchor":
             self.reference = "initial"
-        self.num_prompts = config.prompts_per_step or 4
+        self.num_prompts = config.num_prompts
         self.empty_reward = empty_prompt_reward(ctx)
         # Own copy (shared=False): LoRA is injected into the modules in place.
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
@@ -348,9 +326,8 @@ class AdaptivePPO(Algorithm):
             label_words=ctx.label_words,
         )
         self.optimizer = self.make_optimizer()
-        horizon = float(config.extra.get("kl_horizon", 10000))
         self.kl_ctl = (
-            AdaptiveKLController(config.kl_coef, config.kl_target, horizon)
+            AdaptiveKLController(config.kl_coef, config.kl_target, config.kl_horizon)
             if config.adaptive_kl
             else FixedKLController(config.kl_coef)
         )
@@ -385,8 +362,8 @@ class AdaptivePPO(Algorithm):
         ]
 
     def dev_scores(self, prompts: list[str]) -> list[float]:
-        """Dev accuracy of each prompt (tests script this)."""
-        return self.ctx.accuracy(prompts, "dev")
+        """Dev score of each prompt (tests script this)."""
+        return self.ctx.evaluate(prompts, "dev").values
 
     # the step ----------------------------------------------------------------------------------
 
@@ -427,7 +404,7 @@ class AdaptivePPO(Algorithm):
         kl = (kl_per_token(old_logprobs, ref_logprobs) * mask).sum(1).mean().item()
 
         # 4. GAE on the per-token rewards, then whiten the advantages over the batch's tokens.
-        advantages, returns = gae(rewards, old_values, mask, self.gamma, self.lam)
+        advantages, returns = gae(rewards, old_values, mask, c.gamma, c.gae_lambda)
         if mask.sum() > 1:
             advantages = masked_whiten(advantages, mask)
 
@@ -446,9 +423,9 @@ class AdaptivePPO(Algorithm):
                 old_values,
                 returns,
                 mask,
-                self.clip_range,
-                self.clip_range_value,
-                self.vf_coef,
+                c.clip_range,
+                c.clip_range_value,
+                c.vf_coef,
             )
             self.optimizer.zero_grad()
             loss.backward()
@@ -480,9 +457,13 @@ class AdaptivePPO(Algorithm):
         }
 
         # 6. Anchor (APPO): compare on dev every anchor_every steps; update, roll back or keep.
-        if self.use_anchor and (step + 1) % c.anchor_every == 0:
+        if self.anchor_due(step):
             metrics.update(self.anchor_step())
         return metrics
+
+    def anchor_due(self, step: int) -> bool:
+        """Whether `train_step(step)` ends with an anchor comparison (2 prompts on dev)."""
+        return self.use_anchor and (step + 1) % self.config.anchor_every == 0
 
     def anchor_step(self) -> dict:
         c, agent = self.config, self.agent
@@ -543,10 +524,12 @@ class AdaptivePPO(Algorithm):
         return 1 + SAMPLED_PER_EVAL
 
     def calls_per_step(self) -> int:
-        train, dev = len(self.ctx.splits["train"]), len(self.ctx.splits["dev"])
-        n = min(self.config.train_examples or train, train)
-        anchor = math.ceil(2 * dev / self.config.anchor_every) if self.use_anchor else 0
-        return self.num_prompts * n + anchor
+        """The rollout's rewards; anchor steps add their dev scoring (see `step_calls`)."""
+        return self.num_prompts * self.examples_per_step()
+
+    def step_calls(self, step: int) -> int:
+        anchor = 2 * len(self.ctx.splits["dev"]) if self.anchor_due(step) else 0
+        return self.calls_per_step() + anchor
 
     # checkpoint --------------------------------------------------------------------------------
 

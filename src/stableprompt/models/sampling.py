@@ -17,20 +17,8 @@ from inspect import signature
 import torch
 from torch import Tensor
 
-from stableprompt.models.scoring import _positions, cache_kwarg, lm_logits, output_cache
-
-
-def as_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    """One stop string, several, or none, as a tuple."""
-    if stop is None:
-        return ()
-    return (stop,) if isinstance(stop, str) else tuple(s for s in stop if s)
-
-
-def cut_at_stops(text: str, stop: str | Sequence[str] | None) -> str:
-    """`text` up to the earliest occurrence of any stop string (all of it if none occurs)."""
-    cut = min((i for s in as_stops(stop) if (i := text.find(s)) >= 0), default=len(text))
-    return text[:cut]
+from stableprompt.models.compat import cache_kwarg, lm_logits, output_cache, real_positions
+from stableprompt.tasks.metrics import as_stops, cut_at_stops
 
 
 def row_seed(seed: int, text: str, index: int) -> int:
@@ -78,9 +66,8 @@ def _left_pad(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
 def _prefill(model, ids: Tensor, mask: Tensor):
     """Run the prompts; only the last position goes through the LM head where the model lets us."""
     keep = {"logits_to_keep": 1} if "logits_to_keep" in signature(model.forward).parameters else {}
-    out = model(
-        input_ids=ids, attention_mask=mask, position_ids=_positions(mask), use_cache=True, **keep
-    )
+    positions = real_positions(mask)
+    out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **keep)
     return output_cache(out), out.logits[:, -1]
 
 

@@ -10,7 +10,6 @@ inputs. Only the positions that predict label tokens are projected onto the voca
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -20,6 +19,13 @@ import torch.nn.functional as F
 from transformers import DynamicCache
 
 from stableprompt.errors import UserError
+from stableprompt.models.compat import (
+    cache_kwarg,
+    lm_logits,
+    output_cache,
+    real_positions,
+)
+from stableprompt.models.sampling import sample_generate
 from stableprompt.tasks.registry import check_template, fill_template
 
 
@@ -67,17 +73,26 @@ class TargetScorer(ABC):
         """log p(label word | prompt, input) as float32 [prompts, inputs, classes]."""
         labels = tuple(label_words)
         keys = [(self.name, template, labels, p, x) for p in prompts for x in inputs]
+        rows = self._cached(
+            self.cache,
+            keys,
+            lambda missing: self._score_pairs([(k[3], k[4]) for k in missing], template, labels),
+        )
+        return torch.stack(rows).view(len(prompts), len(inputs), len(labels))
+
+    def _cached(self, cache: ScoreCache, keys: list, compute) -> list:
+        """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
+        one batched call), and their results are stored."""
         self.queries += len(keys)
-        found = {k: self.cache.get(k) for k in keys}
+        found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
         if missing:
-            computed = self._score_pairs([(k[3], k[4]) for k in missing], template, labels)
+            computed = compute(missing)
             self.computed += len(missing)
-            for key, row in zip(missing, computed):
-                self.cache.put(key, row)
-                found[key] = row
-        out = torch.stack([found[k] for k in keys])
-        return out.view(len(prompts), len(inputs), len(labels))
+            for key, value in zip(missing, computed, strict=True):
+                cache.put(key, value)
+                found[key] = value
+        return [found[k] for k in keys]
 
     def generate(
         self, texts: list[str], max_new_tokens: int = 32, stop: str | None = "\n"
@@ -85,16 +100,11 @@ class TargetScorer(ABC):
         """Greedy continuations of `texts`, cut at the first `stop`. Cached like `score`: only
         texts never seen reach the model (in one batched call), and all count as queries."""
         keys = [(self.name, t, max_new_tokens, stop) for t in texts]
-        self.queries += len(keys)
-        found = {k: self.gen_cache.get(k) for k in keys}
-        missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
-        if missing:
-            outputs = self._generate([k[1] for k in missing], max_new_tokens, stop)
-            self.computed += len(missing)
-            for key, text in zip(missing, outputs, strict=True):
-                self.gen_cache.put(key, text)
-                found[key] = text
-        return [found[k] for k in keys]
+        return self._cached(
+            self.gen_cache,
+            keys,
+            lambda missing: self._generate([k[1] for k in missing], max_new_tokens, stop),
+        )
 
     def sample(
         self,
@@ -112,16 +122,10 @@ class TargetScorer(ABC):
         stops = (stop,) if isinstance(stop, str) else tuple(stop or ())
         settings = (max_new_tokens, stops, num_samples, top_k, temperature, seed)
         keys = [(self.name, "sample", t, settings) for t in texts]
-        self.queries += len(keys)
-        found = {k: self.gen_cache.get(k) for k in keys}
-        missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
-        if missing:
-            outputs = self._sample([k[2] for k in missing], *settings)
-            self.computed += len(missing)
-            for key, samples in zip(missing, outputs, strict=True):
-                self.gen_cache.put(key, samples)
-                found[key] = samples
-        return [list(found[k]) for k in keys]
+        found = self._cached(
+            self.gen_cache, keys, lambda missing: self._sample([k[2] for k in missing], *settings)
+        )
+        return [list(samples) for samples in found]
 
     def _sample(
         self,
@@ -269,7 +273,7 @@ class LocalScorer(TargetScorer):
             out = self.model.model(
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=_positions(mask)[:, len(head) :],
+                position_ids=real_positions(mask)[:, len(head) :],
                 use_cache=True,
                 **kwargs,
             )
@@ -330,7 +334,7 @@ class LocalScorer(TargetScorer):
                 [[0] * (width - len(s)) + [1] * len(s) for s in suffixes], device=self.device
             )
             full_mask = torch.cat([prefix_mask, mask], dim=1)
-            positions = _positions(full_mask)[:, prefix_mask.shape[1] :]
+            positions = real_positions(full_mask)[:, prefix_mask.shape[1] :]
             out = self.model.model(
                 input_ids=ids,
                 attention_mask=full_mask,
@@ -366,8 +370,6 @@ class LocalScorer(TargetScorer):
         return greedy_generate(self.model, self.tokenizer, texts, max_new_tokens, stop)
 
     def _sample(self, texts, max_new_tokens, stop, num_samples, top_k, temperature, seed):
-        from stableprompt.models.sampling import sample_generate  # it imports this module
-
         return sample_generate(
             self.model,
             self.tokenizer,
@@ -417,48 +419,6 @@ def _shared_head(prefixes: list[tuple[int, ...]], min_tokens: int = 8) -> tuple[
     for p in prefixes[1:]:
         n = next((i for i in range(n) if p[i] != first[i]), n)
     return first[:n] if n >= min_tokens else ()
-
-
-def _positions(mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count only real (unmasked) tokens; padding gets position 0."""
-    return (mask.cumsum(dim=1) - 1).clamp(min=0)
-
-
-def cache_kwarg(module, cache) -> dict:
-    """transformers renamed `past_key_values` to `cache`; pass whichever this version takes."""
-    params = inspect.signature(module.forward).parameters
-    return {"cache": cache} if "cache" in params else {"past_key_values": cache}
-
-
-def output_cache(out):
-    """The KV cache a forward returned (`cache` in newer transformers, `past_key_values` before)."""
-    cache = getattr(out, "cache", None)
-    return cache if cache is not None else out.past_key_values
-
-
-def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
-    """`head(hidden)` for a linear LM head, computed as `weight @ hidden^T`.
-
-    With far fewer rows than vocabulary entries (decoding, last-position scoring), MKL's fp32
-    GEMM runs this layout 1.5-4x faster than `F.linear`'s (benchmarks/head_matmul.py). The
-    weights are cast to `hidden`'s dtype (float32 Q-values of a bf16 model stay float32).
-    """
-    if not isinstance(head, torch.nn.Linear):
-        return head(hidden)
-    flat = hidden.reshape(-1, hidden.shape[-1])
-    logits = (head.weight.to(hidden.dtype) @ flat.T).T
-    if head.bias is not None:
-        logits = logits + head.bias.to(hidden.dtype)
-    return logits.reshape(*hidden.shape[:-1], head.weight.shape[0])
-
-
-def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
-    """The causal LM's logits on selected hidden states (honours final logit soft-capping)."""
-    logits = head_logits(model.get_output_embeddings(), hidden)
-    cap = getattr(model.config, "final_logit_softcapping", None)
-    if cap:
-        logits = torch.tanh(logits / cap) * cap
-    return logits
 
 
 def _head_logprobs(model, hidden: torch.Tensor) -> torch.Tensor:

@@ -8,6 +8,7 @@ Every loader returns plain `Example` lists so the rest of the library never touc
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import random
@@ -112,39 +113,103 @@ def rows_to_examples(
 # ---------------------------------------------------------------------------- files
 
 
+def read_text(path: Path, newline: str | None = None) -> str:
+    """A user's text file as str: one-line errors for non-UTF-8 bytes and unreadable files.
+    `newline` as for open(): "" keeps line endings untranslated, as the csv module wants."""
+    try:
+        with path.open(encoding="utf-8", newline=newline) as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        if b"\x00" in e.object[:65536]:  # text never holds NUL bytes
+            raise UserError(
+                f"{path} is a binary file, not text (pass the text file you meant)"
+            ) from None
+        raise UserError(
+            f"{path} is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start}; "
+            "Latin-1?): re-save it as UTF-8, e.g. iconv -f latin1 -t utf-8 OLD > NEW"
+        ) from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror} (check the path)") from None
+
+
+def read_json(path: Path, looks_like: str) -> Any:
+    """A user's JSON file; `looks_like` shows the expected shape in the error messages."""
+    text = read_text(path)
+    if not text.strip():
+        raise UserError(f"{path} is empty (it should hold JSON like {looks_like}; re-create it)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        cut = "" if text.rstrip().endswith(("}", "]")) else "; it ends early: truncated?"
+        raise UserError(
+            f"{path} is not valid JSON ({e.msg}: line {e.lineno} column {e.colno}{cut}); "
+            "download or write the file again"
+        ) from None
+
+
+def _require(row: Any, keys: Sequence[str], where: str, looks_like: str) -> None:
+    """`row` must be a JSON object holding `keys`."""
+    if not isinstance(row, dict):
+        problem = "is not a JSON object"
+    elif missing := [k for k in keys if k not in row]:
+        problem = "lacks " + ", ".join(map(repr, missing))
+    else:
+        return
+    raise UserError(f"{where} {problem} (make it look like {looks_like})")
+
+
+def _csv_text(path: Path) -> io.StringIO:
+    """A .csv/.tsv file's text, ready for the csv module; a blank first line is refused because
+    the csv module would take it for a header without columns."""
+    text = read_text(path, newline="")
+    if text.strip() and not text.splitlines()[0].strip():
+        raise UserError(
+            f"the first line of {path} is blank, but it must hold the first row: "
+            "delete the blank line(s) at the top"
+        )
+    return io.StringIO(text, newline="")
+
+
+def _csv_rows(reader: Iterable, path: Path) -> list:
+    """All rows of a csv reader, with a one-line error for a malformed line."""
+    try:
+        return list(reader)
+    except csv.Error as e:
+        line = getattr(reader, "line_num", "?")
+        raise UserError(
+            f"cannot parse line {line} of {path}: {e} (fix that line's quoting or delimiter)"
+        ) from None
+
+
 def _read_rows(path: Path) -> tuple[list[str], list[dict[str, Any]]]:
     """Read a .csv/.tsv/.jsonl file into (columns, rows)."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
-            for i, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise UserError(
-                        f"invalid JSON on line {i} of {path}: {e.msg} "
-                        "(each line must be one JSON object)"
-                    ) from None
-                if not isinstance(row, dict):
-                    raise UserError(
-                        f"line {i} of {path} is not a JSON object "
-                        '(each line must look like {"text": ..., "label": ...})'
-                    )
-                rows.append(row)
+        for i, line in enumerate(read_text(path).split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(
+                    f"invalid JSON on line {i} of {path}: {e.msg} "
+                    "(each line must be one JSON object)"
+                ) from None
+            if not isinstance(row, dict):
+                raise UserError(
+                    f"line {i} of {path} is not a JSON object "
+                    '(each line must look like {"text": ..., "label": ...})'
+                )
+            rows.append(row)
         columns = list(dict.fromkeys(k for r in rows for k in r))
         return columns, rows
     if suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as f:
-            # LM-BFF TSVs contain raw quote characters, so TSV is read without quoting.
-            if suffix == ".tsv":
-                reader = csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)
-            else:
-                reader = csv.DictReader(f)
-            rows = list(reader)
-            columns = list(reader.fieldnames or [])
+        # LM-BFF TSVs contain raw quote characters, so TSV is read without quoting.
+        tsv = {"delimiter": "\t", "quoting": csv.QUOTE_NONE}
+        reader = csv.DictReader(_csv_text(path), **(tsv if suffix == ".tsv" else {}))
+        rows = _csv_rows(reader, path)
+        columns = list(reader.fieldnames or [])
         for i, row in enumerate(rows, 1):
             if None in row.values() or None in row:
                 raise UserError(
@@ -169,10 +234,7 @@ def load_table(
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path} (check the path passed to --data)")
-    try:
-        columns, rows = _read_rows(path)
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text (re-save it as UTF-8)") from None
+    columns, rows = _read_rows(path)
     return rows_to_examples(
         rows, columns, str(path), text_column, label_column, label_map, target_column
     )
@@ -326,6 +388,11 @@ def load_demo() -> Splits:
 # ---------------------------------------------------------------------------- multiple choice
 
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+BIGBENCH_EXAMPLE = (
+    '{"input": ..., "target_scores": {"option": 1, ...}} or {"input": ..., "target": ...}'
+)
+BIGBENCH_SHAPE = '{"examples": [{"input": ..., "target_scores": {...}}, ...]}'
+II_SHAPE = '{"examples": {"1": {"input": ..., "output": ...}, ...}}'
 
 
 def letter_words(n: int) -> tuple[str, ...]:
@@ -359,16 +426,36 @@ def load_bigbench(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"BIG-Bench task file not found: {path} (check the task name and --data)")
-    out = []
-    for i, ex in enumerate(json.loads(path.read_text(encoding="utf-8"))["examples"]):
-        if "target_scores" in ex:
-            options, scores = list(ex["target_scores"]), list(ex["target_scores"].values())
-            out.append(mc_example(ex["input"], options, scores.index(max(scores))))
-        elif "target" in ex:
-            out.append(Example(text=str(ex["input"]).strip(), target=_parse_target(ex["target"])))
-        else:
-            raise UserError(f"example {i + 1} of {path} has neither target_scores nor target")
-    return out
+    task = read_json(path, BIGBENCH_SHAPE)
+    _require(task, ["examples"], str(path), BIGBENCH_SHAPE)
+    if not isinstance(task["examples"], list):
+        raise UserError(f'"examples" in {path} is not a list (make it look like {BIGBENCH_SHAPE})')
+    return [
+        _bigbench_example(ex, f"example {i} of {path}") for i, ex in enumerate(task["examples"], 1)
+    ]
+
+
+def _bigbench_example(ex: Any, where: str) -> Example:
+    _require(ex, ["input"], where, BIGBENCH_EXAMPLE)
+    if "target_scores" in ex:
+        scores = ex["target_scores"]
+        if not isinstance(scores, dict) or not all(_is_number(v) for v in scores.values()):
+            raise UserError(
+                f"target_scores of {where} must map each option to a number "
+                '(e.g. {"yes": 1, "no": 0}; fix the file)'
+            )
+        values = list(scores.values())  # the answer: the first option with the highest score
+        best = max(range(len(values)), key=values.__getitem__, default=0)
+        return mc_example(ex["input"], list(scores), best)
+    if "target" in ex:
+        return Example(text=str(ex["input"]).strip(), target=_parse_target(ex["target"]))
+    raise UserError(
+        f"{where} has neither target_scores nor target (make it look like {BIGBENCH_EXAMPLE})"
+    )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _mmlu_answer(value: Any, where: str) -> int:
@@ -391,8 +478,7 @@ def load_mmlu_csv(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"MMLU file not found: {path} (check the path)")
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = list(csv.reader(f))
+    rows = [row for row in _csv_rows(csv.reader(_csv_text(path)), path) if row]  # skip blanks
     if rows and rows[0][-1].strip().lower() == "answer":
         rows = rows[1:]
     out = []
@@ -433,17 +519,23 @@ def load_ii_file(path: str | Path) -> list[Example]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"instruction-induction file not found: {path} (check the task and --data)")
-    rows = json.loads(path.read_text(encoding="utf-8"))["examples"]
-    out = []
-    for key, row in rows.items():
-        if "cause" in row:
-            first, second = row["cause"], row["effect"]
-            if random.Random(f"{path.name}:{key}").random() < 0.5:
-                first, second = second, first
-            out.append(Example(f"Sentence 1: {first} Sentence 2: {second}", target=row["cause"]))
-        else:
-            out.append(Example(str(row["input"]), target=_parse_target(row["output"])))
-    return out
+    data = read_json(path, II_SHAPE)
+    _require(data, ["examples"], str(path), II_SHAPE)
+    if not isinstance(data["examples"], dict):
+        raise UserError(f'"examples" in {path} is not a mapping (make it look like {II_SHAPE})')
+    return [_ii_example(row, key, path) for key, row in data["examples"].items()]
+
+
+def _ii_example(row: Any, key: str, path: Path) -> Example:
+    where = f"example {key!r} of {path}"
+    if isinstance(row, dict) and "cause" in row:
+        _require(row, ["cause", "effect"], where, '{"cause": ..., "effect": ...}')
+        first, second = row["cause"], row["effect"]
+        if random.Random(f"{path.name}:{key}").random() < 0.5:
+            first, second = second, first
+        return Example(f"Sentence 1: {first} Sentence 2: {second}", target=row["cause"])
+    _require(row, ["input", "output"], where, '{"input": ..., "output": ...}')
+    return Example(str(row["input"]), target=_parse_target(row["output"]))
 
 
 def _split_pool(pool: list[Example], k: int | None, seed: int) -> tuple[list, list]:

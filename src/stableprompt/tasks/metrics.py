@@ -22,6 +22,19 @@ from stableprompt.errors import UserError
 Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
 
+def as_stops(stop: str | Sequence[str] | None) -> tuple[str, ...]:
+    """One stop string, several, or none, as a tuple."""
+    if stop is None:
+        return ()
+    return (stop,) if isinstance(stop, str) else tuple(s for s in stop if s)
+
+
+def cut_at_stops(text: str, stop: str | Sequence[str] | None) -> str:
+    """`text` up to the earliest occurrence of any stop string (all of it if none occurs)."""
+    cut = min((i for s in as_stops(stop) if (i := text.find(s)) >= 0), default=len(text))
+    return text[:cut]
+
+
 def wilson_interval(correct: float, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval; unlike the normal interval it stays inside [0, 1] for small n."""
     if n == 0:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stableprompt.errors import UserError
-from stableprompt.tasks.data import letter_words
+from stableprompt.tasks.data import letter_words, read_text
 
 DEFAULT_TEMPLATE = "{input} {prompt}"
 _PLACEHOLDER = re.compile(r"\{(prompt|input)\}")
@@ -317,7 +317,7 @@ def load_task_yaml(path: str | Path) -> TaskSpec:
     if not path.is_file():
         raise UserError(f"task file not found: {path} (pass --task a task name or a YAML file)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text(path))  # non-UTF-8 bytes: a one-line UserError
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""

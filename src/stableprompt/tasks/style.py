@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stableprompt.errors import UserError
-from stableprompt.models.sampling import cut_at_stops
+from stableprompt.tasks.metrics import cut_at_stops
 
 OUTPUT_STOPS = ('"', "\n")  # the template opens a quote: the rewrite ends where it closes
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from stableprompt.errors import UserError
-from stableprompt.tasks.data import Example, Splits, load_table
+from stableprompt.tasks.data import Example, Splits, load_table, read_text
 
 YELP_MARKER = "sentiment.test.0.clean"
 
@@ -41,7 +41,7 @@ def read_lines(path: Path) -> list[str]:
     """Non-empty lines of a text file, stripped."""
     if not path.is_file():
         raise UserError(f"data file not found: {path} (check --data for this style transfer task)")
-    return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    return [ln.strip() for ln in read_text(path).splitlines() if ln.strip()]
 
 
 def read_references(path: Path) -> list[str]:

@@ -11,7 +11,7 @@ probability margin of the correct word. Test is never read.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -193,8 +193,6 @@ def search_label_words(
 def resolve_label_words(task, setting: str, scorer, template: str, splits: dict):
     """The task with the label words `setting` names (task | auto | "w1,w2,...") and a record
     of the choice for the run directory (None when the task's own words stand)."""
-    from dataclasses import replace
-
     if setting == "task":
         return task, None
     if task.kind != "classification":

@@ -1,8 +1,8 @@
 """Text style transfer tasks (RLPrompt section 3.3): the task context the trainer and the token
 policy algorithms use, and its builder.
 
-`StyleTransferContext` offers what `trainer.TaskContext` offers (splits, scorer, template,
-rewards, accuracy, report), so `Trainer`, `sql` and `sparse-sql` run on it unchanged. The target
+`StyleTransferContext` implements `contexts.base.TaskContext`, so `Trainer`, `sql` and
+`sparse-sql` run on it unchanged. The target
 writes `num_samples` rewrites per (prompt, input) by top-k sampling, reproducible by seed and
 cached; `stableprompt.tasks.style` scores them.
 """
@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stableprompt.contexts.base import Metric, TaskContext
 from stableprompt.errors import UserError
+from stableprompt.models import build_scorer
 from stableprompt.models.encoders import DEFAULT_ENCODER, SentenceEncoder
-from stableprompt.models.loading import cache_dir
+from stableprompt.models.loading import cache_dir, load_lm
 from stableprompt.models.scoring import TargetScorer
+from stableprompt.naturalness import prompt_perplexity
+from stableprompt.tasks import get_task
 from stableprompt.tasks.data import Example, Splits, data_root
 from stableprompt.tasks.registry import TaskSpec, check_template, fill_template
 from stableprompt.tasks.style import (
@@ -91,8 +95,8 @@ class Evaluation:
     summary: dict = field(default_factory=dict)
 
 
-class StyleTransferContext:
-    """Task context for text style transfer (duck-types `trainer.TaskContext`)."""
+class StyleTransferContext(TaskContext):
+    """Task context for text style transfer."""
 
     generation = False  # no label words and no single reference answer
     label_search = None  # no label words to choose
@@ -160,18 +164,23 @@ class StyleTransferContext:
         rows = self.rewrites(prompts, examples, self.settings.num_samples)
         content, style = self.score_rewrites(examples, rows)
         # The z-scored reward averages ~0 at every step by construction; the trainer logs this
-        # one (reward_raw_mean) so that progress shows.
+        # one (reward_metrics: reward_raw_mean) so that progress shows.
         self.raw_rewards = tst_reward(content, style, zscore=False)
         if kind in ("rlprompt", "worst-class"):
             return tst_reward(content, style, zscore=True)
         return self.raw_rewards / 10 if kind == "appo" else self.raw_rewards
 
+    def reward_metrics(self) -> dict[str, float]:
+        """The last reward call's raw (0..100) mean and max, then forgotten."""
+        raw, self.raw_rewards = self.raw_rewards, None
+        if raw is None:
+            return {}
+        return {"reward_raw_mean": raw.mean().item(), "reward_raw_max": raw.max().item()}
+
     # -- evaluation --------------------------------------------------------------------------
 
     def perplexity(self, texts: list[str]) -> list[float]:
         """Perplexity of each text under the fluency LM (cached; NaN for empty text)."""
-        from stableprompt.naturalness import prompt_perplexity
-
         missing = list(dict.fromkeys(t for t in texts if t not in self._ppl))
         if missing:
             model, tokenizer = self.fluency_model()
@@ -182,15 +191,13 @@ class StyleTransferContext:
         """(model, tokenizer) that judges fluency: as given, else the target's own weights."""
         if isinstance(self._fluency_lm, tuple):
             return self._fluency_lm
-        from stableprompt.models.loading import load_lm
-
         if self._fluency_lm is None and hasattr(self.scorer, "model"):
             self._fluency_lm = (self.scorer.model, self.scorer.tokenizer)
         else:
             self._fluency_lm = load_lm(self._fluency_lm or DEFAULT_FLUENCY_LM, shared=True)
         return self._fluency_lm
 
-    def evaluate(self, prompts: list[str], examples: list[Example]) -> list[Evaluation]:
+    def evaluations(self, prompts: list[str], examples: list[Example]) -> list[Evaluation]:
         """Per prompt: the best of `eval_samples` rewrites per input (by the training reward, as
         RLPrompt picks its outputs) with content, style and fluency."""
         n = self.settings.eval_samples or self.settings.num_samples
@@ -217,17 +224,22 @@ class StyleTransferContext:
             return ev.summary["per_sentence_joint"]
         return [(c + s) / 2 for c, s in zip(ev.content, ev.style_prob, strict=True)]
 
-    def accuracy(self, prompts: list[str], split: str) -> list[float]:
+    @property
+    def metric(self) -> str:
+        return "joint" if self.settings.select_by == "joint" else "content_style_mean"
+
+    def evaluate(self, prompts: list[str], split: str) -> Metric:
         """Dev-selection score per prompt: mean joint score J (or mean of content and style)."""
-        evaluations = self.evaluate(prompts, self.splits[split])
-        return [sum(v) / len(v) for v in map(self._selection_scores, evaluations)]
+        evaluations = self.evaluations(prompts, self.splits[split])
+        values = [sum(v) / len(v) for v in map(self._selection_scores, evaluations)]
+        return Metric(self.metric, values)
 
     def report(self, prompt: str, split: str) -> dict:
         """The selection score as "accuracy" (with a normal 95% interval) and every TST metric:
         content, style (classifier accuracy), style_prob, fluency, joint, gm, perplexity and,
         where the split has references, BLEU (0..100); self_bleu is BLEU against the inputs."""
         examples = self.splits[split]
-        ev = self.evaluate([prompt], examples)[0]
+        ev = self.evaluations([prompt], examples)[0]
         values = self._selection_scores(ev)
         summary = {k: v for k, v in ev.summary.items() if k != "per_sentence_joint"}
         report = {
@@ -303,9 +315,6 @@ def build_style_context(
     `train_examples` open, it is set to 8 inputs per step: every step scoring all train inputs
     would be far too slow, and RLPrompt also trains on small batches of inputs.
     """
-    from stableprompt.models import build_scorer
-    from stableprompt.tasks import get_task
-
     if config.task not in STYLE_TASKS:
         raise UserError(f"{config.task!r} is not a style transfer task ({', '.join(STYLE_TASKS)})")
     style, extra = STYLE_TASKS[config.task], config.extra
@@ -332,16 +341,11 @@ def build_style_context(
     )
 
 
-def is_style_task(name: str) -> bool:
-    return name in STYLE_TASKS
-
-
 __all__ = [
     "STYLE_TASKS",
     "SamplingSettings",
     "StyleTask",
     "StyleTransferContext",
     "build_style_context",
-    "is_style_task",
     "train_style_classifier",
 ]

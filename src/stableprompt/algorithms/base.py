@@ -1,0 +1,74 @@
+"""The contract every optimiser implements; the trainer owns everything else (dev evaluation,
+the pool, the budget, checkpoints, test scoring)."""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+
+import torch
+
+from stableprompt.config import TrainConfig
+from stableprompt.contexts.base import TaskContext
+
+
+class Algorithm(ABC):
+    """One RL method. The trainer calls `train_step` once per step and `eval_prompts` to evaluate.
+
+    Checkpoints hold `tensors()` (safetensors: weights, target networks, anchors) and `state()`
+    (optimizer, buffers, counters: anything `torch.save` writes and `weights_only=True` reads).
+    A step's metrics may carry `dev_scores` ({prompt: dev score}) for prompts the algorithm
+    scored on dev itself; the trainer pools them and does not log them.
+
+    Budget: `step_calls(step)` must bound the target calls `train_step(step)` spends (rewards,
+    and any dev scoring it does itself), and `prompts_per_eval()` the prompts an evaluation
+    scores, so that the trainer can stop before a step or an evaluation would pass the cap.
+    """
+
+    trainable = True  # False: fixed-prompt baselines, scored at step 0 and never stepped
+
+    def __init__(self, config: TrainConfig, ctx: TaskContext):
+        self.config, self.ctx = config, ctx
+
+    def train_examples(self) -> list:
+        """The train examples a step scores: all, or a fresh random `train_examples` of them."""
+        train = self.ctx.splits["train"]
+        n = self.config.train_examples
+        return train if not n or n >= len(train) else random.sample(train, n)
+
+    def examples_per_step(self) -> int:
+        """How many train examples `train_examples()` returns."""
+        train = len(self.ctx.splits["train"])
+        return min(self.config.train_examples or train, train)
+
+    @abstractmethod
+    def train_step(self, step: int) -> dict:
+        """One update. Returns metrics: at least reward_mean, reward_std and a sample `prompt`."""
+
+    @abstractmethod
+    def eval_prompts(self) -> list[str]:
+        """Prompts to score on dev now (the greedy prompt for token policies)."""
+
+    def prompts_per_eval(self) -> int:
+        """How many prompts an evaluation scores at most (for the budget)."""
+        return len(self.eval_prompts())
+
+    @abstractmethod
+    def calls_per_step(self) -> int:
+        """Target calls of a typical `train_step` (for the projection printed at the start)."""
+
+    def step_calls(self, step: int) -> int:
+        """Target calls `train_step(step)` spends at most (checked against the budget)."""
+        return self.calls_per_step()
+
+    @abstractmethod
+    def tensors(self) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def load_tensors(self, tensors: dict[str, torch.Tensor]) -> None: ...
+
+    @abstractmethod
+    def state(self) -> dict: ...
+
+    @abstractmethod
+    def load_state(self, state: dict) -> None: ...

@@ -1,0 +1,325 @@
+"""The run configuration: one dataclass whose fields are the CLI flags and the YAML keys.
+
+Each field carries its help text, choices and bounds in its metadata, and `parse_config` is the
+one parser both front ends use: the CLI hands it the flag strings, YAML hands it the loaded
+values, `optimize()` hands it Python values. So `--help`, a YAML file and the Python API accept
+and reject the same things with the same one-line errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stableprompt.errors import UserError
+
+ALGOS = ("sql", "sparse-sql", "ppo", "appo", "manual", "random", "in-context", "best-of-n")
+# Prompts sampled per step when `prompts_per_step` is left open: RLPrompt's batch for the token
+# policies, StablePrompt's for the instruction agent.
+DEFAULT_PROMPTS_PER_STEP = {
+    "sql": 16,
+    "sparse-sql": 16,
+    "ppo": 4,
+    "appo": 4,
+    "best-of-n": 8,
+    "random": 1,
+}
+# A token prompt longer than this is no longer a prompt search (and a 100k-token rollout hangs);
+# it stays far below the context of every supported agent and target (2k tokens and more).
+MAX_PROMPT_LENGTH = 128
+
+
+def option(default: Any, help: str, **rules: Any) -> Any:
+    """A config field: its default, help text and checks (choices, min, max, positive, hint)."""
+    if isinstance(default, dict):
+        return field(default_factory=dict, metadata={"help": help, **rules})
+    return field(default=default, metadata={"help": help, **rules})
+
+
+def _per_algo_defaults() -> str:
+    return ", ".join(f"{n} for {a}" for a, n in DEFAULT_PROMPTS_PER_STEP.items())
+
+
+@dataclass
+class TrainConfig:
+    """Every field is a CLI flag (`--prompt-length 5`) and a YAML key (`prompt_length: 5`)."""
+
+    # what to optimise
+    algo: str = option("sql", "method: RL (sql, sparse-sql, ppo, appo) or baseline", choices=ALGOS)
+    task: str = option("demo", "registered task name or a task YAML file")
+    data: str | None = option(None, "data directory/file/hf:name (default: the demo set)")
+    target: str = option("smollm2-135m", "the frozen LM being prompted")
+    agent: str = option("smollm2-135m", "the LM the policy is built on")
+    template: str | None = option(None, "overrides the task's template")
+    label_words: str = option(
+        "auto",
+        "classification label words: auto (the set, among the task's words and a built-in "
+        "list, on which the manual prompt scores best on train+dev for this target) | task "
+        "(the task's own: RLPrompt's) | a comma-separated list, e.g. negative,positive",
+    )
+    preset: str | None = option(
+        None,
+        "named settings applied under the given ones: rlprompt (RLPrompt's label words and "
+        "batch) | pin (PIN's recipe: Monte-Carlo loss, 64k replay, top-k 10,000)",
+        choices=("rlprompt", "pin"),
+    )
+    dtype: str = option(
+        "auto", "weights dtype", choices=("auto", "float32", "bfloat16", "float16", "int8")
+    )
+    seed: int = option(0, "random seed", min=0)
+    out: str = option("runs/latest", "run directory")
+    log_to: str | None = option(
+        None, "also log metrics to (extras)", choices=("tensorboard", "wandb")
+    )
+    # loop
+    steps: int = option(200, "training steps", min=0)
+    eval_every: int = option(10, "score on dev every N steps", min=1)
+    save_every: int = option(10, "checkpoint every N steps", min=1)
+    pool_size: int = option(5, "best prompts kept (by dev) and scored on test", min=1)
+    score_manual: bool = option(True, "at the end, score the task's manual prompt too")
+    max_target_calls: int | None = option(
+        None,
+        "budget in (prompt, example) scorings, cache hits included, for training and dev "
+        "evaluation (the final test scoring is reported apart); omit for no budget",
+        min=1,
+        hint="omit --max-target-calls for no budget",
+    )
+    train_examples: int | None = option(
+        None,
+        "score each prompt on this many train examples (default: all; 8 for style transfer)",
+        min=1,
+    )
+    generation_reward: str = option(
+        "metric",
+        "generation tasks' train reward: metric (task metric of greedy answers) | likelihood "
+        "(probability of the gold answer) | loglikelihood (its log, floored); dev and test "
+        "always use the metric",
+        choices=("metric", "likelihood", "loglikelihood"),
+    )
+    lr: float = option(5e-5, "learning rate", positive=True)
+    max_grad_norm: float = option(5.0, "gradient clipping norm", positive=True)
+    # token policy (sql, sparse-sql)
+    prompt_length: int = option(
+        5, "prompt tokens (sql, sparse-sql, random)", min=1, max=MAX_PROMPT_LENGTH
+    )
+    prompts_per_step: int | None = option(
+        None,
+        f"prompts sampled per step (default: {_per_algo_defaults()})",
+        min=1,
+        hint="omit --prompts-per-step for the algorithm's default",
+    )
+    top_k: int = option(256, "sampling filter while training (sql)", min=1)
+    eval_samples: int = option(
+        3,
+        "sql, sparse-sql: an evaluation also scores on dev the N best distinct prompts sampled "
+        "since the last one (by train reward); 0 scores the greedy prompt alone (RLPrompt)",
+        min=0,
+    )
+    mlp_hidden: int = option(2048, "hidden size of the token policy's MLP", min=1)
+    classification_reward: str = option(
+        "worst-class",
+        "sql/sparse-sql classification reward: worst-class (100 x the mean gap of the class "
+        "the prompt serves worst) | rlprompt (RLPrompt's shaped gap)",
+        choices=("worst-class", "rlprompt"),
+    )
+    reward_scale: float = option(5.0, "scale of the z-scored reward (sql)", positive=True)
+    target_update_rate: float = option(
+        0.001, "Polyak rate of the target network (sql)", min=0.0, max=1.0
+    )
+    pin_top_k: int = option(
+        1024, "sparse-sql: tokens outside the frozen LM's top-k get Q = -inf", min=1
+    )
+    loss: str = option(
+        "sql", "sparse-sql loss: sql (spmax targets) | mc (Monte-Carlo)", choices=("sql", "mc")
+    )
+    replay: bool = option(False, "also replay stored prompts after each update (sql)")
+    replay_size: int = option(2048, "replay buffer size", min=1)
+    replay_batch: int = option(16, "replayed prompts per update", min=1)
+    # instruction agent (ppo, appo)
+    reference: str = option(
+        "anchor",
+        "KL reference of ppo/appo (--algo ppo runs no anchor, so anchor means initial there)",
+        choices=("anchor", "initial", "previous"),
+    )
+    num_shots: int = option(5, "train pairs shown in the agent's meta-prompt", min=0)
+    max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
+    ppo_epochs: int = option(4, "PPO epochs per step", min=1)
+    kl_coef: float = option(0.05, "initial KL penalty coefficient", min=0.0)
+    adaptive_kl: bool = option(True, "adapt the KL coefficient towards kl_target")
+    kl_target: float = option(6.0, "target KL of the adaptive controller", positive=True)
+    kl_horizon: float = option(10000.0, "horizon of the adaptive KL controller", positive=True)
+    gamma: float = option(1.0, "PPO discount", min=0.0, max=1.0)
+    gae_lambda: float = option(0.95, "GAE lambda", min=0.0, max=1.0)
+    clip_range: float = option(0.2, "PPO policy clip range", positive=True)
+    clip_range_value: float = option(0.2, "PPO value clip range", positive=True)
+    vf_coef: float = option(0.1, "weight of the value loss", min=0.0)
+    anchor_every: int = option(5, "appo: compare agent and anchor on dev every N steps", min=1)
+    anchor_update_threshold: float = option(0.05, "appo: dev gain that moves the anchor", min=0.0)
+    anchor_rollback_threshold: float = option(
+        0.1, "appo: dev loss that rolls the agent back", min=0.0
+    )
+    lora_r: int = option(16, "LoRA rank", min=1)
+    lora_alpha: int = option(32, "LoRA alpha", min=1)
+    lora_dropout: float = option(0.05, "LoRA dropout", min=0.0, max=0.99)
+    extra: dict = option({}, "task-specific settings (style transfer: YAML `extra:` keys)")
+
+    @property
+    def num_prompts(self) -> int:
+        """Prompts per step: `prompts_per_step`, else the algorithm's default."""
+        return self.prompts_per_step or DEFAULT_PROMPTS_PER_STEP.get(self.algo, 1)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        return cls.from_dict({**read_yaml_mapping(path), **overrides})
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        return parse_config(values)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, dict] = {
+    # RLPrompt (Deng et al. 2022): its label words (" terrible"/" great" for SST-2) and reward,
+    # the greedy prompt alone evaluated, 16 prompts of 5 tokens on 16 train examples per step;
+    # the other settings are already its defaults.
+    "rlprompt": {
+        "label_words": "task",
+        "classification_reward": "rlprompt",
+        "eval_samples": 0,
+        "prompts_per_step": 16,
+        "train_examples": 16,
+    },
+    # PIN (Choi et al. 2024), as its published commands train: Monte-Carlo loss, replayed from a
+    # 64k buffer in batches of 256 (after each on-policy update), fluent top-k 10,000, reward
+    # scale 1, RLPrompt's label words and reward.
+    "pin": {
+        "algo": "sparse-sql",
+        "label_words": "task",
+        "classification_reward": "rlprompt",
+        "loss": "mc",
+        "replay": True,
+        "replay_size": 65536,
+        "replay_batch": 256,
+        "pin_top_k": 10000,
+        "reward_scale": 1.0,
+        "prompts_per_step": 16,
+        "train_examples": 16,
+    },
+}
+
+FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
+CHOICES: dict[str, tuple[str, ...]] = {
+    name: f.metadata["choices"] for name, f in FIELDS.items() if "choices" in f.metadata
+}
+
+
+def flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def read_yaml_mapping(path: str | Path) -> dict:
+    """A YAML config file as a dict, with one-line errors for a missing or malformed file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file not found: {path} (pass --config a YAML file)")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except UnicodeDecodeError:
+        raise UserError(f"config file {path} is not text (pass a YAML file)") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"invalid YAML in {path}{line} (fix the syntax)") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must be a YAML mapping (key: value per line)")
+    return raw
+
+
+def parse_config(values: dict) -> TrainConfig:
+    """The one parser: preset, known keys, types (strings converted), choices and bounds."""
+    preset = values.get("preset")
+    if preset is not None and preset not in PRESETS:
+        raise UserError(f"unknown preset {preset!r} (use one of {', '.join(PRESETS)})")
+    values = {**PRESETS.get(preset, {}), **values}  # explicit values win over the preset
+    unknown = sorted(set(values) - set(FIELDS), key=str)
+    if unknown:
+        raise UserError(
+            f"unknown config key(s) {', '.join(map(str, unknown))} "
+            "(see `stableprompt train --help` for the valid names)"
+        )
+    parsed = {key: parse_value(key, value) for key, value in values.items()}
+    extra = dict(parsed.get("extra") or {})
+    if "kl_horizon" in extra and "kl_horizon" not in parsed:  # older configs kept it in extra
+        parsed["kl_horizon"] = parse_value("kl_horizon", extra.pop("kl_horizon"))
+        parsed["extra"] = extra
+    return TrainConfig(**parsed)
+
+
+def parse_value(key: str, value: Any) -> Any:
+    """One value converted to its field's type and checked against its choices and bounds."""
+    value = _convert(key, FIELDS[key].type, value)
+    if value is not None:
+        _check_rules(key, value, FIELDS[key].metadata)
+    return value
+
+
+def _convert(key: str, type_name: str, value: Any) -> Any:
+    """A value checked against the field's annotated type ('int', 'float | None', ...).
+
+    Numbers written as strings are converted: flags arrive as strings, and YAML 1.1 reads
+    `lr: 1e-4` as the string '1e-4'.
+    """
+    kinds = [k.strip() for k in type_name.split("|")]
+    if value is None and "None" in kinds:
+        return None
+    kind = kinds[0]
+    if kind in ("int", "float") and isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            value = float(value) if kind == "float" else int(value)
+    if kind in ("float", "str") and isinstance(value, int | float) and not isinstance(value, bool):
+        value = float(value) if kind == "float" else str(value)  # `out: 2024` means "2024"
+    expected = {"int": int, "float": float, "str": str, "bool": bool, "dict": dict}[kind]
+    if not isinstance(value, expected) or (kind == "int" and isinstance(value, bool)):
+        raise UserError(
+            f"config key {key} must be {'a' if kind != 'int' else 'an'} {kind}"
+            f"{' or null' if 'None' in kinds else ''}, got {value!r} (fix {flag(key)})"
+        )
+    return value
+
+
+def _check_rules(key: str, value: Any, rules: dict) -> None:
+    """Choices and numeric bounds; the message names the flag and how to fix it."""
+    choices = rules.get("choices")
+    if choices and value not in choices:
+        raise UserError(f"unknown {key} {value!r} (use one of {', '.join(choices)})")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return
+    fix = rules.get("hint")
+    if isinstance(value, float) and not math.isfinite(value):
+        problem = "a finite number"
+    elif rules.get("positive") and value <= 0:
+        problem = "positive"
+    elif "min" in rules and value < rules["min"]:
+        problem = f"at least {rules['min']}"
+    elif "max" in rules and value > rules["max"]:
+        problem = f"at most {rules['max']}"
+    else:
+        return
+    fix = fix or f"pass {flag(key)} {_valid_range(rules)}"
+    raise UserError(f"{key} must be {problem}, got {value} ({fix})")
+
+
+def _valid_range(rules: dict) -> str:
+    if rules.get("positive"):
+        return "a positive number"
+    if "max" in rules:
+        return f"between {rules['min']} and {rules['max']}"
+    return f"{rules['min']} or more"

@@ -1,0 +1,58 @@
+"""What every task context offers the trainer and the algorithms.
+
+A context owns a task's examples, the frozen model that scores prompts (`scorer`, whose `queries`
+counter is the budget's unit) and the two ways of scoring: `rewards` (training signal, any scale)
+and `evaluate` (the task metric that selects prompts on dev and reports them on test). A call
+costs at most len(prompts) x len(examples) target calls, which is what the budget projects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from torch import Tensor
+
+from stableprompt.tasks.registry import TaskSpec
+
+
+@dataclass(frozen=True)
+class Metric:
+    """Scores of several prompts under one named metric (accuracy, exact_match, joint, ...)."""
+
+    name: str
+    values: list[float]
+
+
+class TaskContext(Protocol):
+    """The contract of the text, style transfer and image contexts (subclass it for a new one)."""
+
+    task: TaskSpec
+    splits: dict[str, list]
+    scorer: Any  # counts `queries`: (prompt, example) pairs asked for, cache hits included
+    template: str  # with {prompt} (and {input} for text); the in-context baseline rewrites it
+    label_words: list[str]  # empty for tasks without label words
+    generation: bool  # the target writes answers (no label words)
+    label_search: dict | None  # how the label words were chosen, for the run directory
+
+    @property
+    def metric(self) -> str:
+        """Name of the metric `evaluate` returns."""
+        ...
+
+    def rewards(self, prompts: list[str], examples: Sequence, kind: str = "rlprompt") -> Tensor:
+        """[prompts] raw train reward; `kind` names an algorithm's reward where tasks have one."""
+        ...
+
+    def evaluate(self, prompts: list[str], split: str) -> Metric:
+        """The task metric of each prompt on a whole split (dev selects, test reports)."""
+        ...
+
+    def report(self, prompt: str, split: str) -> dict:
+        """One prompt on a split: "accuracy" (the metric's value), "ci95", "n" and details."""
+        ...
+
+    def reward_metrics(self) -> dict[str, float]:
+        """Extra metrics of the last `rewards` call for the step's log (none by default)."""
+        return {}

@@ -1,0 +1,131 @@
+"""The text task context: classification by label-word log-probabilities, generation by the
+target's greedy answers (or the likelihood of the gold answer while training)."""
+
+from __future__ import annotations
+
+import torch
+
+from stableprompt.contexts.base import Metric, TaskContext
+from stableprompt.errors import UserError
+from stableprompt.models.scoring import TargetScorer
+from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
+from stableprompt.tasks.metrics import generation_report, generation_score
+from stableprompt.tasks.registry import check_template, fill_template
+from stableprompt.tasks.rewards import appo_reward, rlprompt_reward, worst_class_reward
+
+# Log-probability floor of an answer: one hopeless example (log p = -60) should not outweigh
+# everything else in a mean of log-likelihoods.
+ANSWER_LOGPROB_FLOOR = -20.0
+
+
+class TextContext(TaskContext):
+    """A text task: examples, the target scorer, rewards and evaluation.
+
+    Generation tasks (`task.kind == "generation"`) have no label words: the target answers each
+    filled template greedily (`max_new_tokens`, cut at the first newline, batched and cached)
+    and the reward/accuracy of a prompt is the task metric's mean over the examples, in [0, 1].
+    With `generation_reward="likelihood"` the train reward is instead the mean probability the
+    target gives the first gold answer after the filled template (also in [0, 1]); with
+    `"loglikelihood"` the mean of its log, floored at ANSWER_LOGPROB_FLOOR.
+    """
+
+    def __init__(
+        self,
+        task: TaskSpec,
+        splits: dict[str, list[Example]],
+        scorer: TargetScorer,
+        template: str | None = None,
+        required: tuple[str, ...] = ("train", "dev"),
+        max_new_tokens: int = 32,
+        generation_reward: str = "metric",
+        label_search: dict | None = None,
+    ):
+        self.generation = task.kind == "generation"
+        self.label_search = label_search  # how the label words were chosen (--label-words)
+        validate_labels(splits, task.num_classes, required=required, generation=self.generation)
+        self.task, self.splits, self.scorer = task, splits, scorer
+        self.max_new_tokens = max_new_tokens
+        self.generation_reward = generation_reward
+        self.template = check_template(template or task.template)
+        self.label_words = list(task.label_words)
+
+    def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples, classes] label-word log-probs from the target."""
+        if self.generation:
+            raise UserError(f"task {self.task.name} is a generation task and has no label words")
+        return self.scorer.score(
+            prompts, [ex.text for ex in examples], self.template, self.label_words
+        )
+
+    def generation_scores(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples] metric of the target's answers (one batched generate call)."""
+        texts = [fill_template(self.template, p, ex.text) for p in prompts for ex in examples]
+        answers = self.scorer.generate(texts, self.max_new_tokens, stop="\n")
+        metric = self.metric
+        targets = [ex.target for _ in prompts for ex in examples]
+        scores = [generation_score(a, t, metric) for a, t in zip(answers, targets, strict=True)]
+        return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
+
+    def answer_logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[prompts, examples] log-probability that the target writes each example's first gold
+        answer and then ends the line, as greedy generation is cut (teacher-forced: one scoring
+        pass per example, no decoding), floored at ANSWER_LOGPROB_FLOOR; an example without an
+        answer gets the floor."""
+        space = "" if self.template[-1:].isspace() else " "
+        columns = []
+        for ex in examples:
+            answers = [ex.target] if isinstance(ex.target, str) else list(ex.target or [])
+            if not answers:
+                columns.append(torch.full((len(prompts),), ANSWER_LOGPROB_FLOOR))
+                continue
+            line = space + answers[0].strip() + "\n"
+            logprobs = self.scorer.score(prompts, [ex.text], self.template, [line])
+            columns.append(logprobs[:, 0, 0].clamp(min=ANSWER_LOGPROB_FLOOR))
+        # checked after scoring: a remote server reveals its mode on the first query
+        if getattr(self.scorer, "approximate", False):
+            raise UserError(
+                f"target {self.scorer.name} gives only approximate label scores, so it cannot "
+                "score answer likelihoods (use --generation-reward metric)"
+            )
+        return torch.stack(columns, dim=1)
+
+    def rewards(
+        self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
+    ) -> torch.Tensor:
+        """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
+        generation tasks the metric's mean, the answer likelihood or its log (whatever `kind`)."""
+        if self.generation and self.generation_reward == "likelihood":
+            return self.answer_logprobs(prompts, examples).exp().mean(-1)
+        if self.generation and self.generation_reward == "loglikelihood":
+            return self.answer_logprobs(prompts, examples).mean(-1)
+        if self.generation:
+            return self.generation_scores(prompts, examples).mean(-1)
+        labels = torch.tensor([ex.label for ex in examples])
+        logprobs = self.logprobs(prompts, examples)
+        if kind == "rlprompt":
+            return rlprompt_reward(logprobs, labels)
+        if kind == "worst-class":
+            return worst_class_reward(logprobs, labels)
+        if kind == "appo":
+            return appo_reward(logprobs, labels)
+        raise ValueError(f"unknown reward kind {kind!r}")
+
+    @property
+    def metric(self) -> str:
+        return self.task.metric or ("exact_match" if self.generation else "accuracy")
+
+    def evaluate(self, prompts: list[str], split: str) -> Metric:
+        """The task metric of each prompt on a whole split: accuracy, or the generation metric."""
+        examples = self.splits[split]
+        if self.generation:
+            return Metric(self.metric, self.generation_scores(prompts, examples).mean(-1).tolist())
+        predictions = self.logprobs(prompts, examples).argmax(-1)
+        labels = torch.tensor([ex.label for ex in examples])
+        return Metric(self.metric, (predictions == labels).float().mean(-1).tolist())
+
+    def report(self, prompt: str, split: str) -> dict:
+        examples = self.splits[split]
+        if self.generation:
+            return generation_report(self.generation_scores([prompt], examples)[0].tolist())
+        predictions = self.logprobs([prompt], examples)[0].argmax(-1).tolist()
+        return accuracy_report(predictions, [ex.label for ex in examples], self.task.num_classes)

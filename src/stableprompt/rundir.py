@@ -1,0 +1,147 @@
+"""The run directory's safety: atomic writes, an exclusive lock, refusing to mix two runs, and a
+Ctrl-C that lets the current step finish."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import pickle
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from stableprompt.errors import UserError
+
+# What a run directory holds; a fresh run refuses a directory with any of them (see --overwrite).
+RUN_FILES = ("config.yaml", "metrics.jsonl", "best_prompts.json", "checkpoints")
+
+
+def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to start a fresh run over an earlier one (its files would mix with the new run's)."""
+    if resume or overwrite or not out.is_dir():
+        return
+    found = [name for name in RUN_FILES if (out / name).exists()]
+    if found:
+        raise UserError(
+            f"{out} already holds a run ({', '.join(found)}): pass --overwrite to replace it, "
+            f"--resume {out} to continue it, or another --out"
+        )
+
+
+def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
+    """(tensors, state, trainer meta) of one checkpoint folder, all read before any is applied,
+    so a corrupt file is a one-line error and leaves the trainer as it was."""
+    try:
+        tensors = load_file(ckpt / "weights.safetensors")
+        state = torch.load(ckpt / "state.pt", weights_only=True)
+        meta = json.loads((ckpt / "trainer.json").read_text())
+        meta = {key: meta[key] for key in ("step", "pool", "calls_used")}
+    except (
+        OSError,
+        RuntimeError,
+        ValueError,
+        KeyError,
+        TypeError,
+        EOFError,
+        pickle.UnpicklingError,
+        SafetensorError,
+    ) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UserError(
+            f"checkpoint {ckpt} is corrupt ({type(err).__name__}: {first[:120]}): delete it and "
+            "write an earlier step-N into checkpoints/latest, or start again with --overwrite"
+        ) from None
+    return tensors, state, meta
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write a file so that a reader (or a killed writer) never sees half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file a normal file's mode
+    os.replace(tmp, path)
+
+
+def step_of(line: str) -> float:
+    """The step of a metrics.jsonl line; a blank or half-written line (a killed run) sorts last,
+    so truncation drops it."""
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return float("inf")
+
+
+class RunLock:
+    """An exclusive lock on RUN_DIR/.lock for the life of a run: a second writer gets a one-line
+    error naming the holder's pid. The OS drops the lock when the holder dies (kill -9 too)."""
+
+    def __init__(self, out: Path):
+        self.path = Path(out) / ".lock"
+
+    def __enter__(self) -> RunLock:
+        self.file = self.path.open("a+")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "unknown"
+            self.file.close()
+            raise UserError(
+                f"run directory {self.path.parent} is in use by process {holder} "
+                "(wait for it to finish, stop it, or pass another --out)"
+            ) from None
+        self.file.truncate(0)
+        self.file.write(str(os.getpid()))
+        self.file.flush()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # releases the lock
+
+
+class Interrupted(Exception):
+    """Ctrl-C during training: the step in progress finished and a checkpoint was saved."""
+
+    def __init__(self, step: int, out: Path):
+        super().__init__(f"stopped at step {step}")
+        self.step, self.out = step, out
+
+
+class StopFlag:
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_sigint() -> Iterator[StopFlag]:
+    """The first Ctrl-C asks the loop to stop after the current step; a second one aborts."""
+    flag = StopFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+        print(
+            "\ninterrupted: finishing this step and saving a checkpoint (Ctrl-C again to abort)",
+            file=sys.stderr,
+        )
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,89 @@
+"""The budget holds: no algorithm's run passes --max-target-calls (test scoring apart)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
+from stableprompt.errors import UserError
+from stableprompt.trainer import Trainer
+
+from .conftest import SHARED_DATA
+from .test_appo import make_config as appo_config
+from .test_appo import make_ctx as appo_ctx
+from .test_appo import one_thread  # noqa: F401 (autouse: tiny matmuls on one thread)
+from .test_trainer import make_config, make_ctx
+
+CAP = 54  # train 4, dev 4 examples. sql: after 2 steps 36 calls (4 + 2 x 16); the 3rd step fits
+# (52) but not the evaluation that follows it (56): a check of the step alone lets it overrun
+
+
+def run(config: TrainConfig, ctx) -> tuple[dict, list[dict]]:
+    summary = Trainer(config, ctx, progress=False).train()
+    lines = (Path(config.out) / "metrics.jsonl").read_text().splitlines()
+    return summary, [json.loads(line) for line in lines]
+
+
+SETTINGS = {  # on top of test_trainer's tiny token policy: 4 prompts of 3 tokens per step
+    "sql": {"eval_samples": 0},
+    "sparse-sql": {"pin_top_k": 50},
+    "random": {"prompts_per_step": 3},
+    "manual": {},
+    "in-context": {"num_shots": 2},
+    "best-of-n": {"prompts_per_step": 2, "num_shots": 2, "max_new_tokens": 6},
+}
+
+
+@pytest.mark.parametrize("algo", list(SETTINGS))
+def test_token_policies_and_baselines_stay_within_the_cap(tiny_model_dir, tmp_path, algo):
+    settings = {"steps": 50, "eval_every": 3, "max_target_calls": CAP, **SETTINGS[algo]}
+    config = make_config(tiny_model_dir, tmp_path / algo, algo=algo, **settings)
+    summary, records = run(config, make_ctx(tiny_model_dir))
+    assert max(r["calls"] for r in records) <= summary["target_calls"] <= CAP
+    if algo in ("sql", "sparse-sql", "best-of-n"):  # trained until the budget stopped it
+        assert 0 < summary["steps"] < 50
+
+
+@pytest.mark.parametrize("algo", ["ppo", "appo"])
+def test_instruction_agents_stay_within_the_cap(tiny_model_dir, tmp_path, algo):
+    # 3 prompts x 4 train examples per step; appo adds an anchor check (2 prompts x 4 dev) every
+    # 2nd step: 4, 16, 36, 48, then 68 > 64, which a per-step average (16) would let through
+    settings = {"steps": 20, "eval_every": 10, "anchor_every": 2, "max_target_calls": 64}
+    config = appo_config(tiny_model_dir, tmp_path / algo, algo=algo, **settings)
+    summary, records = run(config, appo_ctx(tiny_model_dir))
+    assert max(r["calls"] for r in records) <= summary["target_calls"] <= 64
+    assert summary["steps"] == (3 if algo == "appo" else 5)
+    if algo == "appo":
+        assert [r.get("anchor_event") is not None for r in records[1:]] == [False, True, False]
+
+
+def test_appo_projects_each_anchor_check_on_its_own_step(tiny_model_dir):
+    from stableprompt.algorithms.ppo import AdaptivePPO
+
+    algo = AdaptivePPO(appo_config(tiny_model_dir, anchor_every=2), appo_ctx(tiny_model_dir))
+    dev = len(algo.ctx.splits["dev"])
+    assert [algo.step_calls(s) - algo.calls_per_step() for s in range(4)] == [
+        0,
+        2 * dev,
+        0,
+        2 * dev,
+    ]
+
+
+def test_a_cap_below_the_first_evaluation_is_refused_before_spending(tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir)
+    config = make_config(tiny_model_dir, tmp_path, algo="manual", max_target_calls=3)
+    with pytest.raises(UserError, match="cannot pay for the first dev evaluation"):
+        Trainer(config, ctx, progress=False).train()
+    assert ctx.scorer.queries == 0
+
+
+def test_label_word_search_is_refused_when_it_would_pass_the_cap(tiny_model_dir, tmp_path):
+    scorer = make_ctx(tiny_model_dir).scorer
+    data = str(SHARED_DATA / "fsc/16-shot/sst-2/16-42")  # 32 train + 32 dev
+    config = make_config(tiny_model_dir, tmp_path, data=data, max_target_calls=50)
+    with pytest.raises(UserError, match="choosing label words costs 64 target calls"):
+        build_context(config, scorer)
+    assert scorer.queries == 0
