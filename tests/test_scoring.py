@@ -25,7 +25,7 @@ INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
         "{input} {prompt}",
         "{prompt}\nInput: {input}\nOutput:",
         "Review: {input} {prompt} Sentiment:",
-        # a long constant head (in-context demos): encoded once and shared by every input
+        # a long constant head (in-context demos)
         "the film was fun. It was good\nI hate the plot. It was bad\n{input} {prompt}",
     ],
 )
@@ -39,7 +39,7 @@ INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
 )  # many tokens each
 def test_engine_matches_naive_forward(tiny_lm, template, labels):
     model, tokenizer = tiny_lm
-    engine = LocalScorer(model, tokenizer, prefix_batch_size=3, suffix_batch_size=5)
+    engine = LocalScorer(model, tokenizer, suffix_batch_size=5)
     naive = NaiveScorer(model, tokenizer)
     fast = engine.score(PROMPTS, INPUTS, template, list(labels))
     slow = naive.score(PROMPTS, INPUTS, template, list(labels))
@@ -122,6 +122,21 @@ def test_prefix_store_encodes_each_input_once_across_calls(tiny_lm):
     longest_input = max(len(tokenizer(x).input_ids) for x in INPUTS)
     assert widths and max(widths) < longest_input
     assert all(engine.prefix_store[p][1] is h for p, h in stored.items())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_score_does_not_depend_on_the_inputs_encoded_with_it(tiny_lm, dtype):
+    """An input's encoding is the same whether it was missing alone or with others (batched,
+    a padded row differs in bf16), so a resumed run, whose store starts empty, scores as the
+    uninterrupted one did."""
+    model, tokenizer = tiny_lm
+    model = copy.deepcopy(model).to(dtype)
+    warm = LocalScorer(model, tokenizer)
+    warm.score(["x"], INPUTS, "{input} {prompt}", [" good", " bad"])  # every input at once
+    for text in INPUTS:
+        fresh = LocalScorer(model, tokenizer)  # this input alone
+        args = (["it is"], [text], "{input} {prompt}", [" good", " bad"])
+        assert torch.equal(warm.score(*args), fresh.score(*args))
 
 
 def test_prefix_store_is_bounded(tiny_lm):

@@ -18,8 +18,8 @@ from .conftest import SHARED_DATA
 TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
 
 
-def make_ctx(model_dir: str) -> TextContext:
-    model, tokenizer = load_lm(model_dir, dtype="float32", shared=True)
+def make_ctx(model_dir: str, dtype: str = "float32") -> TextContext:
+    model, tokenizer = load_lm(model_dir, dtype=dtype, shared=True)
     examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
     splits = {"train": examples[:4], "dev": examples[2:], "test": examples}
     return TextContext(get_task("sst-2"), splits, LocalScorer(model, tokenizer))

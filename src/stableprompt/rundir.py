@@ -8,6 +8,7 @@ import fcntl
 import json
 import os
 import pickle
+import random
 import signal
 import sys
 import tempfile
@@ -61,6 +62,17 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
             "write an earlier step-N into checkpoints/latest, or start again with --overwrite"
         ) from None
     return tensors, state, meta
+
+
+def rng_state() -> dict:
+    version, internal, gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 def atomic_write_text(path: Path, text: str) -> None:

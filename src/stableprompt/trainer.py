@@ -4,8 +4,8 @@ One contract for very different optimisers (TRL-style): a `TrainConfig` (config.
 context (contexts/) and an `Algorithm` (algorithms/) that knows how to take one training step
 and which prompts to put forward for evaluation. The trainer owns everything else: dev
 evaluation, the pool of best prompts, the final test evaluation (test never chooses anything),
-the target-call budget, atomic checkpoints and exact resume, metrics.jsonl and the progress bar.
-(TextContext, build_context and load_task are re-exported: scripts import them from here.)
+the target-call budget, atomic checkpoints and exact resume, metrics.jsonl and the progress bar
+(TextContext, build_context and load_task are re-exported: scripts import them from here).
 """
 
 from __future__ import annotations
@@ -37,6 +37,8 @@ from stableprompt.rundir import (
     atomic_write_text,
     check_run_dir,
     read_checkpoint,
+    rng_state,
+    set_rng_state,
     step_of,
     stop_on_sigint,
 )
@@ -59,17 +61,6 @@ class PromptPool:
         # ties keep the earlier prompt: sort is stable and we sort by score only
         self.entries.sort(key=lambda e: -e["dev"])
         del self.entries[self.size :]
-
-
-def _rng_state() -> dict:
-    version, internal, gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "python": [version, list(internal), gauss]}
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
 
 
 class Trainer:
@@ -131,9 +122,9 @@ class Trainer:
         return cap is None or self.calls_used() + calls <= cap
 
     def next_step_calls(self) -> int:
-        """What the next step costs: its own calls, plus the evaluation that follows it."""
-        after = self.evaluates_at(self.step + 1)
-        return self.algorithm.step_calls(self.step) + (self.eval_calls() if after else 0)
+        """The next step's calls plus a dev evaluation, reserved after every step so that the
+        step the budget ends on is evaluated (the steps since the last evaluation count)."""
+        return self.algorithm.step_calls(self.step) + self.eval_calls()
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -148,7 +139,9 @@ class Trainer:
             {k: v.detach().contiguous().cpu() for k, v in self.algorithm.tensors().items()},
             tmp / "weights.safetensors",
         )
-        torch.save({"algorithm": self.algorithm.state(), "rng": _rng_state()}, tmp / "state.pt")
+        scorer = self.ctx.scorer.state() if hasattr(self.ctx.scorer, "state") else None
+        state = {"algorithm": self.algorithm.state(), "rng": rng_state(), "scorer": scorer}
+        torch.save(state, tmp / "state.pt")
         meta = {"step": self.step, "pool": self.pool.entries, "calls_used": self.calls_used()}
         (tmp / "trainer.json").write_text(json.dumps(meta))
         final = root / f"step-{self.step}"
@@ -173,7 +166,9 @@ class Trainer:
         tensors, state, meta = read_checkpoint(ckpt)
         self.algorithm.load_tensors(tensors)
         self.algorithm.load_state(state["algorithm"])
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
+        if state.get("scorer"):  # the scores seen before the kill, exactly as they were
+            self.ctx.scorer.load_state(state["scorer"])
         self.step = meta["step"]
         self.pool = PromptPool(self.config.pool_size, meta["pool"])
         self.queries_before = meta["calls_used"] - self.ctx.scorer.queries
@@ -265,7 +260,8 @@ class Trainer:
                 "calls": self.calls_used(),
                 "seconds": round(time.time() - started, 2),
             }
-            if self.evaluates_at(self.step):
+            last = not self.affordable(self.next_step_calls())  # the budget ends the run here
+            if self.evaluates_at(self.step) or last:
                 record.update(self.evaluate())
             self.log(record)
             rate = (self.calls_used() - calls_at_start) / max(time.time() - started, 1e-9)

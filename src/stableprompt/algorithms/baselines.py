@@ -124,10 +124,12 @@ class BestOfN(Algorithm):
             "reward_max": values.max().item(),
             "prompt": prompts[int(values.argmax())],
             "dev_scores": dict(zip(prompts, scores, strict=True)),  # the trainer pools these
+            "dev_accuracy": self.best[0],  # the best so far: every draw is already scored on dev
+            "dev_prompt": self.best[1],
         }
 
     def eval_prompts(self) -> list[str]:
-        return [self.best[1]] if self.best else []
+        return []  # each step scores its draws on dev: an evaluation would re-spend those calls
 
     def calls_per_step(self) -> int:
         return self.num_prompts * len(self.ctx.splits["dev"])
