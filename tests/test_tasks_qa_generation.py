@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from stableprompt.contexts.text import ANSWER_LOGPROB_FLOOR, TextContext
+from stableprompt.errors import UserError
 from stableprompt.models.scoring import LocalScorer
 from stableprompt.tasks import (
     Example,
@@ -19,6 +20,7 @@ from stableprompt.tasks import (
     mmlu_row_to_example,
 )
 from stableprompt.tasks.metrics import contains, exact_match, exact_set, token_f1
+from stableprompt.tasks.registry import fill_template
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason="shared data missing")
@@ -136,3 +138,29 @@ def test_likelihood_reward_is_the_targets_probability_of_the_first_answer(tiny_l
     assert floored.tolist() == [[ANSWER_LOGPROB_FLOOR], [ANSWER_LOGPROB_FLOOR]]
     # selection on dev stays the task metric of greedy answers
     assert all(a in (0.0, 0.5, 1.0) for a in ctx.evaluate(prompts, "dev").values)
+
+
+def test_a_user_metric_replaces_a_generation_tasks_metric(tiny_lm):
+    model, tokenizer = tiny_lm
+    scorer = LocalScorer(model, tokenizer)
+    examples = [Example("good", target="bad"), Example("fun", target=("boring", "bad"))]
+    splits = {"train": examples, "dev": examples}
+    seen = []
+
+    def longer_than_two(prediction: str, example: Example) -> float:
+        seen.append(example.target)
+        return float(len(prediction.strip()) > 2)
+
+    ctx = TextContext(
+        get_task("antonyms"), splits, scorer, max_new_tokens=4, metric_fn=longer_than_two
+    )
+    result = ctx.evaluate(["the opposite"], "dev")
+    texts = [fill_template(ctx.template, "the opposite", ex.text) for ex in examples]
+    answers = scorer.generate(texts, 4, stop="\n")
+    assert result.name == "longer_than_two" and seen == [ex.target for ex in examples]
+    assert result.values == [sum(len(a.strip()) > 2 for a in answers) / 2]
+    ctx.metric_fn = lambda prediction, example: 2.0
+    with pytest.raises(UserError, match=r"returned 2.0 .* a number in \[0, 1\]"):
+        ctx.evaluate(["another prompt"], "dev")
+    with pytest.raises(UserError, match="applies to generation tasks; sst-2 is classification"):
+        TextContext(get_task("sst-2"), {}, scorer, required=(), metric_fn=longer_than_two)

@@ -210,6 +210,8 @@ def test_optimize_trains_in_one_call_and_returns_the_result(tiny_model_dir, tmp_
     assert result.manual["prompt"] == "It was" and len(result.label_words) == 2
     with pytest.raises(UserError, match="unknown config key"):
         stableprompt.optimize("sst-2", steps=1, not_a_flag=3)
+    with pytest.raises(UserError, match="a metric function applies to generation tasks"):
+        stableprompt.optimize("shakespeare", metric=lambda prediction, example: 1.0)
 
 
 def test_build_context_keeps_a_given_scorer_and_chooses_label_words(tiny_model_dir, tmp_path):

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
 from stableprompt.rundir import check_run_dir
+from stableprompt.tasks import Example
 from stableprompt.trainer import Trainer
 
 
@@ -31,18 +33,21 @@ def optimize(
     out: str | None = None,
     overwrite: bool = False,
     progress: bool = False,
+    metric: Callable[[str, Example], float] | None = None,
     **config,
 ) -> OptimizeResult:
     """Train a prompt in one call: `optimize("sst-2", "path/to/16-42", target=..., steps=50)`.
 
     Keyword arguments are TrainConfig fields (the CLI's flags), checked by the same parser. The
     run directory defaults to runs/<task>-<algo>; an earlier run there is refused unless
-    `overwrite`."""
+    `overwrite`. `metric(prediction, example) -> float in [0, 1]` replaces a generation task's
+    metric for training, dev selection and the test scores (classification uses label words);
+    it is not saved with the run, so `stableprompt eval` of the run uses the task's metric."""
     out = out or f"runs/{Path(task).stem}-{algo}"
     values = {"task": task, "data": data, "algo": algo, "out": out, **config}
     train_config = TrainConfig.from_dict(values)
     check_run_dir(Path(out), False, overwrite)
-    ctx = build_context(train_config)
+    ctx = build_context(train_config, metric=metric)
     summary = Trainer(train_config, ctx, progress=progress).train(overwrite=overwrite)
     return OptimizeResult(
         best_prompt=summary["best_prompt"],

@@ -3,6 +3,7 @@ Python API all call `build_context`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from stableprompt.config import TrainConfig
@@ -13,7 +14,7 @@ from stableprompt.contexts.text import TextContext
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.models.scoring import TargetScorer
-from stableprompt.tasks import TaskSpec, get_task, load_data, load_task_yaml
+from stableprompt.tasks import Example, TaskSpec, get_task, load_data, load_task_yaml
 from stableprompt.tasks.images import IMAGE_TASK
 from stableprompt.tasks.registry import check_template
 from stableprompt.tasks.verbalizers import resolve_label_words
@@ -33,13 +34,19 @@ def build_context(
     scorer: TargetScorer | None = None,
     required: tuple[str, ...] = DEFAULT_REQUIRED,
     label_words: tuple[str, ...] | None = None,
+    metric: Callable[[str, Example], float] | None = None,
 ) -> TaskContext:
     """Load the task, its data and the target named in the config (text and style tasks take
     `scorer` instead, to keep one across runs). `required` names the splits that must not be
-    empty; `label_words` fixes a classification task's words (else `config.label_words`)."""
-    if config.task == IMAGE_TASK:
+    empty; `label_words` fixes a classification task's words (else `config.label_words`);
+    `metric(prediction, example) -> [0, 1]` replaces a generation task's metric."""
+    task = None if config.task == IMAGE_TASK else load_task(config.task)
+    if metric is not None and (task is None or task.kind == "style_transfer"):
+        raise UserError(
+            f"a metric function applies to generation tasks, not to {config.task} (drop metric=)"
+        )
+    if task is None:
         return build_image_context(config)
-    task = load_task(config.task)
     if task.kind == "style_transfer":
         return build_style_context(config, required=required, scorer=scorer)
     splits = load_data(config.data, seed=config.seed)
@@ -58,6 +65,7 @@ def build_context(
         required=required,
         generation_reward=config.generation_reward,
         label_search=search,
+        metric_fn=metric,
     )
 
 

@@ -3,6 +3,8 @@ target's greedy answers (or the likelihood of the gold answer while training).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from stableprompt.contexts.base import Metric, TaskContext
@@ -39,8 +41,15 @@ class TextContext(TaskContext):
         max_new_tokens: int = 32,
         generation_reward: str = "metric",
         label_search: dict | None = None,
+        metric_fn: Callable[[str, Example], float] | None = None,
     ):
         self.generation = task.kind == "generation"
+        if metric_fn is not None and not self.generation:
+            raise UserError(
+                f"a metric function applies to generation tasks; {task.name} is {task.kind}, "
+                "whose metric is accuracy over its label words (drop metric=)"
+            )
+        self.metric_fn = metric_fn  # the user's metric(prediction, example) -> [0, 1]
         self.label_search = label_search  # how the label words were chosen (--label-words)
         validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
@@ -61,9 +70,11 @@ class TextContext(TaskContext):
         """[prompts, examples] metric of the target's answers (one batched generate call)."""
         texts = [fill_template(self.template, p, ex.text) for p in prompts for ex in examples]
         answers = self.scorer.generate(texts, self.max_new_tokens, stop="\n")
-        metric = self.metric
-        targets = [ex.target for _ in prompts for ex in examples]
-        scores = [generation_score(a, t, metric) for a, t in zip(answers, targets, strict=True)]
+        pairs = zip(answers, [ex for _ in prompts for ex in examples], strict=True)
+        if self.metric_fn is not None:
+            scores = [self._user_metric(answer, ex) for answer, ex in pairs]
+        else:
+            scores = [generation_score(answer, ex.target, self.metric) for answer, ex in pairs]
         return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
 
     def answer_logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
@@ -110,8 +121,19 @@ class TextContext(TaskContext):
             return appo_reward(logprobs, labels)
         raise ValueError(f"unknown reward kind {kind!r}")
 
+    def _user_metric(self, prediction: str, example: Example) -> float:
+        value = self.metric_fn(prediction, example)
+        if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:  # NaN fails too
+            raise UserError(
+                f"metric {self.metric} returned {value!r} for the answer {prediction[:40]!r}; a "
+                "metric must return a number in [0, 1] (higher is better)"
+            )
+        return float(value)
+
     @property
     def metric(self) -> str:
+        if self.metric_fn is not None:
+            return getattr(self.metric_fn, "__name__", "custom metric")
         return self.task.metric or ("exact_match" if self.generation else "accuracy")
 
     def evaluate(self, prompts: list[str], split: str) -> Metric:
