@@ -39,7 +39,7 @@ INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
 )  # many tokens each
 def test_engine_matches_naive_forward(tiny_lm, template, labels):
     model, tokenizer = tiny_lm
-    engine = LocalScorer(model, tokenizer, suffix_batch_size=5)
+    engine = LocalScorer(model, tokenizer, prefix_batch_size=3, suffix_batch_size=5)
     naive = NaiveScorer(model, tokenizer)
     fast = engine.score(PROMPTS, INPUTS, template, list(labels))
     slow = naive.score(PROMPTS, INPUTS, template, list(labels))

@@ -29,6 +29,8 @@ from stableprompt.models.compat import (
 from stableprompt.models.sampling import sample_generate
 from stableprompt.tasks.registry import check_template, fill_template
 
+PREFIX_BUCKET = 16  # prefixes are padded to a multiple of this many tokens (see _encode_prefixes)
+
 
 def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:
     """Split the filled template after its first placeholder: (shared prefix, rest)."""
@@ -209,6 +211,7 @@ class LocalScorer(TargetScorer):
         model,
         tokenizer,
         cache: ScoreCache | None = None,
+        prefix_batch_size: int = 32,
         suffix_batch_size: int = 128,
         prefix_store_tokens: int = 20_000,
     ):
@@ -219,6 +222,7 @@ class LocalScorer(TargetScorer):
         # bounded by total prefix tokens (about 46 KB each for SmolLM2-135M in fp32)
         self.prefix_store: OrderedDict[tuple[int, ...], tuple[list, torch.Tensor]] = OrderedDict()
         self.prefix_store_tokens = prefix_store_tokens
+        self.prefix_batch_size = prefix_batch_size
         self.suffix_batch_size = suffix_batch_size
         self.device = next(model.parameters()).device
 
@@ -272,15 +276,34 @@ class LocalScorer(TargetScorer):
         """Run the prefixes not yet in the store; keep each one's KV and last hidden state.
 
         The store outlives a call, so inputs scored at every training step are encoded once.
-        Each prefix is encoded alone (no padding, no batch-mates): its KV is then a function of
-        its tokens only, not of which other inputs happened to be missing with it. Batched, a
-        padded row differs by up to ~1e-4 nats in bf16, which made a resumed run (whose store
-        starts empty) drift from an uninterrupted one. It costs ~15% of prefix time, once.
+        A prefix is right-padded to a width set by its own length (the next multiple of
+        PREFIX_BUCKET) and batched only with prefixes of that width, so its encoding does not
+        depend on which other inputs were missing with it: padded to the batch's longest, a row
+        differed by up to ~1e-4 nats in bf16, and a resumed run (whose store starts empty)
+        drifted from an uninterrupted one. (Encoding each prefix alone would also do that, at
+        2.4x the time for 300 SST-2 inputs.)
         """
+        widths: dict[int, list[tuple[int, ...]]] = {}
         for p in sorted(p for p in prefixes if p not in self.prefix_store):
-            out = self.model.model(input_ids=torch.tensor([p], device=self.device), use_cache=True)
-            kv = [(la.keys[0].clone(), la.values[0].clone()) for la in output_cache(out).layers]
-            self.prefix_store[p] = (kv, out.last_hidden_state[0, -1].clone())
+            widths.setdefault(-(-len(p) // PREFIX_BUCKET) * PREFIX_BUCKET, []).append(p)
+        pad = self.tokenizer.pad_token_id
+        for width, group in sorted(widths.items()):
+            for start in range(0, len(group), self.prefix_batch_size):
+                batch = group[start : start + self.prefix_batch_size]
+                ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in batch])
+                mask = torch.tensor([[1] * len(p) + [0] * (width - len(p)) for p in batch])
+                out = self.model.model(
+                    input_ids=ids.to(self.device),
+                    attention_mask=mask.to(self.device),
+                    use_cache=True,
+                )
+                layers = output_cache(out).layers
+                for j, p in enumerate(batch):
+                    kv = [
+                        (la.keys[j, :, : len(p)].clone(), la.values[j, :, : len(p)].clone())
+                        for la in layers
+                    ]
+                    self.prefix_store[p] = (kv, out.last_hidden_state[j, len(p) - 1].clone())
         for p in prefixes:
             self.prefix_store.move_to_end(p)
 
