@@ -198,3 +198,13 @@ def test_head_logits_equals_the_linear_layer(bias):
     torch.testing.assert_close(head_logits(head, hidden), head(hidden), atol=1e-5, rtol=1e-5)
     # float32 hidden states on a bf16 head (the token policy's Q-values) come out float32
     assert head_logits(head.to(torch.bfloat16), hidden).dtype == torch.float32
+
+
+def test_an_input_longer_than_the_context_is_refused(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer)
+    limit = model.config.max_position_embeddings
+    long_input = " ".join(["film"] * (limit + 10))
+    with pytest.raises(UserError, match=rf"more than the {limit}-token context of target"):
+        engine.score(["It was"], ["fine", long_input], "{input} {prompt}", [" good", " bad"])
+    assert engine.queries == 2 and engine.computed == 0  # refused before any model call

@@ -241,11 +241,24 @@ class LocalScorer(TargetScorer):
             prefix, suffix = self._encode(head, True), self._encode(rest, False)
             if not prefix:  # the shared prefix must hold at least one token to attend to
                 prefix, suffix = suffix[:1], suffix[1:]
+            self._check_length(len(prefix) + len(suffix) + max(map(len, label_ids)), text)
             if single:
                 rows.append([_Row(prefix, suffix, label_ids)])
             else:
                 rows.append([_Row(prefix, suffix + tuple(ids[:-1]), [ids]) for ids in label_ids])
         return rows
+
+    def _check_length(self, tokens: int, text: str) -> None:
+        """Refuse a sequence longer than the target's context: past it a model's positions are
+        undefined (or wrap), so the score would be silently meaningless; truncating would score
+        a different input than the user gave."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and tokens > limit:
+            raise UserError(
+                f"an input is {tokens:,} tokens with its prompt, template and label, more than "
+                f"the {limit:,}-token context of target {self.name} (it starts {text[:40]!r}): "
+                "shorten or drop such inputs, or use a target with a longer context"
+            )
 
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):
@@ -497,6 +510,18 @@ class MaskedLMScorer(TargetScorer):
         # A leading space in the label words belongs before the mask (RoBERTa's <mask> absorbs it).
         space = " " if label_words[0].startswith(" ") else ""
         return [fill_template(template, p, x) + space + self.tokenizer.mask_token for p, x in pairs]
+
+    def _check_length(self, tokens: int, text: str) -> None:
+        """Refuse a sequence longer than the target's context: past it a model's positions are
+        undefined (or wrap), so the score would be silently meaningless; truncating would score
+        a different input than the user gave."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and tokens > limit:
+            raise UserError(
+                f"an input is {tokens:,} tokens with its prompt, template and label, more than "
+                f"the {limit:,}-token context of target {self.name} (it starts {text[:40]!r}): "
+                "shorten or drop such inputs, or use a target with a longer context"
+            )
 
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):
