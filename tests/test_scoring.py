@@ -179,6 +179,9 @@ def test_masked_lm_scorer_reads_the_mask_position(tiny_tokenizer, tmp_path):
             torch.testing.assert_close(got[i, j], want, atol=1e-4, rtol=1e-4)
     with pytest.raises(UserError, match="split into several tokens"):
         scorer.score(PROMPTS[:1], INPUTS[:1], "{input} {prompt}", [" superb", " good"])
+    long_input = " ".join(["film"] * 200)  # past the 128 positions
+    with pytest.raises(UserError, match="more than the 128-token context of target"):
+        scorer.score(PROMPTS[:1], [long_input], "{input} {prompt}", labels)
 
 
 def test_braces_inside_prompt_or_input_stay_literal():

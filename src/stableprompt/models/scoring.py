@@ -203,6 +203,21 @@ def label_token_ids(tokenizer, label_words: tuple[str, ...]) -> list[list[int]]:
     return ids
 
 
+def check_context(scorer, tokens: int, text: str) -> None:
+    """Refuse a sequence longer than the target's context: past it positions are undefined (or
+    wrap, or fail deep in the model), so a score would be meaningless; truncating would score a
+    different input than the user gave."""
+    limits = [getattr(scorer.model.config, "max_position_embeddings", None)]
+    limits.append(getattr(scorer.tokenizer, "model_max_length", None))  # RoBERTa: 512 < 514
+    limit = min((n for n in limits if isinstance(n, int) and 0 < n < 10**7), default=None)
+    if limit and tokens > limit:
+        raise UserError(
+            f"an input is {tokens:,} tokens with its prompt, template and label, more than "
+            f"the {limit:,}-token context of target {scorer.name} (it starts {text[:40]!r}): "
+            "shorten or drop such inputs, or use a target with a longer context"
+        )
+
+
 class LocalScorer(TargetScorer):
     """Scores with a local Hugging Face causal LM: shared-prefix KV reuse, batched, cached."""
 
@@ -241,24 +256,12 @@ class LocalScorer(TargetScorer):
             prefix, suffix = self._encode(head, True), self._encode(rest, False)
             if not prefix:  # the shared prefix must hold at least one token to attend to
                 prefix, suffix = suffix[:1], suffix[1:]
-            self._check_length(len(prefix) + len(suffix) + max(map(len, label_ids)), text)
+            check_context(self, len(prefix) + len(suffix) + max(map(len, label_ids)), text)
             if single:
                 rows.append([_Row(prefix, suffix, label_ids)])
             else:
                 rows.append([_Row(prefix, suffix + tuple(ids[:-1]), [ids]) for ids in label_ids])
         return rows
-
-    def _check_length(self, tokens: int, text: str) -> None:
-        """Refuse a sequence longer than the target's context: past it a model's positions are
-        undefined (or wrap), so the score would be silently meaningless; truncating would score
-        a different input than the user gave."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and tokens > limit:
-            raise UserError(
-                f"an input is {tokens:,} tokens with its prompt, template and label, more than "
-                f"the {limit:,}-token context of target {self.name} (it starts {text[:40]!r}): "
-                "shorten or drop such inputs, or use a target with a longer context"
-            )
 
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):
@@ -511,18 +514,6 @@ class MaskedLMScorer(TargetScorer):
         space = " " if label_words[0].startswith(" ") else ""
         return [fill_template(template, p, x) + space + self.tokenizer.mask_token for p, x in pairs]
 
-    def _check_length(self, tokens: int, text: str) -> None:
-        """Refuse a sequence longer than the target's context: past it a model's positions are
-        undefined (or wrap), so the score would be silently meaningless; truncating would score
-        a different input than the user gave."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        if limit and tokens > limit:
-            raise UserError(
-                f"an input is {tokens:,} tokens with its prompt, template and label, more than "
-                f"the {limit:,}-token context of target {self.name} (it starts {text[:40]!r}): "
-                "shorten or drop such inputs, or use a target with a longer context"
-            )
-
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):
         ids = label_token_ids(self.tokenizer, label_words)
@@ -534,6 +525,8 @@ class MaskedLMScorer(TargetScorer):
             )
         label_ids = torch.tensor([t[0] for t in ids], device=self.device)
         texts = self.texts(pairs, template, label_words)
+        for (_, text), full in zip(pairs, texts, strict=True):
+            check_context(self, len(self.tokenizer(full).input_ids), text)
         out = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(
