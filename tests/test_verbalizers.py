@@ -3,10 +3,14 @@
 import pytest
 import torch
 
+from stableprompt.algorithms.baselines import FixedPrompts
+from stableprompt.cli import format_summary
 from stableprompt.config import TrainConfig
+from stableprompt.contexts import TextContext
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer
 from stableprompt.models.scoring import TargetScorer
+from stableprompt.rundir import best_words
 from stableprompt.tasks import Example, get_task
 from stableprompt.tasks.verbalizers import (
     balanced_accuracy,
@@ -17,6 +21,7 @@ from stableprompt.tasks.verbalizers import (
     search_label_words,
     single_token,
 )
+from stableprompt.trainer import Trainer
 
 
 class BiasedTarget(TargetScorer):
@@ -153,3 +158,77 @@ def test_worst_class_reward_pays_nothing_for_answering_one_word():
     # the separating prompt: class 0 gaps 0.4, 0.2 -> 0.3; class 1 gaps 0.3, 0.6 -> 0.45
     assert worst[1].item() == pytest.approx(30.0)
     assert worst[1] > worst[0]
+
+
+class PromptDependentTarget(TargetScorer):
+    """After "It was" only " bad" / " good" carry the sentiment, and only half of it (they key
+    on the word "good"); after "Rated:" " awful" / " wonderful" carry all of it."""
+
+    name = "prompt-dependent"
+
+    def _score_pairs(self, pairs, template, label_words):
+        rows = []
+        for prompt, text in pairs:
+            positive = "good" in text or "great" in text or "fun" in text
+            if prompt == "Rated:":
+                table = {
+                    " awful": -4.0 if positive else -1.0,
+                    " wonderful": -1.0 if positive else -4.0,
+                    " bad": -2.0,
+                    " good": -2.0,
+                }
+            else:
+                table = {
+                    " bad": -4.0 if "good" in text else -1.0,
+                    " good": -1.0 if "good" in text else -4.0,
+                }
+            rows.append([table.get(w, -6.0) for w in label_words])
+        return torch.tensor(rows)
+
+    def _generate(self, texts, max_new_tokens, stop):
+        raise NotImplementedError
+
+
+class TwoPrompts(FixedPrompts):
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)
+        self.prompts = ["Rated:", "It was"]
+
+
+@pytest.mark.parametrize("refit", [True, False])
+def test_pool_prompts_get_their_own_label_words(tmp_path, refit):
+    """With --label-words auto the run's words are chosen for the manual prompt; at the end each
+    pool prompt gets the words chosen for it, the pool is re-ranked by dev with them and each is
+    tested with its own words; the calls are counted in the budgeted ones."""
+    task, examples = get_task("sst-2"), sentiment_examples()
+    splits = {"train": examples, "dev": examples, "test": examples}
+    scorer = PromptDependentTarget()
+    task, search = resolve_label_words(task, "auto", scorer, task.template, splits)
+    assert task.label_words == (" bad", " good")  # best for the manual prompt "It was"
+    ctx = TextContext(task, splits, scorer, label_search=search)
+    values = {"algo": "manual", "task": "sst-2", "out": str(tmp_path), "pool_size": 2}
+    config = TrainConfig.from_dict({**values, "refit_label_words": refit})
+    trainer = Trainer(config, ctx, algorithm=TwoPrompts(config, ctx))
+    summary = trainer.train()
+    best = summary["prompts"][0]
+    if refit:
+        assert best["prompt"] == "Rated:" and best["label_words"] == [" awful", " wonderful"]
+        assert best["dev"] == 1.0 and best["test"] == 1.0
+        assert summary["prompts"][1] == {**summary["prompts"][1], "label_words": [" bad", " good"]}
+        assert best_words(summary) == [" awful", " wonderful"]
+        # search 16 + dev evaluation 2 x 8 + per pool prompt: search 16 and dev 8
+        assert summary["target_calls"] == 16 + 16 + 2 * (16 + 8)
+    else:
+        assert best["prompt"] == "It was" and best["dev"] == 0.75 and "label_words" not in best
+        assert best_words(summary) == [" bad", " good"]
+        assert summary["target_calls"] == 16 + 16
+    spent = summary["target_calls"] + summary["test_calls"]
+    assert trainer.projected_calls() + 16 == spent  # the words' search ran before the trainer
+    text = format_summary(summary, str(tmp_path))
+    assert ("'Rated:' is scored with its own words: awful, wonderful" in text) == refit
+
+
+def test_fit_label_words_needs_auto():
+    task, examples = get_task("sst-2"), sentiment_examples()
+    ctx = TextContext(task, {"train": examples, "dev": examples}, PromptDependentTarget())
+    assert ctx.fit_label_words("Rated:") == {}  # the task's own words: nothing to re-choose

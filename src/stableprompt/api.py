@@ -8,7 +8,7 @@ from pathlib import Path
 
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
-from stableprompt.rundir import check_run_dir
+from stableprompt.rundir import best_words, check_run_dir
 from stableprompt.tasks import Example
 from stableprompt.trainer import Trainer
 
@@ -20,7 +20,7 @@ class OptimizeResult:
     best_prompt: str | None
     prompts: list[dict]  # the pool, best dev first, each with dev (and test) scores
     manual: dict | None  # the task's manual prompt, scored the same way
-    label_words: list[str]
+    label_words: list[str]  # the best prompt's words (its own, where they were re-chosen)
     run_dir: Path
     summary: dict  # everything best_prompts.json holds
 
@@ -53,7 +53,7 @@ def optimize(
         best_prompt=summary["best_prompt"],
         prompts=summary["prompts"],
         manual=summary.get("manual"),
-        label_words=summary.get("label_words", []),
+        label_words=best_words(summary),
         run_dir=Path(out),
         summary=summary,
     )

@@ -101,6 +101,17 @@ def format_summary(summary: dict, out: str) -> str:
         search = summary.get("label_word_search") or {}
         how = " (auto: best for the manual prompt on train+dev)" if search.get("setting") else ""
         lines.append("label words: " + ", ".join(w.strip() for w in summary["label_words"]) + how)
+    for e in summary["prompts"]:  # words re-chosen for a pool prompt (--refit-label-words)
+        if e.get("label_words") and e["label_words"] != summary.get("label_words"):
+            words = ", ".join(w.strip() for w in e["label_words"])
+            lines.append(f"  {e['prompt'][:40]!r} is scored with its own words: {words}")
+    agent = summary.get("agent") or {}
+    if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
+        lines.append(
+            f"{summary['prompts'][0]['prompt']}: {agent['seconds_per_input']:.3f} s of agent "
+            f"generation per test input; e.g. {agent['rows'][0]['input'][:30]!r} -> "
+            f"{agent['rows'][0]['prompt'][:50]!r}"
+        )
     lines.append(
         f"{summary['steps']} steps; target calls: {summary['target_calls']:,} for training and "
         f"dev, {summary.get('test_calls', 0):,} for the final scoring"
@@ -134,38 +145,80 @@ def _naturalness(prompt: str, reference_lm: str, dtype: str) -> dict:
 def cmd_eval(args: argparse.Namespace) -> int:
     from stableprompt.contexts import build_context
 
+    if args.agent is not None:
+        return eval_agent(args)
     settings = ("task", "data", "target", "template", "label_words", "dtype", "seed")
     config = TrainConfig.from_dict({k: getattr(args, k) for k in settings})
     ctx = build_context(config, required=(args.split,))
     task, search = ctx.task, ctx.label_search
     prompt = task.manual_prompt if args.prompt is None else args.prompt
     report = ctx.report(prompt, args.split)
-    lo, hi = report["ci95"]
     print(f"task {task.name}  split {args.split} (n={report['n']})  target {args.target}")
     print(f"prompt {prompt!r}")
+    _print_scores(ctx, report)
+    natural = _naturalness(prompt, args.reference_lm, args.dtype)
+    result = {"task": task.name, "split": args.split, "target": args.target, "prompt": prompt}
+    result |= {"template": ctx.template, "label_words": list(task.label_words)}
+    _write_json(args.out, result | {"label_word_search": search, **report, **natural})
+    return 0
+
+
+def eval_agent(args: argparse.Namespace) -> int:
+    """`eval --agent RUN_DIR`: reload an input-conditioned run's agent (its best weights by dev,
+    from the checkpoint), write a prompt for every input of the split and score each on its own
+    input; prints the agent's generation seconds per input and sample rows."""
+    from stableprompt.algorithms import build_algorithm
+    from stableprompt.algorithms.conditioned import PER_INPUT, WRITE_BATCH
+    from stableprompt.contexts import build_context
+    from stableprompt.rundir import best_words, latest_checkpoint, read_checkpoint
+
+    run = Path(args.agent)
+    if args.prompt is not None:
+        raise UserError("eval takes --prompt or --agent, not both (drop one)")
+    if not (run / "config.yaml").is_file():
+        raise UserError(f"{run} is not a training run (no config.yaml); pass a `train --out` dir")
+    config = TrainConfig.from_yaml(run / "config.yaml")
+    if config.conditioning != "input":
+        raise UserError(
+            f"{run} learned one prompt for the task, not an agent that writes one per input "
+            "(score its best prompt with --prompt)"
+        )
+    best = run / "best_prompts.json"  # the run's label words: no new search
+    words = best_words(json.loads(best.read_text())) if best.is_file() else []
+    ctx = build_context(config, required=("train", args.split), label_words=tuple(words) or None)
+    algorithm = build_algorithm(config, ctx)
+    algorithm.load_tensors(read_checkpoint(latest_checkpoint(run))[0])
+    report = algorithm.report(PER_INPUT, args.split)
+    print(f"task {ctx.task.name}  split {args.split} (n={report['n']})  target {config.target}")
+    print(f"agent {run}: a prompt per input, from its best weights by dev")
+    _print_scores(ctx, report)
+    seconds = report["seconds_per_input"]
+    print(f"agent generation: {seconds:.3f} s per input (greedy, {WRITE_BATCH} inputs a batch)")
+    for row in report["rows"][:5]:
+        print(f"  input {row['input'][:40]!r}  prompt {row['prompt'][:50]!r}")
+        print(f"    -> {row['prediction'][:30]!r} (gold {row['gold'][:30]!r})")
+    result = {"task": ctx.task.name, "split": args.split, "target": config.target}
+    result |= {"agent": str(run), "conditioning": "input", "template": ctx.template}
+    _write_json(args.out, result | {"label_words": list(ctx.task.label_words), **report})
+    return 0
+
+
+def _print_scores(ctx, report: dict) -> None:
+    """The metric with its 95% interval, recall per class and style-transfer measures."""
+    lo, hi = report["ci95"]
     print(f"{ctx.metric} {report['accuracy']:.4f}  95% CI [{lo:.4f}, {hi:.4f}]")
-    for word, recall in zip(task.label_words, report["per_class_recall"]):  # none for generation
+    for word, recall in zip(ctx.task.label_words, report["per_class_recall"]):  # generation: none
         print(f"  recall {word.strip():>12}: " + ("n/a" if recall is None else f"{recall:.4f}"))
     for key in ("content", "style", "fluency", "joint", "gm", "perplexity", "bleu", "self_bleu"):
         if key in report:  # style transfer
             print(f"  {key:>10}: {report[key]:.4f}")
-    natural = _naturalness(prompt, args.reference_lm, args.dtype)
-    if args.out:
-        result = {
-            "task": task.name,
-            "split": args.split,
-            "target": args.target,
-            "prompt": prompt,
-            "template": ctx.template,
-            "label_words": list(task.label_words),
-            "label_word_search": search,
-            **report,
-            **natural,
-        }
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.out}")
-    return 0
+
+
+def _write_json(out: str | None, result: dict) -> None:
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(result, indent=2))
+        print(f"wrote {out}")
 
 
 def cmd_transfer(args: argparse.Namespace) -> int:
@@ -232,10 +285,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(train)
     train.set_defaults(func=cmd_train)
 
-    ev = sub.add_parser("eval", help="score one prompt on a task split")
+    ev = sub.add_parser(
+        "eval", help="score one prompt on a task split (or the prompts an agent writes per input)"
+    )
     ev.add_argument("--task", default="demo")
     ev.add_argument("--data", default=None, help="data dir/file/hf:name (default: demo set)")
     ev.add_argument("--prompt", default=None, help="the prompt (default: the task's manual one)")
+    ev.add_argument(
+        "--agent",
+        default=None,
+        metavar="RUN_DIR",
+        help="a --conditioning input run: its agent writes a prompt for each input of --split "
+        "(task, data, target and label words come from the run)",
+    )
     ev.add_argument("--target", default="smollm2-135m")
     ev.add_argument("--template", default=None)
     ev.add_argument(

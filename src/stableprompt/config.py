@@ -30,6 +30,8 @@ DEFAULT_PROMPTS_PER_STEP = {
     "best-of-n": 8,
     "random": 1,
 }
+# The algorithms whose agent can write a prompt for each input (`--conditioning input`).
+CONDITIONED_ALGOS = ("appo", "ppo")
 # A token prompt longer than this is no longer a prompt search (and a 100k-token rollout hangs);
 # it stays far below the context of every supported agent and target (2k tokens and more).
 MAX_PROMPT_LENGTH = 128
@@ -62,6 +64,12 @@ class TrainConfig:
         "classification label words: auto (the set, among the task's words and a built-in "
         "list, on which the manual prompt scores best on train+dev for this target) | task "
         "(the task's own: RLPrompt's) | a comma-separated list, e.g. negative,positive",
+    )
+    refit_label_words: bool = option(
+        True,
+        "with --label-words auto, at the end: re-choose the words for each pool prompt on "
+        "train+dev (as for the manual prompt), rank the pool by dev with them and score each "
+        "prompt on test with its own words (costs |train|+2|dev| calls per pool prompt)",
     )
     preset: str | None = option(
         None,
@@ -148,6 +156,19 @@ class TrainConfig:
         choices=("anchor", "initial", "previous"),
     )
     num_shots: int = option(5, "train pairs shown in the agent's meta-prompt", min=0)
+    conditioning: str = option(
+        "task",
+        "appo, ppo: task (one prompt for the task) | input (StablePrompt's test-time editing: "
+        "the meta-prompt also shows an input and the agent writes a prompt for it; a step "
+        "samples --prompts-per-step train inputs, one prompt each, rewarded on its input alone, "
+        "and evaluation writes a prompt for every dev/test input)",
+        choices=("task", "input"),
+    )
+    add_manual: bool = option(
+        False,
+        "with --conditioning input: the meta-prompt gives the task's manual prompt as the "
+        "instruction to rewrite for the input (StablePrompt's --add_manual)",
+    )
     max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
     ppo_epochs: int = option(4, "PPO epochs per step", min=1)
     kl_coef: float = option(0.05, "initial KL penalty coefficient", min=0.0)
@@ -168,6 +189,20 @@ class TrainConfig:
     lora_alpha: int = option(32, "LoRA alpha", min=1)
     lora_dropout: float = option(0.05, "LoRA dropout", min=0.0, max=0.99)
     extra: dict = option({}, "task-specific settings (style transfer: YAML `extra:` keys)")
+
+    def __post_init__(self) -> None:
+        """Settings that only make sense together (each field alone is checked by its rules)."""
+        if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
+            raise UserError(
+                f"--conditioning input needs the instruction agent of --algo appo or ppo; "
+                f"{self.algo} learns one prompt for the whole task (pass --algo appo, or drop "
+                "--conditioning input)"
+            )
+        if self.add_manual and self.conditioning != "input":
+            raise UserError(
+                "--add-manual applies to --conditioning input (add --conditioning input, or drop "
+                "--add-manual)"
+            )
 
     @property
     def num_prompts(self) -> int:

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import random
+import re
 import signal
 import sys
 import tempfile
@@ -36,6 +37,20 @@ def check_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
             f"{out} already holds a run ({', '.join(found)}): pass --overwrite to replace it, "
             f"--resume {out} to continue it, or another --out"
         )
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The folder checkpoints/latest names, checked to be a complete checkpoint of the run."""
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        raise UserError(f"no checkpoint in {run_dir} (start a new run without --resume)")
+    name = pointer.read_text().strip()
+    if not re.fullmatch(r"step-\d+", name):  # never follow a pointer out of the run
+        raise UserError(f"{pointer} names {name!r}, not a checkpoint (start a new run)")
+    ckpt = run_dir / "checkpoints" / name
+    if not (ckpt / "state.pt").is_file():
+        raise UserError(f"checkpoint {ckpt} is missing or incomplete (start a new run)")
+    return ckpt
 
 
 def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
@@ -84,6 +99,20 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file a normal file's mode
     os.replace(tmp, path)
+
+
+def best_words(summary: dict) -> list[str]:
+    """The label words to score the best prompt of a best_prompts.json with: its own, else
+    the run's."""
+    prompts = summary.get("prompts") or [{}]
+    return prompts[0].get("label_words") or summary.get("label_words") or []
+
+
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop metrics logged after the checkpoint at `step`: the resumed run logs them again."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if step_of(ln) <= step]
+        atomic_write_text(path, "".join(ln + "\n" for ln in lines))
 
 
 def step_of(line: str) -> float:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 import shutil
 import sys
 import tempfile
@@ -36,11 +35,12 @@ from stableprompt.rundir import (
     StopFlag,
     atomic_write_text,
     check_run_dir,
+    latest_checkpoint,
     read_checkpoint,
     rng_state,
     set_rng_state,
-    step_of,
     stop_on_sigint,
+    truncate_metrics,
 )
 
 if TYPE_CHECKING:
@@ -55,8 +55,11 @@ class PromptPool:
         self.entries: list[dict] = entries or []
 
     def add(self, prompt: str, dev: float, step: int) -> None:
-        if any(e["prompt"] == prompt for e in self.entries):
+        """A prompt scored again keeps its best score: a fixed prompt's never changes, but a
+        conditioned agent's entry (a prompt per input) improves as it trains."""
+        if any(e["prompt"] == prompt and e["dev"] >= dev for e in self.entries):
             return
+        self.entries = [e for e in self.entries if e["prompt"] != prompt]
         self.entries.append({"prompt": prompt, "dev": dev, "step": step})
         # ties keep the earlier prompt: sort is stable and we sort by score only
         self.entries.sort(key=lambda e: -e["dev"])
@@ -111,7 +114,9 @@ class Trainer:
         evals = 1 + self.steps // every + (self.steps % every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
         manual = dev + test if self._scores_manual() else 0
-        return train + evals * self.eval_calls() + self.config.pool_size * test + manual
+        refit = self.refit_calls()
+        pool = 1 if self.config.conditioning == "input" else self.config.pool_size  # the agent
+        return train + evals * self.eval_calls() + refit + pool * test + manual
 
     def calls_used(self) -> int:
         return self.queries_before + self.ctx.scorer.queries
@@ -121,10 +126,18 @@ class Trainer:
         cap = self.config.max_target_calls
         return cap is None or self.calls_used() + calls <= cap
 
+    def refit_calls(self) -> int:
+        """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
+        auto = (self.ctx.label_search or {}).get("setting") == "auto"
+        auto &= self.config.conditioning == "task"  # a prompt per input has no words of its own
+        per_prompt = len(self.ctx.splits.get("train") or []) + 2 * len(self.ctx.splits["dev"])
+        return self.config.pool_size * per_prompt if auto and self.config.refit_label_words else 0
+
     def next_step_calls(self) -> int:
         """The next step's calls plus a dev evaluation, reserved after every step so that the
-        step the budget ends on is evaluated (the steps since the last evaluation count)."""
-        return self.algorithm.step_calls(self.step) + self.eval_calls()
+        step the budget ends on is evaluated (the steps since the last evaluation count), and
+        the final choice of label words."""
+        return self.algorithm.step_calls(self.step) + self.eval_calls() + self.refit_calls()
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -154,16 +167,7 @@ class Trainer:
         return final
 
     def load(self, run_dir: Path) -> None:
-        pointer = run_dir / "checkpoints" / "latest"
-        if not pointer.is_file():
-            raise UserError(f"no checkpoint in {run_dir} (start a new run without --resume)")
-        name = pointer.read_text().strip()
-        if not re.fullmatch(r"step-\d+", name):  # never follow a pointer out of the run
-            raise UserError(f"{pointer} names {name!r}, not a checkpoint (start a new run)")
-        ckpt = run_dir / "checkpoints" / name
-        if not (ckpt / "state.pt").is_file():
-            raise UserError(f"checkpoint {ckpt} is missing or incomplete (start a new run)")
-        tensors, state, meta = read_checkpoint(ckpt)
+        tensors, state, meta = read_checkpoint(latest_checkpoint(run_dir))
         self.algorithm.load_tensors(tensors)
         self.algorithm.load_state(state["algorithm"])
         set_rng_state(state["rng"])
@@ -172,14 +176,7 @@ class Trainer:
         self.step = meta["step"]
         self.pool = PromptPool(self.config.pool_size, meta["pool"])
         self.queries_before = meta["calls_used"] - self.ctx.scorer.queries
-        self._truncate_metrics(self.step)
-
-    def _truncate_metrics(self, step: int) -> None:
-        """Drop metrics logged after the checkpoint: the resumed run logs those steps again."""
-        path = self.out / "metrics.jsonl"
-        if path.exists():
-            lines = [ln for ln in path.read_text().splitlines() if step_of(ln) <= step]
-            atomic_write_text(path, "".join(ln + "\n" for ln in lines))
+        truncate_metrics(self.out / "metrics.jsonl", self.step)
 
     # -- loop --------------------------------------------------------------------------------
 
@@ -192,7 +189,7 @@ class Trainer:
         prompts = list(dict.fromkeys(self.algorithm.eval_prompts()))
         if not prompts:  # e.g. best-of-n before its first draw
             return {}
-        scores = self.ctx.evaluate(prompts, "dev").values
+        scores = self.algorithm.dev_scores(prompts)
         for prompt, score in zip(prompts, scores):
             self.pool.add(prompt, score, self.step)
         best = max(range(len(prompts)), key=scores.__getitem__)
@@ -225,10 +222,11 @@ class Trainer:
                 self.logger.close()
 
     def _first_evaluation(self) -> None:
-        if not self.affordable(self.eval_calls()):
+        needed = self.eval_calls() + self.refit_calls()  # and the words chosen at the end
+        if not self.affordable(needed):
             raise UserError(
                 f"--max-target-calls {self.config.max_target_calls} cannot pay for the first dev "
-                f"evaluation ({self.eval_calls():,} calls after {self.calls_used():,}; raise it)"
+                f"evaluation ({needed:,} calls after {self.calls_used():,}; raise it)"
             )
         self.log({"step": 0, **self.evaluate(), "calls": self.calls_used()})
 
@@ -297,10 +295,13 @@ class Trainer:
         return scored({"prompt": prompt, "dev": self.ctx.evaluate([prompt], "dev").values[0]})
 
     def finish(self) -> dict:
-        """Score the pool on test once; the best prompt is the one with the best dev score."""
+        """Score the pool on test once; the best prompt is the one with the best dev score
+        (with its own label words where `refit_calls` paid for them)."""
+        fit = self.ctx.fit_label_words if self.refit_calls() else lambda prompt: {}
+        entries = sorted([e | fit(e["prompt"]) for e in self.pool.entries], key=lambda e: -e["dev"])
         calls_before_test = self.calls_used()
         test = self.ctx.splits.get("test") or []
-        todo = len(self.pool.entries) + self._scores_manual()
+        todo = len(entries) + self._scores_manual()
         done = [0]
         if test and self.progress:
             print(f"scoring {todo} prompt(s) once on {len(test):,} test inputs", file=sys.stderr)
@@ -310,7 +311,7 @@ class Trainer:
             if test:
                 done[0] += 1
                 started = time.time()
-                report = self.ctx.report(entry["prompt"], "test")
+                report = self.algorithm.report(entry["prompt"], "test", entry.get("label_words"))
                 result.update(test=report["accuracy"], test_ci95=list(report["ci95"]))
                 if self.progress:  # a long silence otherwise: test sets hold thousands of inputs
                     print(
@@ -320,7 +321,7 @@ class Trainer:
                     )
             return result
 
-        results = [scored(entry) for entry in self.pool.entries]
+        results = [scored(entry) for entry in entries]
         summary = {
             "algo": self.config.algo,
             "metric": self.ctx.metric,  # what dev and test report
@@ -333,6 +334,7 @@ class Trainer:
             "steps": self.step,
             "target_calls": calls_before_test,  # training and dev evaluation: the budgeted calls
             "test_calls": self.calls_used() - calls_before_test,
+            **self.algorithm.summary(),  # e.g. a conditioned agent's: no best prompt, sample rows
         }
         atomic_write_text(self.out / "best_prompts.json", json.dumps(summary, indent=2))
         return summary

@@ -17,6 +17,7 @@ from stableprompt.config import TrainConfig, read_yaml_mapping
 from stableprompt.contexts import build_context
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
+from stableprompt.rundir import best_words
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,7 @@ class RunPrompt:
     data: str | None
     template: str | None
     seed: int
-    label_words: tuple[str, ...] | None = None  # the words the run was trained with
+    label_words: tuple[str, ...] | None = None  # the words the run scored its best prompt with
     config: tuple[tuple[str, object], ...] = ()  # the rest of the run's config.yaml
 
 
@@ -52,6 +53,11 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
             f"(finish it with `stableprompt train --resume {run}`)"
         )
     best = _read_json(best_file)
+    if best.get("conditioning") == "input":
+        raise UserError(
+            f"{run} wrote a prompt per input (--conditioning input), it has no one prompt to "
+            f"transfer (score its agent with `stableprompt eval --agent {run}`)"
+        )
     if not best.get("best_prompt"):
         raise UserError(f"{best_file} holds no best prompt (the run evaluated none; rerun it)")
     config = read_yaml_mapping(config_file)
@@ -63,7 +69,7 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
         # best_prompts.json may record the template it was scored with; it wins over the config
         template=best.get("template") or config.get("template"),
         seed=int(config.get("seed", 0)),
-        label_words=tuple(best["label_words"]) if best.get("label_words") else None,
+        label_words=tuple(best_words(best)) or None,  # the best prompt's own words, if chosen
         config=tuple(sorted((k, v) for k, v in config.items() if k in SETTINGS)),
     )
 

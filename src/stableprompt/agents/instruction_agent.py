@@ -10,6 +10,8 @@ shared by every sample, every reference and every PPO epoch. The adapter acts on
 meta-prompt token and on the generated tokens. That is the policy's definition, so sampling,
 log-probs and gradients all agree exactly; it only means LoRA cannot re-encode the examples.
 Feeding the last meta-prompt token through the adapter keeps the first generated token trainable.
+Several meta-prompts (a prompt per input, `--conditioning input`) decode in one batch: their
+contexts are right-padded and an attention mask keeps the padding out (`Query.mask`).
 """
 
 from __future__ import annotations
@@ -36,14 +38,33 @@ META_PROMPT = (
     "Write the instruction that turns each input into its output. "
     "Reply with the instruction only, in one sentence."
 )
+# StablePrompt's test-time editing: an instruction for one input, optionally rewriting a given one.
+INPUT_META_PROMPT = (
+    "Here are some input-output pairs:\n\n{pairs}\n\nNow this input:\n\nInput: {input}\n\n"
+    "{start}Write the instruction that makes a reader give the right output for this input. "
+    "Reply with the instruction only, in one sentence."
+)
+START_INSTRUCTION = "Start from this instruction and rewrite it for the input: {prompt}\n"
 
 
 @dataclass
 class Query:
-    """A meta-prompt: its token ids [1, Lq] and the base LM's KV cache of ids[:, :-1]."""
+    """Meta-prompts: token ids [B, Lq] and the base LM's KV cache of the context ids[:, :-1].
+    Rows of different lengths are right-padded before their last token; `mask` [B, Lq - 1] marks
+    the real context tokens (None: no padding, e.g. a single meta-prompt)."""
 
     ids: Tensor
     cache: Any
+    mask: Tensor | None = None
+
+    def attend(self, done: int, new: int) -> dict:
+        """Attention mask and position ids of `new` tokens fed after the context and `done`
+        earlier ones; nothing without padding (the model's defaults are right then)."""
+        if self.mask is None:
+            return {}
+        mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], done + new)], 1)
+        first = self.mask.sum(1, keepdim=True) + done
+        return {"attention_mask": mask, "position_ids": first + torch.arange(new).to(first)}
 
 
 @dataclass
@@ -110,7 +131,8 @@ def repeat_cache(cache, rows: int, room: int = 0):
             repeated.layers.append(RoomyLayer(layer.keys, layer.values, rows, room))
         else:  # copies that append with torch.cat (the shared tensors are never written)
             layer = copy.copy(layer)
-            layer.reorder_cache(torch.zeros(rows, dtype=torch.long, device=layer.keys.device))
+            index = torch.arange(rows, device=layer.keys.device) % layer.keys.shape[0]
+            layer.reorder_cache(index)  # a one-row cache repeated, a batch of rows kept
             repeated.layers.append(layer)
     return repeated
 
@@ -215,12 +237,19 @@ class InstructionAgent(nn.Module):
             return example.target if isinstance(example.target, str) else example.target[0]
         return self.label_words[example.label]
 
-    def meta_prompt(self, examples: list[Example], k: int) -> str:
-        """The chat-template text showing k input/output pairs and asking for the instruction."""
+    def meta_prompt(
+        self, examples: list[Example], k: int, input_text: str | None = None, start: str = ""
+    ) -> str:
+        """The chat-template text showing k input/output pairs and asking for the instruction of
+        the task, or with `input_text` for that input (rewriting the instruction `start`)."""
         pairs = "\n\n".join(
             f"Input: {ex.text.strip()}\nOutput: {self.output_text(ex)}" for ex in examples[:k]
         )
-        messages = [{"role": "user", "content": META_PROMPT.format(pairs=pairs)}]
+        content = META_PROMPT.format(pairs=pairs)
+        if input_text is not None:
+            start = START_INSTRUCTION.format(prompt=start) if start else ""
+            content = INPUT_META_PROMPT.format(pairs=pairs, input=input_text.strip(), start=start)
+        messages = [{"role": "user", "content": content}]
         if not self.tokenizer.chat_template:
             raise UserError(
                 "the agent model has no chat template; use an instruction-tuned model "
@@ -230,16 +259,27 @@ class InstructionAgent(nn.Module):
             messages, tokenize=False, add_generation_prompt=True
         )
 
-    @torch.no_grad()
     def encode_query(self, meta_text: str) -> Query:
         """Tokenise a meta-prompt and encode its context with the frozen base LM (once)."""
-        ids = self.tokenizer(meta_text, add_special_tokens=False, return_tensors="pt").input_ids
-        ids = ids.to(self.head.weight.device)
-        if ids.shape[1] < 2:
+        return self.encode_queries([meta_text])
+
+    @torch.no_grad()
+    def encode_queries(self, meta_texts: list[str]) -> Query:
+        """Several meta-prompts as one batch (one sample each): contexts right-padded to the
+        longest, each row's last token after the padding."""
+        rows = [self.tokenizer(t, add_special_tokens=False).input_ids for t in meta_texts]
+        if min(map(len, rows)) < 2:
             raise ValueError("the meta-prompt must be at least two tokens long")
+        width, pad = max(map(len, rows)), self.tokenizer.pad_token_id
+        device = self.head.weight.device
+        ids = torch.tensor([r[:-1] + [pad] * (width - len(r)) + r[-1:] for r in rows])
+        mask = torch.tensor([[1] * (len(r) - 1) + [0] * (width - len(r)) for r in rows])
+        mask = mask.to(device) if not mask.all() else None
         with self.lm.disable_adapter():
-            out = self.decoder(input_ids=ids[:, :-1], use_cache=True)
-        return Query(ids, output_cache(out))
+            out = self.decoder(
+                input_ids=ids[:, :-1].to(device), attention_mask=mask, use_cache=True
+            )
+        return Query(ids.to(device), output_cache(out), mask)
 
     # -- policy -------------------------------------------------------------------------------
 
@@ -248,7 +288,12 @@ class InstructionAgent(nn.Module):
         rows = tokens.shape[0]
         cache = repeat_cache(query.cache, rows)
         inputs = torch.cat([query.ids[:, -1:].expand(rows, 1), tokens], dim=1)
-        out = self.decoder(input_ids=inputs, use_cache=True, **cache_kwarg(self.decoder, cache))
+        out = self.decoder(
+            input_ids=inputs,
+            use_cache=True,
+            **cache_kwarg(self.decoder, cache),
+            **query.attend(0, inputs.shape[1]),
+        )
         return out.last_hidden_state
 
     def forward_logprobs_values(
@@ -267,8 +312,11 @@ class InstructionAgent(nn.Module):
     def sample(
         self, query: Query, num: int, max_new_tokens: int, temperature: float = 1.0
     ) -> Samples:
-        """`num` prompts for one meta-prompt; temperature 0 is greedy. A row stops at a special
-        token (eos, chat markers) or at a newline once it has written some text."""
+        """`num` prompts for one meta-prompt (or one for each of a batch of `num`); temperature 0
+        is greedy. A row stops at a special token (eos, chat markers) or at a newline once it has
+        written some text."""
+        if query.ids.shape[0] not in (1, num):
+            raise ValueError(f"{query.ids.shape[0]} meta-prompts take one sample each, not {num}")
         device = query.ids.device
         cache = repeat_cache(query.cache, num, room=max_new_tokens + 1)
         token = query.ids[:, -1:].expand(num, 1)
@@ -276,8 +324,13 @@ class InstructionAgent(nn.Module):
         finished = torch.zeros(num, dtype=torch.bool, device=device)
         had_text = torch.zeros_like(finished)
         tokens, mask, logprobs, values = [], [], [], []
-        for _ in range(max_new_tokens):
-            out = self.decoder(input_ids=token, use_cache=True, **cache_kwarg(self.decoder, cache))
+        for done in range(max_new_tokens):
+            out = self.decoder(
+                input_ids=token,
+                use_cache=True,
+                **cache_kwarg(self.decoder, cache),
+                **query.attend(done, 1),
+            )
             cache = output_cache(out)
             hidden = out.last_hidden_state[:, -1]
             logits = head_logits(self.head, hidden).float() / (temperature or 1.0)

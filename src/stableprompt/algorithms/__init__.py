@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from stableprompt.algorithms.base import Algorithm
 from stableprompt.algorithms.baselines import BestOfN, FixedPrompts
+from stableprompt.algorithms.conditioned import ConditionedPPO
 from stableprompt.algorithms.ppo import AdaptivePPO
 from stableprompt.algorithms.sparse_sql import SparseSoftQLearning
 from stableprompt.algorithms.sql import SoftQLearning
@@ -32,6 +33,8 @@ def build_algorithm(config: TrainConfig, ctx: TaskContext) -> Algorithm:
     """The algorithm `config.algo` names, on the task `ctx`."""
     if config.algo not in REGISTRY:
         raise UserError(f"unknown algorithm {config.algo!r} (use {', '.join(REGISTRY)})")
+    if config.conditioning == "input":  # a prompt per input; TrainConfig allows appo, ppo only
+        return ConditionedPPO(config, ctx)
     return REGISTRY[config.algo](config, ctx)
 
 

@@ -23,6 +23,11 @@ class Algorithm(ABC):
     Budget: `step_calls(step)` must bound the target calls `train_step(step)` spends (rewards,
     and any dev scoring it does itself), and `prompts_per_eval()` the prompts an evaluation
     scores, so that the trainer can stop before a step or an evaluation would pass the cap.
+
+    The trainer scores eval prompts with `dev_scores` and the pool on test with `report`: the
+    context's metric of each fixed prompt, unless the algorithm's "prompts" are not fixed text
+    (a prompt written per input: algorithms/conditioned.py), and adds `summary()` to
+    best_prompts.json.
     """
 
     trainable = True  # False: fixed-prompt baselines, scored at step 0 and never stepped
@@ -48,6 +53,18 @@ class Algorithm(ABC):
     @abstractmethod
     def eval_prompts(self) -> list[str]:
         """Prompts to score on dev now (the greedy prompt for token policies)."""
+
+    def dev_scores(self, prompts: list[str]) -> list[float]:
+        """The dev metric of each eval prompt (tests script this)."""
+        return self.ctx.evaluate(prompts, "dev").values
+
+    def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
+        """A pool prompt scored once on a split (`TaskContext.report`)."""
+        return self.ctx.report(prompt, split, label_words)
+
+    def summary(self) -> dict:
+        """Entries the algorithm adds to (or changes in) best_prompts.json; none by default."""
+        return {}
 
     def prompts_per_eval(self) -> int:
         """How many prompts an evaluation scores at most (for the budget)."""

@@ -22,6 +22,8 @@ from torch import Tensor, nn
 
 from stableprompt.agents.instruction_agent import (
     InstructionAgent,
+    Query,
+    Samples,
     copy_trainable_state,
     load_trainable_state,
 )
@@ -29,6 +31,7 @@ from stableprompt.algorithms.base import Algorithm
 from stableprompt.contexts.text import ANSWER_LOGPROB_FLOOR
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
+from stableprompt.tasks import Example
 
 # Floating-point slack for the anchor thresholds, so that e.g. 0.55 - 0.50 (= 0.0500...04 in
 # binary) still counts as "equal to 0.05" and does not fire.
@@ -361,26 +364,33 @@ class AdaptivePPO(Algorithm):
             self.reference
         ]
 
-    def dev_scores(self, prompts: list[str]) -> list[float]:
-        """Dev score of each prompt (tests script this)."""
-        return self.ctx.evaluate(prompts, "dev").values
-
     # the step ----------------------------------------------------------------------------------
+
+    def rollout(self) -> tuple[Query, Samples, list[Example]]:
+        """One meta-prompt of fresh train pairs, `num_prompts` prompts sampled for it (eval
+        mode), and the train examples that reward them."""
+        c, train = self.config, self.ctx.splits["train"]
+        shown = random.sample(train, min(c.num_shots, len(train)))
+        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
+        samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
+        return query, samples, self.train_examples()
+
+    def prompt_rewards(self, prompts: list[str], examples: list[Example]) -> Tensor:
+        """The target's reward of each prompt on all of `examples` (StablePrompt's, for
+        classification: 10 x accuracy + 0.1 x margin)."""
+        return self.ctx.rewards(prompts, examples, self.reward_kind)
 
     def train_step(self, step: int) -> dict:
         c, agent = self.config, self.agent
-        train = self.ctx.splits["train"]
 
-        # 1. Rollout: one meta-prompt of fresh pairs, several sampled prompts (eval mode).
+        # 1. Rollout: prompts sampled from the agent.
         started = time.perf_counter()
-        shown = random.sample(train, min(c.num_shots, len(train)))
-        query = agent.encode_query(agent.meta_prompt(shown, c.num_shots))
-        samples = agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
+        query, samples, examples = self.rollout()
         response, mask = samples.response, samples.mask
 
-        # 2. Reward from the frozen target: R = 10 * accuracy + 0.1 * margin, per prompt.
+        # 2. Reward from the frozen target, per prompt.
         sampled = time.perf_counter()
-        scores = self.ctx.rewards(samples.texts, self.train_examples(), self.reward_kind)
+        scores = self.prompt_rewards(samples.texts, examples)
         rewarded = time.perf_counter()
         empty = torch.tensor(samples.empty)
         scores = torch.where(empty, self.empty_reward, scores).to(response.device)
@@ -466,30 +476,37 @@ class AdaptivePPO(Algorithm):
         return self.use_anchor and (step + 1) % self.config.anchor_every == 0
 
     def anchor_step(self) -> dict:
-        c, agent = self.config, self.agent
         agent_prompt = self.greedy_prompt(None)
-        if self.anchor_prompt is None:  # cached: the anchor's weights change only below
+        if self.anchor_prompt is None:  # cached: the anchor's weights change only on an update
             self.anchor_prompt = self.greedy_prompt(self.anchor_state)
         anchor_prompt = self.anchor_prompt
         agent_dev, anchor_dev = self.dev_scores([agent_prompt, anchor_prompt])
-        event = anchor_decision(
-            agent_dev, anchor_dev, c.anchor_update_threshold, c.anchor_rollback_threshold
-        )
+        event = self.move_anchor(agent_dev, anchor_dev)
         if event == "update":
-            self.anchor_state = copy_trainable_state(agent)
             self.anchor_prompt = agent_prompt
-        elif event == "rollback":
-            load_trainable_state(agent, self.anchor_state)
-            self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
-            self.version += 1
-        if event != "keep" and self.reference == "anchor":
-            self.reference_version = self.version
         return {
             "anchor_event": event,
             "agent_dev": agent_dev,
             "anchor_dev": anchor_dev,
             "anchor_prompt": anchor_prompt,
         }
+
+    def move_anchor(self, agent_dev: float, anchor_dev: float) -> AnchorDecision:
+        """`anchor_decision` on the two dev scores, applied: the anchor takes the agent's weights,
+        or the agent is restored from the anchor with a fresh optimizer, or nothing changes."""
+        c, agent = self.config, self.agent
+        event = anchor_decision(
+            agent_dev, anchor_dev, c.anchor_update_threshold, c.anchor_rollback_threshold
+        )
+        if event == "update":
+            self.anchor_state = copy_trainable_state(agent)
+        elif event == "rollback":
+            load_trainable_state(agent, self.anchor_state)
+            self.optimizer = self.make_optimizer()  # Adam moments belong to the discarded weights
+            self.version += 1
+        if event != "keep" and self.reference == "anchor":
+            self.reference_version = self.version
+        return event
 
     def greedy_prompt(self, weights: dict[str, Tensor] | None) -> str:
         """The greedy prompt for the evaluation meta-prompt: the agent's own (None; cached until

@@ -49,9 +49,15 @@ class TaskContext(Protocol):
         """The task metric of each prompt on a whole split (dev selects, test reports)."""
         ...
 
-    def report(self, prompt: str, split: str) -> dict:
-        """One prompt on a split: "accuracy" (the metric's value), "ci95", "n" and details."""
+    def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
+        """One prompt on a split: "accuracy" (the metric's value), "ci95", "n" and details;
+        `label_words` replace the run's words (classification only: `fit_label_words`)."""
         ...
+
+    def fit_label_words(self, prompt: str) -> dict:
+        """Label words chosen for `prompt` itself and its dev score with them ({"label_words",
+        "dev"}), where the context chose its words automatically; {} otherwise."""
+        return {}
 
     def reward_metrics(self) -> dict[str, float]:
         """Extra metrics of the last `rewards` call for the step's log (none by default)."""

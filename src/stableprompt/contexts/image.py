@@ -88,7 +88,7 @@ class ImageTaskContext(TaskContext):
         """Mean cosine similarity of each prompt over a split's images."""
         return Metric(self.metric, self.similarities(prompts, self.splits[split]).mean(-1).tolist())
 
-    def report(self, prompt: str, split: str) -> dict:
+    def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """Mean cosine ("accuracy"), a normal 95% interval on it, its sd and n."""
         examples = self.splits[split]
         if not examples:

@@ -234,7 +234,7 @@ class StyleTransferContext(TaskContext):
         values = [sum(v) / len(v) for v in map(self._selection_scores, evaluations)]
         return Metric(self.metric, values)
 
-    def report(self, prompt: str, split: str) -> dict:
+    def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """The selection score as "accuracy" (with a normal 95% interval) and every TST metric:
         content, style (classifier accuracy), style_prob, fluency, joint, gm, perplexity and,
         where the split has references, BLEU (0..100); self_bleu is BLEU against the inputs."""

@@ -14,6 +14,7 @@ from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labe
 from stableprompt.tasks.metrics import generation_report, generation_score
 from stableprompt.tasks.registry import check_template, fill_template
 from stableprompt.tasks.rewards import appo_reward, rlprompt_reward, worst_class_reward
+from stableprompt.tasks.verbalizers import candidates, search_label_words
 
 # Log-probability floor of an answer: one hopeless example (log p = -60) should not outweigh
 # everything else in a mean of log-likelihoods.
@@ -58,24 +59,32 @@ class TextContext(TaskContext):
         self.template = check_template(template or task.template)
         self.label_words = list(task.label_words)
 
-    def logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
-        """[prompts, examples, classes] label-word log-probs from the target."""
+    def logprobs(
+        self, prompts: list[str], examples: list[Example], label_words: list[str] | None = None
+    ) -> torch.Tensor:
+        """[prompts, examples, classes] label-word log-probs from the target (the context's
+        words unless `label_words` are given)."""
         if self.generation:
             raise UserError(f"task {self.task.name} is a generation task and has no label words")
-        return self.scorer.score(
-            prompts, [ex.text for ex in examples], self.template, self.label_words
-        )
+        words = list(label_words or self.label_words)
+        return self.scorer.score(prompts, [ex.text for ex in examples], self.template, words)
 
     def generation_scores(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
         """[prompts, examples] metric of the target's answers (one batched generate call)."""
-        texts = [fill_template(self.template, p, ex.text) for p in prompts for ex in examples]
+        _, scores = self.answers([(p, ex) for p in prompts for ex in examples])
+        return scores.view(len(prompts), len(examples))
+
+    def answers(self, pairs: list[tuple[str, Example]]) -> tuple[list[str], torch.Tensor]:
+        """The target's greedy answer to each (prompt, example) pair and its metric score (one
+        batched generate call)."""
+        texts = [fill_template(self.template, p, ex.text) for p, ex in pairs]
         answers = self.scorer.generate(texts, self.max_new_tokens, stop="\n")
-        pairs = zip(answers, [ex for _ in prompts for ex in examples], strict=True)
+        scored = zip(answers, [ex for _, ex in pairs], strict=True)
         if self.metric_fn is not None:
-            scores = [self._user_metric(answer, ex) for answer, ex in pairs]
+            scores = [self._user_metric(answer, ex) for answer, ex in scored]
         else:
-            scores = [generation_score(answer, ex.target, self.metric) for answer, ex in pairs]
-        return torch.tensor(scores, dtype=torch.float32).view(len(prompts), len(examples))
+            scores = [generation_score(answer, ex.target, self.metric) for answer, ex in scored]
+        return answers, torch.tensor(scores, dtype=torch.float32)
 
     def answer_logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
         """[prompts, examples] log-probability that the target writes each example's first gold
@@ -121,6 +130,38 @@ class TextContext(TaskContext):
             return appo_reward(logprobs, labels)
         raise ValueError(f"unknown reward kind {kind!r}")
 
+    # -- prompts written per input (--conditioning input): prompts[i] serves examples[i] alone --
+
+    def pair_logprobs(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[pairs, classes] label-word log-probs of each prompt on its own example."""
+        pairs = [(p, ex.text) for p, ex in zip(prompts, examples, strict=True)]
+        return self.scorer.score_pairs(pairs, self.template, self.label_words)
+
+    def pair_rewards(self, prompts: list[str], examples: list[Example]) -> torch.Tensor:
+        """[pairs] StablePrompt's reward of each prompt on its own example alone: 10 x correct +
+        0.1 x margin (`appo_reward` of that one pair), or the generation reward of that example."""
+        if self.generation and self.generation_reward != "metric":
+            pairs = zip(prompts, examples, strict=True)
+            logprobs = torch.stack([self.answer_logprobs([p], [ex])[0, 0] for p, ex in pairs])
+            return logprobs.exp() if self.generation_reward == "likelihood" else logprobs
+        if self.generation:
+            return self.answers(list(zip(prompts, examples, strict=True)))[1]
+        logprobs = self.pair_logprobs(prompts, examples)
+        labels = torch.tensor([ex.label for ex in examples])
+        return torch.cat(
+            [appo_reward(lp.view(1, 1, -1), y.view(1)) for lp, y in zip(logprobs, labels)]
+        )
+
+    def pair_report(self, prompts: list[str], examples: list[Example]) -> dict:
+        """`report` of prompts written per input, each scored on its own example, with each
+        pair's prediction ("predictions": the answer, or the label word chosen)."""
+        if self.generation:
+            answers, scores = self.answers(list(zip(prompts, examples, strict=True)))
+            return generation_report(scores.tolist()) | {"predictions": answers}
+        predicted = self.pair_logprobs(prompts, examples).argmax(-1).tolist()
+        report = accuracy_report(predicted, [ex.label for ex in examples], self.task.num_classes)
+        return report | {"predictions": [self.label_words[i] for i in predicted]}
+
     def _user_metric(self, prediction: str, example: Example) -> float:
         value = self.metric_fn(prediction, example)
         if not isinstance(value, int | float) or not 0.0 <= value <= 1.0:  # NaN fails too
@@ -136,18 +177,31 @@ class TextContext(TaskContext):
             return getattr(self.metric_fn, "__name__", "custom metric")
         return self.task.metric or ("exact_match" if self.generation else "accuracy")
 
-    def evaluate(self, prompts: list[str], split: str) -> Metric:
+    def evaluate(
+        self, prompts: list[str], split: str, label_words: list[str] | None = None
+    ) -> Metric:
         """The task metric of each prompt on a whole split: accuracy, or the generation metric."""
         examples = self.splits[split]
         if self.generation:
             return Metric(self.metric, self.generation_scores(prompts, examples).mean(-1).tolist())
-        predictions = self.logprobs(prompts, examples).argmax(-1)
+        predictions = self.logprobs(prompts, examples, label_words).argmax(-1)
         labels = torch.tensor([ex.label for ex in examples])
         return Metric(self.metric, (predictions == labels).float().mean(-1).tolist())
 
-    def report(self, prompt: str, split: str) -> dict:
+    def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         examples = self.splits[split]
         if self.generation:
             return generation_report(self.generation_scores([prompt], examples)[0].tolist())
-        predictions = self.logprobs([prompt], examples)[0].argmax(-1).tolist()
+        predictions = self.logprobs([prompt], examples, label_words)[0].argmax(-1).tolist()
         return accuracy_report(predictions, [ex.label for ex in examples], self.task.num_classes)
+
+    def fit_label_words(self, prompt: str) -> dict:
+        """With `--label-words auto`: the words the same search picks for `prompt` (rather than
+        for the manual prompt) on train+dev, and the prompt's dev score with them. Costs
+        |train| + 2 |dev| target calls; {} when the run's words were not chosen automatically."""
+        if self.generation or (self.label_search or {}).get("setting") != "auto":
+            return {}
+        examples = list(self.splits.get("train") or []) + list(self.splits.get("dev") or [])
+        groups = candidates(self.task.name, self.task.label_words)
+        words = list(search_label_words(self.scorer, prompt, self.template, examples, groups).words)
+        return {"label_words": words, "dev": self.evaluate([prompt], "dev", words).values[0]}

