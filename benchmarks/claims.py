@@ -142,7 +142,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
                 **settings,
             }
         )
-        scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
+        scorer.calls = scorer.computed = 0  # the budget is per run; the cache stays warm
         ctx = build_context(config, scorer)
         started = time.time()
         summary = Trainer(config, ctx, progress=False).train(

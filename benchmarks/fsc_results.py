@@ -70,7 +70,7 @@ def run(method: str, split: str, args: argparse.Namespace, scorer) -> dict:
     )
     splits = load_data(config.data, seed=config.seed)
     ctx = TextContext(load_task(config.task), splits, scorer, config.template)
-    scorer.queries = scorer.computed = 0  # the budget is per run; the cache stays warm
+    scorer.calls = scorer.computed = 0  # the budget is per run; the cache stays warm
     started = time.time()
     summary = Trainer(config, ctx, progress=False).train(overwrite=True)
     seconds = time.time() - started

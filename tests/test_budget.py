@@ -80,7 +80,7 @@ def test_a_cap_below_the_first_evaluation_is_refused_before_spending(tiny_model_
     config = make_config(tiny_model_dir, tmp_path, algo="manual", max_target_calls=3)
     with pytest.raises(UserError, match="cannot pay for the first dev evaluation"):
         Trainer(config, ctx, progress=False).train()
-    assert ctx.scorer.queries == 0
+    assert ctx.scorer.calls == 0
 
 
 def test_label_word_search_is_refused_when_it_would_pass_the_cap(tiny_model_dir, tmp_path):
@@ -89,4 +89,4 @@ def test_label_word_search_is_refused_when_it_would_pass_the_cap(tiny_model_dir,
     config = make_config(tiny_model_dir, tmp_path, data=data, max_target_calls=50)
     with pytest.raises(UserError, match="choosing label words costs 64 target calls"):
         build_context(config, scorer)
-    assert scorer.queries == 0
+    assert scorer.calls == 0

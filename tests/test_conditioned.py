@@ -62,13 +62,13 @@ def test_a_step_rewards_each_prompt_on_its_own_input_alone(tiny_model_dir):
         return meta_prompt(examples, k, input_text, start)
 
     algo.agent.meta_prompt = recording
-    queries = algo.ctx.scorer.queries
+    before = algo.ctx.scorer.calls
     metrics = algo.train_step(0)
     inputs = metrics["inputs"]
     assert len(inputs) == len(metrics["prompts"]) == 3 == len(set(inputs))
     assert [text for text, _ in seen] == inputs
     assert all(text not in shown for text, shown in seen)
-    assert algo.ctx.scorer.queries - queries == 3 == algo.step_calls(0)  # one call per pair
+    assert algo.ctx.scorer.calls - before == 3 == algo.step_calls(0)  # one call per pair
     examples = {ex.text: ex for ex in algo.ctx.splits["train"]}
     # each reward is the task-level APPO reward of that prompt on that one input
     alone = [

@@ -154,7 +154,7 @@ def test_cache_hits_make_no_requests(stub):
     first = scorer.score(["p"], ["x", "y"], "{prompt} {input}", [" a", " b"])
     before = len(state["seen"])
     again = scorer.score(["p"], ["y", "x"], "{prompt} {input}", [" a", " b"])
-    assert len(state["seen"]) == before and scorer.computed == 2 and scorer.queries == 4
+    assert len(state["seen"]) == before and scorer.computed == 2 and scorer.calls == 4
     assert torch.equal(again.flip(1), first)
 
 

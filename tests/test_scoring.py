@@ -86,7 +86,7 @@ def test_cache_skips_repeated_pairs(tiny_lm):
     first = engine.score(PROMPTS[:2], INPUTS, "{input} {prompt}", [" good", " bad"])
     assert engine.computed == 8
     again = engine.score(PROMPTS[:3], INPUTS, "{input} {prompt}", [" good", " bad"])
-    assert engine.computed == 12 and engine.queries == 20
+    assert engine.computed == 12 and engine.calls == 20
     torch.testing.assert_close(again[:2], first)
 
 
@@ -210,4 +210,4 @@ def test_an_input_longer_than_the_context_is_refused(tiny_lm):
     long_input = " ".join(["film"] * (limit + 10))
     with pytest.raises(UserError, match=rf"more than the {limit}-token context of target"):
         engine.score(["It was"], ["fine", long_input], "{input} {prompt}", [" good", " bad"])
-    assert engine.queries == 2 and engine.computed == 0  # refused before any model call
+    assert engine.calls == 2 and engine.computed == 0  # refused before any model call

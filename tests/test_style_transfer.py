@@ -193,7 +193,7 @@ def test_sampled_generation_is_reproducible_by_seed(tiny_lm):
     assert all('"' not in s and "\n" not in s for row in first for s in row)
     computed = scorer.computed
     scorer.sample(texts, 8, ('"', "\n"), 4, 10, 1.0, seed=2)  # cached: no model call
-    assert scorer.computed == computed and scorer.queries == 9
+    assert scorer.computed == computed and scorer.calls == 9
 
 
 def test_top1_sampling_equals_greedy_generation(tiny_lm):
@@ -210,11 +210,11 @@ def test_top1_sampling_equals_greedy_generation(tiny_lm):
 def test_context_rewards_accuracy_and_report(tiny_scorer, tiny_encoder, tiny_lm):
     ctx = _context(tiny_scorer, tiny_encoder, tiny_lm, EXAMPLES)
     prompts = ["the movie", "great", "it is not"]
-    before = tiny_scorer.queries
+    before = tiny_scorer.calls
     rewards = ctx.rewards(prompts, EXAMPLES)
     assert rewards.shape == (3,) and torch.isfinite(rewards).all()
     assert abs(rewards.mean().item()) < 1e-5  # z-scored per input across the prompts
-    assert tiny_scorer.queries - before == 6  # one query per (prompt, input)
+    assert tiny_scorer.calls - before == 6  # one query per (prompt, input)
     shaped_call_raw = ctx.raw_rewards  # recorded by the z-scored call, for logging
     raw = ctx.rewards(prompts, EXAMPLES, "raw")
     assert ((raw >= 0) & (raw <= 100)).all()

@@ -144,7 +144,7 @@ def test_text_is_encoded_once_per_prompt_and_images_once(tmp_path, tiny_clip, mo
     second = ctx.rewards(["bad", "great"], ctx.splits["train"])
     assert calls == {"text": 1, "image": 1}  # all cached: no CLIP forward at all
     torch.testing.assert_close(second, first[[1, 0]])
-    assert ctx.scorer.queries == 5 * 4  # the budget counts cache hits, like the text scorer
+    assert ctx.scorer.calls == 5 * 4  # the budget counts cache hits, like the text scorer
 
 
 def test_splits(tmp_path, tiny_clip):

@@ -223,5 +223,5 @@ def test_build_context_keeps_a_given_scorer_and_chooses_label_words(tiny_model_d
     )
     ctx = build_context(config, scorer)
     assert ctx.scorer is scorer
-    assert ctx.label_search["setting"] == "auto" and scorer.queries == 64  # train + dev, once
+    assert ctx.label_search["setting"] == "auto" and scorer.calls == 64  # train + dev, once
     assert ctx.task.label_words == tuple(ctx.label_search["label_words"])

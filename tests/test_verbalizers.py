@@ -74,7 +74,7 @@ def test_search_costs_one_call_per_example():
         examples,
         candidates("sst-2", get_task("sst-2").label_words),
     )
-    assert scorer.queries == len(examples)
+    assert scorer.calls == len(examples)
 
 
 def test_balanced_accuracy_weights_classes_equally():

@@ -89,7 +89,7 @@ class Trainer:
         self.algorithm = algorithm
         self.pool = PromptPool(config.pool_size)
         self.step = 0
-        self.queries_before = 0  # target scorings of earlier (pre-resume) sessions
+        self.calls_before = 0  # target scorings of earlier (pre-resume) sessions
         self.stop = StopFlag()  # set by Ctrl-C while train() runs
         self.logger = make_logger(None, self.out, {})  # train() opens the configured one
 
@@ -119,7 +119,7 @@ class Trainer:
         return train + evals * self.eval_calls() + refit + pool * test + manual
 
     def calls_used(self) -> int:
-        return self.queries_before + self.ctx.scorer.queries
+        return self.calls_before + self.ctx.scorer.calls
 
     def affordable(self, calls: int) -> bool:
         """Whether `calls` more target calls stay within --max-target-calls."""
@@ -175,7 +175,7 @@ class Trainer:
             self.ctx.scorer.load_state(state["scorer"])
         self.step = meta["step"]
         self.pool = PromptPool(self.config.pool_size, meta["pool"])
-        self.queries_before = meta["calls_used"] - self.ctx.scorer.queries
+        self.calls_before = meta["calls_used"] - self.ctx.scorer.calls
         truncate_metrics(self.out / "metrics.jsonl", self.step)
 
     # -- loop --------------------------------------------------------------------------------

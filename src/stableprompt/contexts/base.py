@@ -1,6 +1,6 @@
 """What every task context offers the trainer and the algorithms.
 
-A context owns a task's examples, the frozen model that scores prompts (`scorer`, whose `queries`
+A context owns a task's examples, the frozen model that scores prompts (`scorer`, whose `calls`
 counter is the budget's unit) and the two ways of scoring: `rewards` (training signal, any scale)
 and `evaluate` (the task metric that selects prompts on dev and reports them on test). A call
 costs at most len(prompts) x len(examples) target calls, which is what the budget projects.
@@ -30,7 +30,7 @@ class TaskContext(Protocol):
 
     task: TaskSpec
     splits: dict[str, list]
-    scorer: Any  # counts `queries`: (prompt, example) pairs asked for, cache hits included
+    scorer: Any  # counts `calls`: (prompt, example) pairs asked for, cache hits included
     template: str  # with {prompt} (and {input} for text); the in-context baseline rewrites it
     label_words: list[str]  # empty for tasks without label words
     generation: bool  # the target writes answers (no label words)

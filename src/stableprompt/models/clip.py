@@ -1,5 +1,5 @@
 """CLIP as a scorer (textual inversion): loading from the hub or a directory, image and text
-embeddings, and cosine similarities with the `queries` counter the budget reads."""
+embeddings, and cosine similarities with the `calls` counter the budget reads."""
 
 from __future__ import annotations
 
@@ -58,14 +58,14 @@ def _normalise(x: Tensor) -> Tensor:
 
 
 class ClipScorer:
-    """CLIP embeddings and cosine similarities, with the `queries` counter the budget reads.
+    """CLIP embeddings and cosine similarities, with the `calls` counter the budget reads.
 
     Text embeddings are cached per text, so a repeated prompt never reaches the text tower.
     """
 
     def __init__(self, model, processor, batch_size: int = 64):
         self.model, self.processor, self.batch_size = model, processor, batch_size
-        self.queries = 0  # (prompt, image) pairs scored, cache hits included: the budget unit
+        self.calls = 0  # (prompt, image) pairs scored, cache hits included: the budget unit
         self.text_encoded = 0  # texts that went through the text tower (cache misses)
         self._text_cache: dict[str, Tensor] = {}
 
@@ -104,5 +104,5 @@ class ClipScorer:
 
     def similarities(self, texts: Sequence[str], image_embeddings: Tensor) -> Tensor:
         """[texts, images] cosine similarities."""
-        self.queries += len(texts) * len(image_embeddings)
+        self.calls += len(texts) * len(image_embeddings)
         return self.embed_texts(texts) @ image_embeddings.T

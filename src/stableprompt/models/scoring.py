@@ -83,7 +83,7 @@ class TargetScorer(ABC):
 
     def __init__(self, cache: ScoreCache | None = None):
         self.cache = cache if cache is not None else ScoreCache()
-        self.queries = 0  # (prompt, input) pairs asked for, cache hits included: the budget unit
+        self.calls = 0  # (prompt, input) pairs asked for, cache hits included: the budget unit
         self.computed = 0  # pairs that actually reached the model
         self.gen_cache = ScoreCache()  # (model, text, max_new_tokens, stop) -> generated answer
 
@@ -121,7 +121,7 @@ class TargetScorer(ABC):
     def _cached(self, cache: ScoreCache, keys: list, compute) -> list:
         """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
         one batched call), and their results are stored."""
-        self.queries += len(keys)
+        self.calls += len(keys)
         found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
         if missing:
@@ -136,7 +136,7 @@ class TargetScorer(ABC):
         self, texts: list[str], max_new_tokens: int = 32, stop: str | None = "\n"
     ) -> list[str]:
         """Greedy continuations of `texts`, cut at the first `stop`. Cached like `score`: only
-        texts never seen reach the model (in one batched call), and all count as queries."""
+        texts never seen reach the model (in one batched call), and all count as calls."""
         keys = [(self.name, t, max_new_tokens, stop) for t in texts]
         return self._cached(
             self.gen_cache,
