@@ -211,3 +211,19 @@ def test_an_input_longer_than_the_context_is_refused(tiny_lm):
     with pytest.raises(UserError, match=rf"more than the {limit}-token context of target"):
         engine.score(["It was"], ["fine", long_input], "{input} {prompt}", [" good", " bad"])
     assert engine.calls == 2 and engine.computed == 0  # refused before any model call
+
+
+def test_a_long_scoring_shows_progress_and_scores_the_same(tiny_lm, monkeypatch, capsys):
+    """`eval` and the final test scoring run thousands of pairs: with progress on, the scorer
+    works in chunks behind a bar on stderr, with the same scores as in one piece."""
+    monkeypatch.setattr(scoring, "PROGRESS_CHUNK", 4)
+    model, tokenizer = tiny_lm
+    quiet = LocalScorer(model, tokenizer).score(PROMPTS, INPUTS, "{input} {prompt}", [" a", " b"])
+    assert "scoring" not in capsys.readouterr().err
+    shown = LocalScorer(model, tokenizer)
+    shown.progress = True
+    chunked = shown.score(PROMPTS, INPUTS, "{input} {prompt}", [" a", " b"])
+    err = capsys.readouterr().err
+    assert "scoring" in err and f"{len(PROMPTS) * len(INPUTS)}/{len(PROMPTS) * len(INPUTS)}" in err
+    torch.testing.assert_close(chunked, quiet, atol=1e-5, rtol=1e-5)
+    assert shown.computed == shown.calls == len(PROMPTS) * len(INPUTS)

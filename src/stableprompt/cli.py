@@ -150,6 +150,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     settings = ("task", "data", "target", "template", "label_words", "dtype", "seed")
     config = TrainConfig.from_dict({k: getattr(args, k) for k in settings})
     ctx = build_context(config, required=(args.split,))
+    ctx.scorer.progress = not args.no_progress  # a test set takes minutes on a CPU
     task, search = ctx.task, ctx.label_search
     prompt = task.manual_prompt if args.prompt is None else args.prompt
     report = ctx.report(prompt, args.split)
@@ -309,6 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default=None, help="write the result as JSON here")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
     ev.add_argument(
         "--reference-lm",
         default="smollm2-135m",

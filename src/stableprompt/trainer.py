@@ -300,6 +300,7 @@ class Trainer:
         fit = self.ctx.fit_label_words if self.refit_calls() else lambda prompt: {}
         entries = sorted([e | fit(e["prompt"]) for e in self.pool.entries], key=lambda e: -e["dev"])
         calls_before_test = self.calls_used()
+        self.ctx.scorer.progress = self.progress  # a bar while a test set of thousands scores
         test = self.ctx.splits.get("test") or []
         todo = len(entries) + self._scores_manual()
         done = [0]

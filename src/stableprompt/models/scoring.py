@@ -76,6 +76,10 @@ class ScoreCache:
         self.store = OrderedDict(zip((tuple(k) for k in state["keys"]), values, strict=True))
 
 
+# Pairs scored per chunk when a progress bar is on; shorter scorings (a training step) run whole.
+PROGRESS_CHUNK = 512
+
+
 class TargetScorer(ABC):
     """What every target backend (local model, remote server) provides to the algorithms."""
 
@@ -85,6 +89,7 @@ class TargetScorer(ABC):
         self.cache = cache if cache is not None else ScoreCache()
         self.calls = 0  # (prompt, input) pairs asked for, cache hits included: the budget unit
         self.computed = 0  # pairs that actually reached the model
+        self.progress = False  # a bar on stderr for long scorings (test sets, `eval`)
         self.gen_cache = ScoreCache()  # (model, text, max_new_tokens, stop) -> generated answer
 
     def state(self) -> dict:
@@ -124,8 +129,11 @@ class TargetScorer(ABC):
         self.calls += len(keys)
         found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
-        if missing:
+        if self.progress and len(missing) > PROGRESS_CHUNK:  # minutes of work: show a bar
+            computed = _with_progress(missing, compute)
+        elif missing:
             computed = compute(missing)
+        if missing:
             self.computed += len(missing)
             for key, value in zip(missing, computed, strict=True):
                 cache.put(key, value)
@@ -189,6 +197,19 @@ class TargetScorer(ABC):
     @abstractmethod
     def _generate(self, texts: list[str], max_new_tokens: int, stop: str | None) -> list[str]:
         """Greedy continuations of `texts`, cut at the first `stop` (uncached)."""
+
+
+def _with_progress(keys: list, compute) -> list:
+    """`compute(keys)` in chunks of PROGRESS_CHUNK keys, with a progress bar on stderr."""
+    from tqdm.auto import tqdm  # slow to import: only for long scorings
+
+    out: list = []
+    with tqdm(total=len(keys), desc="scoring", unit="pair", dynamic_ncols=True) as bar:
+        for start in range(0, len(keys), PROGRESS_CHUNK):
+            chunk = keys[start : start + PROGRESS_CHUNK]
+            out += compute(chunk)
+            bar.update(len(chunk))
+    return out
 
 
 @dataclass
