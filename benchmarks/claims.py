@@ -60,6 +60,8 @@ METHODS: dict[str, dict] = {
     "appo": {"max_new_tokens": 32, "train_examples": 16},
 }
 PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
+REFIT = {"refit_label_words": True, "pool_size": 4}  # each pool prompt gets its own words
+NATURAL = "The sentiment of this review is"  # a manual prompt a user might write (c1-natural)
 
 
 def sst2(split: str, method: str, claim: str = "c1", seed: int = 0, **variant) -> dict:
@@ -81,9 +83,13 @@ def units(only: set[str]) -> list[dict]:
                 gemma = dict(target="gemma3-270m", name="gemma3-270m")
                 out += [sst2(split, method, **gemma) for method in methods]
     if "c1-refit" in only:  # each pool prompt scored with words chosen for it (library default)
-        refit = dict(name="refit", extra={"refit_label_words": True, "pool_size": 4})
+        refit = dict(name="refit", extra=REFIT)
         for method in ("sparse-sql", "random", "sql"):
             out += [sst2(split, method, **refit) for split in SST2_SPLITS]
+    if "c1-natural" in only:  # against the prompt a user would write, words chosen for it
+        natural = dict(name="natural", extra={"manual_prompt": NATURAL, **REFIT})
+        for method in ("manual", "sparse-sql", "random"):
+            out += [sst2(split, method, **natural) for split in SST2_SPLITS]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -92,8 +98,8 @@ def units(only: set[str]) -> list[dict]:
         out += [sst2(split, "sparse-sql", claim="pin", **pin) for split in SST2_SPLITS]
     if "c3" in only:
         for seed in (0, 1, 2):
-            # half the budget: an APPO step (4 generated prompts, anchor checks) takes ~25 s
-            first = dict(name="prompt-first-4k", budget=4096, extra={"template": PROMPT_FIRST})
+            # 3/8 of the budget: an APPO step (4 generated prompts, anchor checks) takes ~25 s
+            first = dict(name="prompt-first-3k", budget=3072, extra={"template": PROMPT_FIRST})
             out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
     if "c1" in only:
         for task in ("trec", "sst-5"):
@@ -161,6 +167,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         "template": summary["template"],
         "label_words": best_words(summary),  # the best prompt's own, where re-chosen
         "refit": bool(summary["prompts"][0].get("label_words")),
+        "baseline": unit.get("extra", {}).get("manual_prompt", ""),  # "": the task's manual
         "prompt": best["prompt"],
         "dev": best["dev"],
         "test": best["test"],
@@ -177,24 +184,26 @@ def _mean_std(values: list[float]) -> str:
 
 
 def c1_rows(
-    results: list[dict], task: str, target: str, budget: int, refit: bool = False
+    results: list[dict], task: str, target: str, budget: int, refit: bool = False, baseline=""
 ) -> dict[str, list[dict]]:
     """C1's runs on one task and target at one budget, scored with the run's words or (`refit`)
-    each prompt's own; the manual prompt spends no budget and its words are its own."""
+    each prompt's own, against the task's manual prompt or (`baseline`) another; the manual
+    prompt spends no budget and its words are its own."""
     rows: dict[str, list[dict]] = {}
     for r in results:
         same = r["claim"] == "c1" and r["task"] == task and r["target"] == target
+        same = same and r.get("baseline", "") == baseline
         if same and (r["method"] == "manual" or (r["budget"], r["refit"]) == (budget, refit)):
             rows.setdefault(r["method"], []).append(r)
     return rows
 
 
 def verdict_c1(
-    results: list[dict], task: str, target: str, budget: int, refit: bool = False
+    results: list[dict], task: str, target: str, budget: int, refit: bool = False, baseline=""
 ) -> tuple[str, str]:
     """The +5 points against the manual prompt need every split of the manual prompt and one RL
     method; the baselines are compared on the splits where they ran (said in the text)."""
-    rows = c1_rows(results, task, target, budget, refit)
+    rows = c1_rows(results, task, target, budget, refit, baseline)
     splits = {r["split"] for r in rows.get("manual", [])}
     complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
     if not splits or not complete:
@@ -225,9 +234,9 @@ def verdict_c1(
 
 
 def c1_table(
-    results: list[dict], task: str, target: str, budget: int, splits: list[str], refit: bool
+    results: list[dict], task: str, target: str, budget: int, splits: list[str], refit, baseline
 ) -> str:
-    rows = c1_rows(results, task, target, budget, refit)
+    rows = c1_rows(results, task, target, budget, refit, baseline)
     lines = [
         f"| method | test mean ± std | {' | '.join(splits)} | steps | calls (mean) | minutes |",
         "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|",
@@ -396,15 +405,18 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         lm, tokenizer = load_lm(args.model, shared=True)
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
     sst2_splits = list(SST2_SPLITS)
-    settings = [  # (task, target, budget, splits, words re-chosen per prompt) of C1
-        ("sst-2", args.model, args.budget, sst2_splits, False),
-        ("sst-2", args.model, args.budget, sst2_splits, True),
-        ("sst-2", args.model, 32768, sst2_splits, False),
-        ("sst-2", "gemma3-270m", args.budget, sst2_splits, False),
-        ("trec", args.model, args.budget, ["16-42"], False),
-        ("sst-5", args.model, args.budget, ["16-42"], False),
+    settings = [  # (task, target, budget, splits, words re-chosen per prompt, baseline) of C1
+        ("sst-2", args.model, args.budget, sst2_splits, False, ""),
+        ("sst-2", args.model, args.budget, sst2_splits, True, ""),
+        ("sst-2", args.model, args.budget, sst2_splits, True, NATURAL),
+        ("sst-2", args.model, 32768, sst2_splits, False, ""),
+        ("sst-2", "gemma3-270m", args.budget, sst2_splits, False, ""),
+        ("trec", args.model, args.budget, ["16-42"], False, ""),
+        ("sst-5", args.model, args.budget, ["16-42"], False, ""),
     ]
-    c1_verdicts = {(t, m, b, f): verdict_c1(results, t, m, b, f) for t, m, b, _, f in settings}
+    c1_verdicts = {
+        (t, m, b, f, n): verdict_c1(results, t, m, b, f, n) for t, m, b, _, f, n in settings
+    }
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_v, c3_text = c3(results)
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
@@ -417,8 +429,9 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "| claim | verdict | numbers |",
         "|---|---|---|",
     ]
-    for (task, target, budget, refit), (v, text) in c1_verdicts.items():
+    for (task, target, budget, refit, baseline), (v, text) in c1_verdicts.items():
         words = ", words per prompt" if refit else ""
+        words += f", manual `{baseline}`" if baseline else ""
         lines.append(
             f"| C1 RLPrompt, {task}, target {target}, {budget:,} calls{words} | {v} | {text} |"
         )
@@ -427,15 +440,16 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
-    for task, target, budget, splits, refit in settings:
-        if len(c1_rows(results, task, target, budget, refit)) > 1:  # more than the manual prompt
+    for task, target, budget, splits, refit, baseline in settings:
+        if len(c1_rows(results, task, target, budget, refit, baseline)) > 1:  # not manual alone
             words = "each prompt's own (pool of 4)" if refit else "the run's (`auto`)"
+            manual = f"; manual prompt `{baseline}`" if baseline else ""
             lines += [
                 "",
                 f"C1 on {task}, target {target}, {budget:,} calls per run (test accuracy, "
-                f"label words {words}):",
+                f"label words {words}{manual}):",
                 "",
-                c1_table(results, task, target, budget, splits, refit),
+                c1_table(results, task, target, budget, splits, refit, baseline),
             ]
     pin = pin_recipe(results)
     if pin:
@@ -480,7 +494,9 @@ def main() -> None:
     parser.add_argument("--transfer-target", default="gemma3-270m", help="C4's target, or none")
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
-        "--only", default="c1,c2,c1-refit,c1-gemma,c1-32k,c3,c4", help="claims whose runs to make"
+        "--only",
+        default="c1,c2,c1-refit,c1-natural,c1-gemma,c1-32k,c3,c4",
+        help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables")

@@ -232,3 +232,19 @@ def test_fit_label_words_needs_auto():
     task, examples = get_task("sst-2"), sentiment_examples()
     ctx = TextContext(task, {"train": examples, "dev": examples}, PromptDependentTarget())
     assert ctx.fit_label_words("Rated:") == {}  # the task's own words: nothing to re-choose
+
+
+def test_the_users_manual_prompt_is_the_baseline_and_gets_the_words(tmp_path):
+    """--manual-prompt replaces the task's: the words are chosen for it and runs compare with it."""
+    from stableprompt.contexts import build_context
+
+    for split in ("train", "dev"):
+        rows = [f"{ex.text}\t{ex.label}" for ex in sentiment_examples()]
+        (tmp_path / f"{split}.tsv").write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    values = {"task": "sst-2", "data": str(tmp_path), "out": str(tmp_path / "run")}
+    own = build_context(
+        TrainConfig.from_dict({**values, "manual_prompt": "Rated:"}), PromptDependentTarget()
+    )
+    assert own.task.manual_prompt == "Rated:" and own.label_words == [" awful", " wonderful"]
+    task = build_context(TrainConfig.from_dict(values), PromptDependentTarget())
+    assert task.task.manual_prompt == "It was" and task.label_words == [" bad", " good"]

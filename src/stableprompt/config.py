@@ -59,6 +59,11 @@ class TrainConfig:
     target: str = option("smollm2-135m", "the frozen LM being prompted")
     agent: str = option("smollm2-135m", "the LM the policy is built on")
     template: str | None = option(None, "overrides the task's template")
+    manual_prompt: str | None = option(
+        None,
+        "the prompt you would write (text tasks; default: the task's): every run scores it as "
+        "the baseline, and --label-words auto chooses the words for it",
+    )
     label_words: str = option(
         "auto",
         "classification label words: auto (the set, among the task's words and a built-in "

@@ -52,6 +52,8 @@ def build_context(
     splits = load_data(config.data, seed=config.seed)
     scorer = scorer or build_scorer(config.target, config.dtype)
     template = check_template(config.template or task.template)
+    if config.manual_prompt is not None:  # the user's own baseline prompt
+        task = replace(task, manual_prompt=config.manual_prompt)
     if label_words and task.label_words:
         task, search = replace(task, label_words=tuple(label_words)), None
     else:
