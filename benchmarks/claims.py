@@ -84,12 +84,21 @@ def units(only: set[str]) -> list[dict]:
                 out += [sst2(split, method, **gemma) for method in methods]
     if "c1-refit" in only:  # each pool prompt scored with words chosen for it (library default)
         refit = dict(name="refit", extra=REFIT)
-        for method in ("sparse-sql", "random", "sql"):
+        for method in ("sparse-sql", "random", "best-of-n", "sql"):
             out += [sst2(split, method, **refit) for split in SST2_SPLITS]
     if "c1-natural" in only:  # against the prompt a user would write, words chosen for it
         natural = dict(name="natural", extra={"manual_prompt": NATURAL, **REFIT})
         for method in ("manual", "sparse-sql", "random"):
             out += [sst2(split, method, **natural) for split in SST2_SPLITS]
+    if "c1-edit" in only:  # RL writes 5 tokens in front of the user's prompt, which stays
+        edit = {
+            "manual_prompt": NATURAL,
+            "template": "{input} {prompt} " + NATURAL,
+            "label_words": "negative,positive",  # what auto chose for NATURAL on every split
+            "pool_size": 4,
+            "score_manual": False,  # the manual rows of c1-natural are its baseline
+        }
+        out += [sst2(split, "sparse-sql", name="edit", **{"extra": edit}) for split in SST2_SPLITS]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -409,6 +418,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         ("sst-2", args.model, args.budget, sst2_splits, False, ""),
         ("sst-2", args.model, args.budget, sst2_splits, True, ""),
         ("sst-2", args.model, args.budget, sst2_splits, True, NATURAL),
+        ("sst-2", args.model, args.budget, sst2_splits, False, NATURAL),  # c1-edit
         ("sst-2", args.model, 32768, sst2_splits, False, ""),
         ("sst-2", "gemma3-270m", args.budget, sst2_splits, False, ""),
         ("trec", args.model, args.budget, ["16-42"], False, ""),
@@ -443,6 +453,8 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     for task, target, budget, splits, refit, baseline in settings:
         if len(c1_rows(results, task, target, budget, refit, baseline)) > 1:  # not manual alone
             words = "each prompt's own (pool of 4)" if refit else "the run's (`auto`)"
+            if baseline and not refit:  # c1-edit: the learned tokens go in front of it
+                words = f"negative/positive; template `{{input}} {{prompt}} {baseline}`"
             manual = f"; manual prompt `{baseline}`" if baseline else ""
             lines += [
                 "",
@@ -495,7 +507,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-gemma,c1-32k,c3,c4",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-32k,c3,c4",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
