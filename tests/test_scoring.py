@@ -227,3 +227,15 @@ def test_a_long_scoring_shows_progress_and_scores_the_same(tiny_lm, monkeypatch,
     assert "scoring" in err and f"{len(PROMPTS) * len(INPUTS)}/{len(PROMPTS) * len(INPUTS)}" in err
     torch.testing.assert_close(chunked, quiet, atol=1e-5, rtol=1e-5)
     assert shown.computed == shown.calls == len(PROMPTS) * len(INPUTS)
+
+
+def test_a_long_generation_shows_progress_and_writes_the_same(tiny_lm, capsys):
+    """Greedy answers (generation tasks' `eval`) cost a decoding loop each: the bar moves every
+    GENERATION_CHUNK texts, which are greedy_generate's own batches, so the answers are the same."""
+    model, tokenizer = tiny_lm
+    texts = [f"{p} {x}" for p in PROMPTS for x in INPUTS]  # 20 texts: two chunks
+    quiet = LocalScorer(model, tokenizer).generate(texts, max_new_tokens=3, stop=None)
+    shown = LocalScorer(model, tokenizer)
+    shown.progress = True
+    assert shown.generate(texts, max_new_tokens=3, stop=None) == quiet
+    assert f"{len(texts)}/{len(texts)}" in capsys.readouterr().err

@@ -78,6 +78,7 @@ class ScoreCache:
 
 # Pairs scored per chunk when a progress bar is on; shorter scorings (a training step) run whole.
 PROGRESS_CHUNK = 512
+GENERATION_CHUNK = 16  # greedy_generate's batch: chunks keep its batches, so the same answers
 
 
 class TargetScorer(ABC):
@@ -123,14 +124,15 @@ class TargetScorer(ABC):
         )
         return torch.stack(rows).view(len(pairs), len(labels))
 
-    def _cached(self, cache: ScoreCache, keys: list, compute) -> list:
+    def _cached(self, cache: ScoreCache, keys: list, compute, chunk: int = 0) -> list:
         """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
         one batched call), and their results are stored."""
         self.calls += len(keys)
         found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
-        if self.progress and len(missing) > PROGRESS_CHUNK:  # minutes of work: show a bar
-            computed = _with_progress(missing, compute)
+        chunk = chunk or PROGRESS_CHUNK
+        if self.progress and len(missing) > chunk:  # minutes of work: show a bar
+            computed = _with_progress(missing, compute, chunk)
         elif missing:
             computed = compute(missing)
         if missing:
@@ -150,6 +152,7 @@ class TargetScorer(ABC):
             self.gen_cache,
             keys,
             lambda missing: self._generate([k[1] for k in missing], max_new_tokens, stop),
+            chunk=GENERATION_CHUNK,  # a greedy answer costs a decoding loop, not one pass
         )
 
     def sample(
@@ -199,16 +202,16 @@ class TargetScorer(ABC):
         """Greedy continuations of `texts`, cut at the first `stop` (uncached)."""
 
 
-def _with_progress(keys: list, compute) -> list:
-    """`compute(keys)` in chunks of PROGRESS_CHUNK keys, with a progress bar on stderr."""
+def _with_progress(keys: list, compute, chunk: int) -> list:
+    """`compute(keys)` in chunks of `chunk` keys, with a progress bar on stderr."""
     from tqdm.auto import tqdm  # slow to import: only for long scorings
 
     out: list = []
     with tqdm(total=len(keys), desc="scoring", unit="pair", dynamic_ncols=True) as bar:
-        for start in range(0, len(keys), PROGRESS_CHUNK):
-            chunk = keys[start : start + PROGRESS_CHUNK]
-            out += compute(chunk)
-            bar.update(len(chunk))
+        for start in range(0, len(keys), chunk):
+            part = keys[start : start + chunk]
+            out += compute(part)
+            bar.update(len(part))
     return out
 
 
