@@ -161,3 +161,11 @@ def test_test_scoring_shows_progress_on_stderr(capsys, tiny_model_dir, tmp_path)
     assert code == 0
     assert "scoring 2 prompt(s) once on" in err  # the pool's one prompt and the manual one
     assert "test 1/2:" in err and "test 2/2:" in err and "'It was'" in err
+
+
+def test_tasks_table_stays_aligned_for_long_names(capsys):
+    main(["tasks"])
+    lines = capsys.readouterr().out.splitlines()
+    kinds = {line.index(kind) for line in lines for kind in line.split()[1:2]}
+    assert len(lines) > 20 and len(kinds) == 1  # every kind starts in the same column
+    assert any(line.startswith("yelp-negative-to-positive ") for line in lines)

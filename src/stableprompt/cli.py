@@ -248,11 +248,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from stableprompt.tasks import get_task, list_tasks
 
+    rows = []
     for name in list_tasks():
         task = get_task(name)
         scored_by = task.metric or ", ".join(w.strip() for w in task.label_words)
-        print(f"{name:<24} {task.kind:<16} {task.template!r:<36} {scored_by}")
-    print(f"{'textual-inversion':<24} {'image':<16} {'{prompt}'!r:<36} clip_similarity")
+        rows.append((name, task.kind, repr(task.template), scored_by))
+    rows.append(("textual-inversion", "image", repr("{prompt}"), "clip_similarity"))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]  # long names stay aligned
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row[:3], widths)) + "  " + row[3])
     return 0
 
 
