@@ -128,10 +128,8 @@ class Trainer:
 
     def refit_calls(self) -> int:
         """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
-        auto = (self.ctx.label_search or {}).get("setting") == "auto"
-        auto &= self.config.conditioning == "task"  # a prompt per input has no words of its own
-        per_prompt = len(self.ctx.splits.get("train") or []) + 2 * len(self.ctx.splits["dev"])
-        return self.config.pool_size * per_prompt if auto and self.config.refit_label_words else 0
+        wanted = self.config.refit_label_words and self.config.conditioning == "task"
+        return self.config.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
 
     def next_step_calls(self) -> int:
         """The next step's calls plus a dev evaluation, reserved after every step so that the

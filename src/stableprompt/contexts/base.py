@@ -59,6 +59,10 @@ class TaskContext(Protocol):
         "dev"}), where the context chose its words automatically; {} otherwise."""
         return {}
 
+    def fit_label_words_calls(self) -> int:
+        """Target calls of one `fit_label_words` (0 where it does nothing)."""
+        return 0
+
     def reward_metrics(self) -> dict[str, float]:
         """Extra metrics of the last `rewards` call for the step's log (none by default)."""
         return {}

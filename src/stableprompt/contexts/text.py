@@ -195,11 +195,17 @@ class TextContext(TaskContext):
         predictions = self.logprobs([prompt], examples, label_words)[0].argmax(-1).tolist()
         return accuracy_report(predictions, [ex.label for ex in examples], self.task.num_classes)
 
+    def fit_label_words_calls(self) -> int:
+        """|train| + 2 |dev|: the search on train+dev, then dev with the chosen words; 0 when
+        the run's words were not chosen automatically (nothing to re-choose)."""
+        if self.generation or (self.label_search or {}).get("setting") != "auto":
+            return 0
+        return len(self.splits.get("train") or []) + 2 * len(self.splits.get("dev") or [])
+
     def fit_label_words(self, prompt: str) -> dict:
         """With `--label-words auto`: the words the same search picks for `prompt` (rather than
-        for the manual prompt) on train+dev, and the prompt's dev score with them. Costs
-        |train| + 2 |dev| target calls; {} when the run's words were not chosen automatically."""
-        if self.generation or (self.label_search or {}).get("setting") != "auto":
+        for the manual prompt) on train+dev, and the prompt's dev score with them."""
+        if not self.fit_label_words_calls():
             return {}
         examples = list(self.splits.get("train") or []) + list(self.splits.get("dev") or [])
         groups = candidates(self.task.name, self.task.label_words)
