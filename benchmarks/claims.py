@@ -40,10 +40,12 @@ import statistics
 import time
 from pathlib import Path
 
+import yaml
 from scoring import ROOT, machine, revision
 
 from stableprompt.models import build_scorer
-from stableprompt.rundir import best_words
+from stableprompt.rundir import atomic_write_text, best_words
+from stableprompt.selection import against_manual, returned_prompt
 from stableprompt.trainer import TrainConfig, Trainer, build_context
 
 DATA = Path("../shared/data/fsc/16-shot")  # relative to the repository root, as run dirs record it
@@ -110,6 +112,10 @@ def units(only: set[str]) -> list[dict]:
             # 3/8 of the budget: an APPO step (4 generated prompts, anchor checks) takes ~25 s
             first = dict(name="prompt-first-3k", budget=3072, extra={"template": PROMPT_FIRST})
             out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
+    if "tte" in only:  # issue 15: a prompt per input vs c3's task-level appo, same budget
+        per_input = {"template": PROMPT_FIRST, "conditioning": "input", "prompts_per_step": 16}
+        tte = dict(claim="tte", name="per-input-3k", budget=3072, extra=per_input)
+        out.append(sst2("16-42", "appo", **tte))
     if "c1" in only:
         for task in ("trec", "sst-5"):
             for method in ("manual", "sparse-sql", "sql", "best-of-n", "random"):
@@ -167,7 +173,10 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         done.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(path / "checkpoints", ignore_errors=True)  # the run is final: keep it small
     summary = json.loads(done.read_text())
+    if "best" not in summary and summary.get("manual"):  # a run from before the check existed
+        summary = add_manual_check(path, summary, scorers)
     best = summary["prompts"][0]
+    returned = summary.get("best") or best  # the manual prompt where the check kept it
     return {
         **{k: unit[k] for k in ("claim", "task", "split", "method", "seed")},
         "variant": unit.get("name", ""),
@@ -180,11 +189,33 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         "prompt": best["prompt"],
         "dev": best["dev"],
         "test": best["test"],
+        "returned": returned.get("source", "learned"),
+        "returned_test": returned["test"],
+        "check": returned.get("check"),
         "steps": summary["steps"],
         "target_calls": summary["target_calls"],
         "seconds": summary.get("seconds"),
+        # a prompt per input costs an agent generation per input (0: one prompt for the task)
+        "agent_seconds_per_input": (summary.get("agent") or {}).get("seconds_per_input", 0.0),
         "run_dir": str(path),
     }
+
+
+def add_manual_check(path: Path, summary: dict, scorers: dict) -> dict:
+    """The trainer's choice between the pool's best and the manual prompt (selection.py), made
+    for a run finished before it existed, the same way (both prompts on dev, the run's config)
+    and recorded in its best_prompts.json with a note."""
+    config = TrainConfig.from_dict(yaml.safe_load((path / "config.yaml").read_text()))
+    if config.target not in scorers:
+        scorers[config.target] = build_scorer(config.target, "auto")
+    ctx = build_context(config, scorers[config.target])
+    learned, manual = summary["prompts"][0], summary["manual"]
+    check = against_manual(ctx, learned, manual, summary["label_words"])
+    best = returned_prompt(summary["prompts"], manual, check, config.replace_manual_p)
+    summary |= {"best_prompt": best["prompt"], "best": best}
+    summary["best_note"] = f"check added after the run by benchmarks/claims.py at {revision()}"
+    atomic_write_text(path / "best_prompts.json", json.dumps(summary, indent=2))
+    return summary
 
 
 def _mean_std(values: list[float]) -> str:
@@ -237,9 +268,22 @@ def verdict_c1(
         b = statistics.mean(done.values())
         beats_baselines = beats_baselines and rl > b
         text += f"; vs {base} {rl:.3f} against {b:.3f} on {len(done)} split(s)"
+    if any(r.get("check") for r in rows[best_rl]):
+        returned = statistics.mean(r["returned_test"] for r in rows[best_rl])
+        text += f"; what the runs return (the manual prompt unless beaten on dev): {returned:.3f}"
     if gain < 0.05 or beats_baselines is False:
         return "does not hold", text
     return ("holds" if beats_baselines else "not yet measured"), text
+
+
+def _returned(rows: list[dict]) -> str:
+    """Mean test score of what the runs return: the pool's best, or the manual prompt where the
+    pool's best did not beat it on dev (--replace-manual-p); "-" for the manual rows."""
+    if all(r.get("returned") is None or r["method"] == "manual" for r in rows):
+        return "-"
+    kept = sum(r.get("returned") == "manual" for r in rows)
+    mean = statistics.mean(r.get("returned_test", r["test"]) for r in rows)
+    return f"{mean:.3f} ({kept} of {len(rows)} manual)"
 
 
 def c1_table(
@@ -247,8 +291,9 @@ def c1_table(
 ) -> str:
     rows = c1_rows(results, task, target, budget, refit, baseline)
     lines = [
-        f"| method | test mean ± std | {' | '.join(splits)} | steps | calls (mean) | minutes |",
-        "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|",
+        f"| method | test mean ± std | {' | '.join(splits)} | returned | steps | calls (mean) "
+        "| minutes |",
+        "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|---:|",
     ]
     for method in ("manual", "random", "best-of-n", "sql", "sparse-sql"):
         rs = rows.get(method, [])
@@ -259,6 +304,7 @@ def c1_table(
         lines.append(
             f"| {method} | {_mean_std([r['test'] for r in rs])} | "
             + " | ".join(by.get(s, "-") for s in splits)
+            + f" | {_returned(rs)}"
             + f" | {statistics.mean(r['steps'] for r in rs):.0f}"
             + f" | {statistics.mean(r['target_calls'] for r in rs):,.0f}"
             + (f" | {statistics.mean(minutes):.1f} |" if minutes else " | - |")
@@ -345,6 +391,56 @@ def c3(results: list[dict]) -> tuple[str, str]:
     return ("holds" if holds else "does not hold"), text
 
 
+def check_thresholds(results: list[dict], runs: dict[str, dict]) -> str:
+    """What the check against the manual prompt would return at other --replace-manual-p values,
+    over every run that has it: how often the learned prompt is kept, and the test gain over the
+    manual prompt of what is returned (mean and worst). Reported, not tuned on: the default 0.1
+    was set before this table existed."""
+    rows = [(r, runs[r["run_dir"]]) for r in results if r.get("check")]
+    if not rows:
+        return ""
+    lines = [
+        "| --replace-manual-p | learned prompt returned | mean gain over manual | worst |",
+        "|---|---:|---:|---:|",
+    ]
+    for threshold in (0.05, 0.1, 0.2, 0.3, 1.0):
+        gains = []
+        for r, summary in rows:
+            kept_learned = threshold >= 1 or r["check"]["p"] < threshold
+            test = r["test"] if kept_learned else summary["manual"]["test"]
+            gains.append(test - summary["manual"]["test"])
+        learned = sum(threshold >= 1 or r["check"]["p"] < threshold for r, _ in rows)
+        name = "1 (off: the pool's best)" if threshold >= 1 else f"{threshold}"
+        lines.append(
+            f"| {name} | {learned} of {len(rows)} | {statistics.mean(gains) * 100:+.1f} points "
+            f"| {min(gains) * 100:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def per_input(results: list[dict]) -> str:
+    """Issue 15: appo writing one prompt for the task (c3, seed 0) vs one per input, at the same
+    target-call budget and template, with the agent's generation seconds per test input."""
+    task_level = [
+        r for r in results if r["claim"] == "c3" and r["method"] == "appo" and r["seed"] == 0
+    ]
+    rows = task_level + [r for r in results if r["claim"] == "tte"]
+    if len(rows) < 2:
+        return ""
+    lines = [
+        "| appo writes | test | dev | steps | target calls | minutes | agent s / test input |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        mode = "a prompt per input" if r["claim"] == "tte" else "one prompt for the task"
+        minutes = f"{r['seconds'] / 60:.1f}" if r["seconds"] else "-"
+        lines.append(
+            f"| {mode} | {r['test']:.3f} | {r['dev']:.3f} | {r['steps']} | "
+            f"{r['target_calls']:,} | {minutes} | {r.get('agent_seconds_per_input', 0.0):.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def transfer(results: list[dict], out: Path, target: str) -> dict | None:
     """C4: the best RL prompt of each SST-2 split (by dev), and the manual prompt, on `target`."""
     from stableprompt.transfer import transfer_matrix
@@ -370,7 +466,7 @@ def transfer(results: list[dict], out: Path, target: str) -> dict | None:
     cache = out / f"transfer-{target}.json"
     if cache.is_file() and json.loads(cache.read_text())["dirs"] == dirs:
         return json.loads(cache.read_text())
-    matrix = transfer_matrix(dirs, [target], split="test")
+    matrix = transfer_matrix(dirs, [target], split="test", learned=True)  # RL's prompts
     result = {"dirs": dirs, "matrix": matrix}
     cache.write_text(json.dumps(result, indent=2))
     return result
@@ -401,6 +497,15 @@ def c4(result: dict | None, results: list[dict], target: str) -> tuple[str, str,
         f"(mean over {len(gains)} split(s))"
     )
     return ("holds" if gain > 0 else "does not hold"), text, "\n".join(lines)
+
+
+def _check(row: dict) -> str:
+    """The check against the manual prompt: which the run returns, from which dev counts."""
+    check = row.get("check")
+    if not check:
+        return "learned" if row["method"] != "manual" else "-"
+    counts = f"{check['wins']}/{check['losses']}, p {check['p']:.2f}"
+    return f"{row['returned']} ({counts})"
 
 
 def report(results: list[dict], args: argparse.Namespace, started: float) -> str:
@@ -473,6 +578,29 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         ]
     if c2_table:
         lines += ["", "C2, each split's sql and sparse-sql prompt:", "", c2_table]
+    runs = {
+        r["run_dir"]: json.loads(Path(r["run_dir"], "best_prompts.json").read_text())
+        for r in results
+    }
+    thresholds = check_thresholds(results, runs)
+    if thresholds:
+        lines += [
+            "",
+            "The check against the manual prompt (selection.py) at other thresholds, over every "
+            "trained run above that scored a manual prompt (test accuracy; the same runs, "
+            "nothing retrained):",
+            "",
+            thresholds,
+        ]
+    tte = per_input(results)
+    if tte:
+        lines += [
+            "",
+            "Issue 15, SST-2 split 16-42, template `{prompt}\\nInput: {input}\\nOutput:`, "
+            "3,072 target calls, seed 0 (the task-level run is c3's appo):",
+            "",
+            tte,
+        ]
     if c4_table:
         lines += [
             "",
@@ -484,8 +612,8 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "",
         "Every run's best prompt:",
         "",
-        "| claim | task | split | method | seed | label words | prompt | dev | test |",
-        "|---|---|---|---|---:|---|---|---:|---:|",
+        "| claim | task | split | method | seed | label words | prompt | dev | test | returned |",
+        "|---|---|---|---|---:|---|---|---:|---:|---|",
     ]
     for r in results:
         words = ", ".join(w.strip() for w in r["label_words"] or [])
@@ -493,7 +621,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         prompt = r["prompt"].replace("|", "\\|").replace("\n", " ")
         lines.append(
             f"| {r['claim']} | {r['task']} | {r['split']} | {method} | {r['seed']} | "
-            f"{words} | `{prompt}` | {r['dev']:.3f} | {r['test']:.3f} |"
+            f"{words} | `{prompt}` | {r['dev']:.3f} | {r['test']:.3f} | {_check(r)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -507,10 +635,11 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-32k,c3,c4",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
+    parser.add_argument("--tasks", default="", help="only these tasks' runs (comma list)")
     parser.add_argument("--report", action="store_true", help="only rewrite the tables")
     args = parser.parse_args()
     os.chdir(ROOT)  # run directories record the data path relative to the repository root
@@ -520,6 +649,8 @@ def main() -> None:
     todo = units(set(args.only.split(",")))
     if args.methods:
         todo = [u for u in todo if u["method"] in args.methods.split(",")]
+    if args.tasks:
+        todo = [u for u in todo if u["task"] in args.tasks.split(",")]
     scorers: dict = {}
     results = []
     for unit in todo:

@@ -132,7 +132,7 @@ def test_train_ends_with_the_learned_and_manual_prompts(capsys, tiny_model_dir, 
     lines = stdout.splitlines()
     learned = next(ln for ln in lines if ln.startswith("learned"))
     manual = next(ln for ln in lines if ln.startswith("manual"))
-    assert repr(best["best_prompt"])[:20] in learned
+    assert repr(best["prompts"][0]["prompt"])[:20] in learned
     assert f"{best['prompts'][0]['test']:.3f}" in learned
     assert "'It was'" in manual and f"{best['manual']['test']:.3f}" in manual
     assert "test 95% CI" in stdout and "(accuracy)" in stdout
@@ -144,6 +144,34 @@ def test_train_ends_with_the_learned_and_manual_prompts(capsys, tiny_model_dir, 
     assert f"label words: {words} (auto" in stdout
     assert f"{best['target_calls']:,} for training and dev" in stdout
     assert str(out) in stdout
+
+
+@pytest.mark.parametrize("threshold", ["0", "1"])
+def test_the_run_returns_the_manual_prompt_unless_beaten_on_dev(
+    capsys, tiny_model_dir, tmp_path, threshold
+):
+    """--replace-manual-p 0 always keeps the manual prompt, 1 always returns the pool's best; the
+    check's counts are recorded and printed either way, and the returned prompt's words too."""
+    from stableprompt.rundir import best_words
+
+    out = tmp_path / "run"
+    flags = ("--steps", "1", "--no-progress", "--replace-manual-p", threshold)
+    code, stdout, _ = tiny_train(capsys, tiny_model_dir, out, *flags)
+    assert code == 0
+    summary = json.loads((out / "best_prompts.json").read_text())
+    best, check = summary["best"], summary["best"]["check"]
+    assert check["wins"] + check["losses"] <= 4  # the demo set's dev examples
+    if threshold == "0":
+        assert best["source"] == "manual" and summary["best_prompt"] == "It was"
+        assert best["test"] == summary["manual"]["test"]
+        assert f"returned: the manual prompt. The learned one scored higher on {check['wins']}" in (
+            stdout
+        )
+    else:
+        assert best["source"] == "learned"
+        assert summary["best_prompt"] == summary["prompts"][0]["prompt"]
+        assert "returned: the learned prompt" in stdout
+    assert best_words(summary) == (best.get("label_words") or summary["label_words"])
 
 
 def test_version_and_bare_command(capsys):

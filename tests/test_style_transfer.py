@@ -280,7 +280,7 @@ def test_build_style_context_on_a_tiny_setup(tmp_path, monkeypatch, tiny_model_d
 
     matrix = transfer_matrix([str(tmp_path / "run")], [tiny_model_dir], dtype="float32")
     assert matrix["task"] == "shakespeare" and matrix["metric"] == "joint"
-    assert matrix["accuracy"][0][0] == pytest.approx(summary["prompts"][0]["test"])
+    assert matrix["accuracy"][0][0] == pytest.approx(summary["best"]["test"])
     with pytest.raises(UserError, match="not a style transfer task"):
         build_style_context(TrainConfig(task="sst-2"))
 

@@ -145,3 +145,20 @@ def test_cli_missing_best_prompts_is_a_one_line_error(capsys, tmp_path, task_fil
     assert main(["transfer", run, "--targets", "smollm2-135m"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--resume" in err
+
+
+def test_learned_reads_the_pools_best_where_the_run_kept_the_manual_prompt(tmp_path):
+    run = tmp_path / "kept"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"algo": "sql", "task": "demo"}))
+    learned = {"prompt": "xx yy", "dev": 0.9, "label_words": [" bad", " good"]}
+    best = {
+        "best_prompt": "It was",
+        "best": {"prompt": "It was", "source": "manual"},
+        "prompts": [learned],
+        "label_words": [" awful", " nice"],
+    }
+    (run / "best_prompts.json").write_text(json.dumps(best))
+    returned, pool = read_run(run), read_run(run, learned=True)
+    assert (returned.prompt, returned.label_words) == ("It was", (" awful", " nice"))
+    assert (pool.prompt, pool.label_words) == ("xx yy", (" bad", " good"))

@@ -15,9 +15,11 @@ from stableprompt.trainer import Trainer
 
 @dataclass
 class OptimizeResult:
-    """What `optimize` returns: the best prompt (by dev), its scores, and where the run lives."""
+    """What `optimize` returns: the prompt the run returns (the pool's best by dev, or the manual
+    prompt where no learned one beat it on dev: `source`), its scores, and where the run lives."""
 
     best_prompt: str | None
+    source: str | None  # "learned" or "manual"
     prompts: list[dict]  # the pool, best dev first, each with dev (and test) scores
     manual: dict | None  # the task's manual prompt, scored the same way
     label_words: list[str]  # the best prompt's words (its own, where they were re-chosen)
@@ -51,6 +53,7 @@ def optimize(
     summary = Trainer(train_config, ctx, progress=progress).train(overwrite=overwrite)
     return OptimizeResult(
         best_prompt=summary["best_prompt"],
+        source=(summary.get("best") or {}).get("source"),
         prompts=summary["prompts"],
         manual=summary.get("manual"),
         label_words=best_words(summary),

@@ -105,6 +105,16 @@ def format_summary(summary: dict, out: str) -> str:
         if e.get("label_words") and e["label_words"] != summary.get("label_words"):
             words = ", ".join(w.strip() for w in e["label_words"])
             lines.append(f"  {e['prompt'][:40]!r} is scored with its own words: {words}")
+    check = (summary.get("best") or {}).get("check")
+    if check:  # why the run returns what it returns
+        odds = f"higher on {check['wins']} dev examples, lower on {check['losses']}"
+        if summary["best"]["source"] == "manual":
+            lines.append(
+                f"returned: the manual prompt. The learned one scored {odds} (sign test p = "
+                f"{check['p']:.2f}): no evidence it is better (--replace-manual-p)"
+            )
+        else:
+            lines.append(f"returned: the learned prompt; it scored {odds} (p = {check['p']:.3f})")
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
         lines.append(
@@ -226,7 +236,9 @@ def cmd_transfer(args: argparse.Namespace) -> int:
     from stableprompt.transfer import format_matrix, transfer_matrix
 
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    result = transfer_matrix(args.run_dirs, targets, args.task, args.data, args.split, args.dtype)
+    result = transfer_matrix(
+        args.run_dirs, targets, args.task, args.data, args.split, args.dtype, args.learned
+    )
     print(format_matrix(result))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -330,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--split", default="test", choices=["train", "dev", "test"])
     tr.add_argument("--dtype", default="auto")
     tr.add_argument("--out", default=None, help="write the matrix as JSON here")
+    tr.add_argument(
+        "--learned",
+        action="store_true",
+        help="each run's best learned prompt, also where the run returned its manual prompt",
+    )
     tr.set_defaults(func=cmd_transfer)
 
     models = sub.add_parser("models", help="list built-in model aliases and their cache state")

@@ -96,6 +96,14 @@ class TrainConfig:
     save_every: int = option(10, "checkpoint every N steps", min=1)
     pool_size: int = option(5, "best prompts kept (by dev) and scored on test", min=1)
     score_manual: bool = option(True, "at the end, score the task's manual prompt too")
+    replace_manual_p: float = option(
+        0.1,
+        "the run returns its best learned prompt instead of the scored manual prompt only if "
+        "the learned one beats it on dev in a one-sided paired sign test at p below this "
+        "(dev sets are small and the pool's best is the luckiest of many); 1 turns it off",
+        min=0.0,
+        max=1.0,
+    )
     max_target_calls: int | None = option(
         None,
         "budget in (prompt, example) scorings, cache hits included, for training and dev "

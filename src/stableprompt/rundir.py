@@ -102,10 +102,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def best_words(summary: dict) -> list[str]:
-    """The label words to score the best prompt of a best_prompts.json with: its own, else
-    the run's."""
-    prompts = summary.get("prompts") or [{}]
-    return prompts[0].get("label_words") or summary.get("label_words") or []
+    """The label words to score the prompt a best_prompts.json returns with: its own, else
+    the run's (the manual prompt's, where the run kept it)."""
+    best = summary.get("best") or (summary.get("prompts") or [{}])[0]  # before "best" existed
+    return best.get("label_words") or summary.get("label_words") or []
 
 
 def truncate_metrics(path: Path, step: int) -> None:

@@ -42,28 +42,10 @@ from stableprompt.rundir import (
     stop_on_sigint,
     truncate_metrics,
 )
+from stableprompt.selection import PromptPool, against_manual, returned_prompt
 
 if TYPE_CHECKING:
     from stableprompt.algorithms.base import Algorithm
-
-
-class PromptPool:
-    """The best distinct prompts by dev score, highest first."""
-
-    def __init__(self, size: int, entries: list[dict] | None = None):
-        self.size = size
-        self.entries: list[dict] = entries or []
-
-    def add(self, prompt: str, dev: float, step: int) -> None:
-        """A prompt scored again keeps its best score: a fixed prompt's never changes, but a
-        conditioned agent's entry (a prompt per input) improves as it trains."""
-        if any(e["prompt"] == prompt and e["dev"] >= dev for e in self.entries):
-            return
-        self.entries = [e for e in self.entries if e["prompt"] != prompt]
-        self.entries.append({"prompt": prompt, "dev": dev, "step": step})
-        # ties keep the earlier prompt: sort is stable and we sort by score only
-        self.entries.sort(key=lambda e: -e["dev"])
-        del self.entries[self.size :]
 
 
 class Trainer:
@@ -113,7 +95,9 @@ class Trainer:
         every = self.config.eval_every  # step 0, every `every` steps, and the last one
         evals = 1 + self.steps // every + (self.steps % every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
-        manual = dev + test if self._scores_manual() else 0
+        # the manual prompt on dev and test; then the check scores both prompts on dev again
+        check = 2 * dev if self.config.conditioning == "task" else 0
+        manual = dev + test + check if self._scores_manual() else 0
         refit = self.refit_calls()
         pool = 1 if self.config.conditioning == "input" else self.config.pool_size  # the agent
         return train + evals * self.eval_calls() + refit + pool * test + manual
@@ -321,15 +305,21 @@ class Trainer:
             return result
 
         results = [scored(entry) for entry in entries]
+        manual = self._manual_baseline(scored)
+        check = None
+        if manual and results and self.config.conditioning == "task":
+            check = against_manual(self.ctx, results[0], manual, self.ctx.label_words)
+        best = returned_prompt(results, manual, check, self.config.replace_manual_p)
         summary = {
             "algo": self.config.algo,
             "metric": self.ctx.metric,  # what dev and test report
             "template": self.ctx.template,  # in-context baselines change it
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,
-            "best_prompt": results[0]["prompt"] if results else None,
+            "best_prompt": best["prompt"] if best else None,
+            "best": best,  # the pool's best, or the manual prompt it did not beat on dev
             "prompts": results,
-            "manual": self._manual_baseline(scored),
+            "manual": manual,
             "steps": self.step,
             "target_calls": calls_before_test,  # training and dev evaluation: the budgeted calls
             "test_calls": self.calls_used() - calls_before_test,

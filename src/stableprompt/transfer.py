@@ -41,8 +41,12 @@ def _read_json(path: Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({err.msg}); rerun the training") from None
 
 
-def read_run(run_dir: str | Path, task: str | None = None, data: str | None = None) -> RunPrompt:
-    """The run's best prompt and its task, data and template (`task`/`data` override the run's)."""
+def read_run(
+    run_dir: str | Path, task: str | None = None, data: str | None = None, learned: bool = False
+) -> RunPrompt:
+    """The prompt the run returned (or, with `learned`, its pool's best learned prompt, also
+    where the run kept the manual one) and its task, data and template (`task`/`data` override
+    the run's)."""
     run = Path(run_dir)
     best_file, config_file = run / "best_prompts.json", run / "config.yaml"
     if not config_file.is_file():
@@ -61,6 +65,8 @@ def read_run(run_dir: str | Path, task: str | None = None, data: str | None = No
     if not best.get("best_prompt"):
         raise UserError(f"{best_file} holds no best prompt (the run evaluated none; rerun it)")
     config = read_yaml_mapping(config_file)
+    if learned:  # as if the run had returned its pool's best
+        best = best | {"best_prompt": best["prompts"][0]["prompt"], "best": best["prompts"][0]}
     return RunPrompt(
         run=str(run),
         prompt=best["best_prompt"],
@@ -125,15 +131,17 @@ def transfer_matrix(
     data: str | None = None,
     split: str = "test",
     dtype: str = "auto",
+    learned: bool = False,
 ) -> dict:
-    """Score each run's best prompt on each target. All runs must share one task.
+    """Score each run's returned prompt (`learned`: its pool's best) on each target. All runs
+    must share one task.
 
     Returns {"task", "metric", "split", "targets", "runs": [{"run", "name", "prompt", "data",
     "template"}], "accuracy": rows = runs, columns = targets}; "accuracy" is the task metric.
     """
     if not run_dirs or not targets:
         raise UserError("transfer needs at least one run directory and one target")
-    runs = [read_run(d, task, data) for d in run_dirs]
+    runs = [read_run(d, task, data, learned) for d in run_dirs]
     tasks = sorted({r.task for r in runs})
     if len(tasks) > 1:
         raise UserError(

@@ -45,9 +45,19 @@ class TaskContext(Protocol):
         """[prompts] raw train reward; `kind` names an algorithm's reward where tasks have one."""
         ...
 
-    def evaluate(self, prompts: list[str], split: str) -> Metric:
-        """The task metric of each prompt on a whole split (dev selects, test reports)."""
+    def example_scores(
+        self, prompts: list[str], split: str, label_words: list[str] | None = None
+    ) -> Tensor:
+        """[prompts, examples] the task metric of each prompt on each example of a split (1/0
+        for accuracy); `label_words` as for `report`."""
         ...
+
+    def evaluate(
+        self, prompts: list[str], split: str, label_words: list[str] | None = None
+    ) -> Metric:
+        """The task metric of each prompt on a whole split (dev selects, test reports)."""
+        scores = self.example_scores(prompts, split, label_words)
+        return Metric(self.metric, scores.mean(-1).tolist())
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """One prompt on a split: "accuracy" (the metric's value), "ci95", "n" and details;

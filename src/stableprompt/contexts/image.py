@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from stableprompt.contexts.base import Metric, TaskContext
+from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.models.clip import DEFAULT_CLIP, ClipScorer, load_clip
 from stableprompt.tasks.images import (
@@ -84,9 +84,11 @@ class ImageTaskContext(TaskContext):
     def metric(self) -> str:
         return "clip_similarity"
 
-    def evaluate(self, prompts: list[str], split: str) -> Metric:
-        """Mean cosine similarity of each prompt over a split's images."""
-        return Metric(self.metric, self.similarities(prompts, self.splits[split]).mean(-1).tolist())
+    def example_scores(
+        self, prompts: list[str], split: str, label_words: list[str] | None = None
+    ) -> Tensor:
+        """[prompts, images] cosine similarity of each prompt with each image of a split."""
+        return self.similarities(prompts, self.splits[split])
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """Mean cosine ("accuracy"), a normal 95% interval on it, its sd and n."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from stableprompt.contexts.base import Metric, TaskContext
+from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.models.encoders import DEFAULT_ENCODER, SentenceEncoder
@@ -228,11 +228,13 @@ class StyleTransferContext(TaskContext):
     def metric(self) -> str:
         return "joint" if self.settings.select_by == "joint" else "content_style_mean"
 
-    def evaluate(self, prompts: list[str], split: str) -> Metric:
-        """Dev-selection score per prompt: mean joint score J (or mean of content and style)."""
+    def example_scores(
+        self, prompts: list[str], split: str, label_words: list[str] | None = None
+    ) -> torch.Tensor:
+        """[prompts, inputs] dev-selection score: the joint score J of each input's rewrite (or
+        the mean of its content and style)."""
         evaluations = self.evaluations(prompts, self.splits[split])
-        values = [sum(v) / len(v) for v in map(self._selection_scores, evaluations)]
-        return Metric(self.metric, values)
+        return torch.tensor([self._selection_scores(ev) for ev in evaluations])
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """The selection score as "accuracy" (with a normal 95% interval) and every TST metric:

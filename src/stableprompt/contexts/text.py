@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from stableprompt.contexts.base import Metric, TaskContext
+from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
@@ -177,16 +177,16 @@ class TextContext(TaskContext):
             return getattr(self.metric_fn, "__name__", "custom metric")
         return self.task.metric or ("exact_match" if self.generation else "accuracy")
 
-    def evaluate(
+    def example_scores(
         self, prompts: list[str], split: str, label_words: list[str] | None = None
-    ) -> Metric:
-        """The task metric of each prompt on a whole split: accuracy, or the generation metric."""
+    ) -> torch.Tensor:
+        """[prompts, examples]: 1/0 correct, or the generation metric of each answer."""
         examples = self.splits[split]
         if self.generation:
-            return Metric(self.metric, self.generation_scores(prompts, examples).mean(-1).tolist())
+            return self.generation_scores(prompts, examples)
         predictions = self.logprobs(prompts, examples, label_words).argmax(-1)
         labels = torch.tensor([ex.label for ex in examples])
-        return Metric(self.metric, (predictions == labels).float().mean(-1).tolist())
+        return (predictions == labels).float()
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         examples = self.splits[split]

@@ -46,6 +46,14 @@ def wilson_interval(correct: float, n: int, z: float = Z95) -> tuple[float, floa
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def sign_test(wins: int, losses: int) -> float:
+    """One-sided exact sign test (McNemar's, for paired 1/0 scores): the chance of `wins` or
+    more of the wins+losses examples on which two prompts differ going one way if neither were
+    better. Ties carry no evidence and are left out."""
+    n = wins + losses
+    return sum(math.comb(n, k) for k in range(wins, n + 1)) / 2**n
+
+
 def accuracy_report(predictions: Sequence[int], labels: Sequence[int], num_classes: int) -> dict:
     """Accuracy, its 95% Wilson interval, n, and recall per class (None for absent classes)."""
     pred = np.asarray(predictions, dtype=np.int64).reshape(-1)

@@ -1,0 +1,53 @@
+"""Which prompt a run returns: the pool of best prompts by dev, and the check that keeps the
+user's own prompt unless a learned one beats it on dev beyond noise.
+
+Dev sets are small (16-shot SST-2 has 32 sentences) and a run scores hundreds of prompts on
+them, so the pool's best dev score is inflated: the winner's curse. The check asks for a paired
+sign test on the dev examples the two prompts disagree on, which is blind to how many prompts
+were tried, and returns the manual prompt when the evidence is not there.
+"""
+
+from __future__ import annotations
+
+from stableprompt.contexts import TaskContext
+from stableprompt.tasks.metrics import sign_test
+
+
+class PromptPool:
+    """The best distinct prompts by dev score, highest first."""
+
+    def __init__(self, size: int, entries: list[dict] | None = None):
+        self.size = size
+        self.entries: list[dict] = entries or []
+
+    def add(self, prompt: str, dev: float, step: int) -> None:
+        """A prompt scored again keeps its best score: a fixed prompt's never changes, but a
+        conditioned agent's entry (a prompt per input) improves as it trains."""
+        if any(e["prompt"] == prompt and e["dev"] >= dev for e in self.entries):
+            return
+        self.entries = [e for e in self.entries if e["prompt"] != prompt]
+        self.entries.append({"prompt": prompt, "dev": dev, "step": step})
+        # ties keep the earlier prompt: sort is stable and we sort by score only
+        self.entries.sort(key=lambda e: -e["dev"])
+        del self.entries[self.size :]
+
+
+def against_manual(ctx: TaskContext, learned: dict, manual: dict, words: list[str]) -> dict:
+    """The paired comparison on dev of the pool's best (`learned`, with its own label words if
+    it has them) and the manual prompt (with the run's `words`): on how many dev examples each
+    scores higher, and the one-sided sign-test p that the learned prompt is better."""
+    pair = [(learned["prompt"], learned.get("label_words")), (manual["prompt"], words or None)]
+    scores = [ctx.example_scores([prompt], "dev", w)[0] for prompt, w in pair]
+    wins, losses = int((scores[0] > scores[1]).sum()), int((scores[0] < scores[1]).sum())
+    return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
+
+
+def returned_prompt(results: list[dict], manual: dict | None, check: dict | None, p: float):
+    """The run's result: the pool's best, unless the manual prompt was scored and the best did
+    not beat it on dev at sign-test p < `p` (`p` >= 1 turns the check off). Each carries
+    "source" (learned or manual) and the check that chose it."""
+    if not results:
+        return None
+    if manual is None or check is None or p >= 1 or check["p"] < p:
+        return results[0] | {"source": "learned", "check": check}
+    return manual | {"source": "manual", "check": check}

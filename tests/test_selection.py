@@ -1,0 +1,46 @@
+"""The prompt a run returns: the pool's best, or the manual prompt it does not beat on dev."""
+
+import math
+
+import pytest
+
+from stableprompt.contexts import TextContext
+from stableprompt.selection import against_manual, returned_prompt
+from stableprompt.tasks import get_task
+from stableprompt.tasks.metrics import sign_test
+from tests.test_verbalizers import PromptDependentTarget, sentiment_examples
+
+
+def test_sign_test_is_the_binomial_tail():
+    assert sign_test(0, 0) == 1.0  # no disagreement: no evidence
+    assert sign_test(5, 0) == 1 / 32
+    assert sign_test(3, 1) == pytest.approx(5 / 16)
+    assert sign_test(0, 4) == 1.0
+    # 10 wins and 4 losses: the upper tail of Binomial(14, 1/2)
+    tail = sum(math.comb(14, k) for k in range(10, 15)) / 2**14
+    assert sign_test(10, 4) == pytest.approx(tail) and 0.08 < tail < 0.1
+
+
+def test_against_manual_counts_the_dev_examples_each_prompt_wins():
+    """ "Rated:" with its own words is right on all 8 dev examples, "It was" with the run's
+    words on 6: 2 wins, no loss, p = 1/4."""
+    examples = sentiment_examples()
+    task = get_task("sst-2")
+    ctx = TextContext(task, {"train": examples, "dev": examples}, PromptDependentTarget())
+    learned = {"prompt": "Rated:", "label_words": [" awful", " wonderful"]}
+    check = against_manual(ctx, learned, {"prompt": "It was"}, [" bad", " good"])
+    assert check == {"wins": 2, "losses": 0, "p": 0.25}
+    # the other way round the manual prompt never wins
+    swapped = against_manual(ctx, {"prompt": "It was"}, {"prompt": "Rated:"}, [" bad", " good"])
+    assert swapped["wins"] == 0 and swapped["p"] == 1.0
+
+
+def test_returned_prompt_keeps_the_manual_one_without_evidence():
+    pool = [{"prompt": "x y", "dev": 0.9, "test": 0.7}]
+    manual = {"prompt": "It was", "dev": 0.8, "test": 0.8}
+    weak, strong = {"wins": 4, "losses": 1, "p": 0.1875}, {"wins": 8, "losses": 0, "p": 1 / 256}
+    assert returned_prompt(pool, manual, weak, 0.1) == manual | {"source": "manual", "check": weak}
+    assert returned_prompt(pool, manual, strong, 0.1)["prompt"] == "x y"
+    assert returned_prompt(pool, manual, weak, 1.0)["source"] == "learned"  # the check is off
+    assert returned_prompt(pool, None, None, 0.1)["source"] == "learned"  # nothing to beat
+    assert returned_prompt([], manual, None, 0.1) is None
