@@ -11,7 +11,11 @@ also given as weight bytes read per second, since a few rows are bound by memory
 Part 2, the engine against those peaks: the scoring engine on 16 prompts x 32 SST-2 inputs (the
 inputs encoded beforehand, as every step after a run's first), counted as 2 FLOPs per block
 parameter per suffix token plus the LM head at the label positions, as a share of the fp32
-prefill peak; and one real 4-row decoding step of the model, as a share of the fp32 decode peak.
+prefill peak; one real 4-row decoding step of the model, as a share of the fp32 decode peak; and
+one PPO epoch of the APPO agent on a real rollout (4 prompts of up to 32 tokens written for
+SST-2), counted as 4 FLOPs per block and LM-head parameter per response token (the forward, and
+the backward to the activations: the frozen weights get no gradient; LoRA's few are left out),
+as a share of the fp32 peak measured at its own number of rows.
 Prints a markdown table with the date, the CPU flags and the git revision.
 """
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import tempfile
 import time
 import warnings
 
@@ -27,6 +32,10 @@ import torch.nn.functional as F
 from head_matmul import seconds
 from scoring import PROMPTS, ROOT, machine, revision
 
+from stableprompt.algorithms import build_algorithm
+from stableprompt.algorithms.ppo import ppo_loss
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
 from stableprompt.models import LocalScorer
 from stableprompt.models.compat import cache_kwarg, output_cache
 from stableprompt.models.loading import load_lm
@@ -101,6 +110,45 @@ def decode_step(model, rows: int, repeats: int) -> float:
     return seconds(step, repeats)
 
 
+def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
+    """(seconds, FLOPs, token rows) of one PPO epoch of the APPO agent on a real rollout: the
+    response tokens' forward over the meta-prompt's cached keys/values, the clipped loss, and the
+    backward into LoRA and the value head, then the optimizer step (as `train_step` does)."""
+    with tempfile.TemporaryDirectory() as out:
+        config = TrainConfig(
+            algo="appo",
+            task="sst-2",
+            data=str(ROOT.parent / "shared/data/fsc/16-shot/sst-2/16-42"),
+            agent=model_name,
+            target=model_name,
+            dtype="float32",
+            label_words="task",
+            max_new_tokens=32,
+            out=out,
+        )
+        algo = build_algorithm(config, build_context(config))
+    query, samples, _ = algo.rollout()
+    agent, mask = algo.agent, samples.mask.float()
+    advantages = torch.randn_like(samples.values)  # any advantages: the arithmetic is the same
+
+    def epoch() -> None:
+        logprobs, values = agent.forward_logprobs_values(query, samples.response)
+        old_logprobs, old_values = samples.logprobs, samples.values
+        loss, _ = ppo_loss(logprobs, old_logprobs, advantages, values, old_values, old_values, mask)
+        algo.optimizer.zero_grad()
+        loss.backward()
+        algo.optimizer.step()
+
+    agent.train()
+    took = seconds(epoch, repeats)
+    rows = samples.response.numel()  # every row runs the batch's longest response
+    vocab, hidden = agent.head.weight.shape
+    base = agent.lm.get_base_model().model.named_modules()
+    linears = [m for name, m in base if isinstance(m, torch.nn.Linear) and "lora_" not in name]
+    params = sum(lin.weight.numel() for lin in linears)
+    return took, 4 * (params + vocab * hidden) * rows, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
@@ -131,6 +179,9 @@ def main() -> None:
             }
         score_s, score_flops = engine_scoring(model, tokenizer, args.repeats)
         step_s = decode_step(model, 4, args.repeats * 4)
+    update_s, update_flops, update_rows = ppo_update(args.model, args.repeats)
+    with torch.no_grad():
+        update_peak = 2 * params * update_rows / matmul_pass(linears, update_rows, torch.float32, 5)
 
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
     print(f"{args.model}: {len(linears)} block weight matrices, {params / 1e6:.1f} M parameters")
@@ -160,6 +211,12 @@ def main() -> None:
     print(
         f"| one 4-row decoding step, 220-token context ({step_s * 1e3:.1f} ms) | "
         f"{decode_gflops:.2f} | {decode_gflops / peaks['fp32']['decode_gflops']:.0%} |"
+    )
+    achieved = update_flops / update_s / 1e9
+    print(
+        f"| one APPO PPO epoch, {update_rows} response-token rows ({update_s:.2f} s) | "
+        f"{achieved:.1f} | {achieved / (update_peak / 1e9):.0%} (peak at {update_rows} rows: "
+        f"{update_peak / 1e9:.1f}) |"
     )
 
 
