@@ -170,10 +170,12 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         scorer.calls = scorer.computed = 0  # the budget is per run; the cache stays warm
         ctx = build_context(config, scorer)
         started = time.time()
-        summary = Trainer(config, ctx, progress=False).train(
-            overwrite=True
-        )  # a killed run restarts
-        summary["seconds"] = round(time.time() - started, 1)
+        # a run killed after its last checkpoint (the trainer saves one when training ends)
+        # resumes from it, e.g. one stopped during its final test scoring; others restart
+        resume = (path / "checkpoints" / "latest").exists()
+        summary = Trainer(config, ctx, progress=False).train(resume=resume, overwrite=not resume)
+        summary["seconds"] = round(time.time() - started, 1)  # this sitting's part if resumed
+        summary["resumed"] = resume
         done.write_text(json.dumps(summary, indent=2))
         shutil.rmtree(path / "checkpoints", ignore_errors=True)  # the run is final: keep it small
     summary = json.loads(done.read_text())
