@@ -216,7 +216,8 @@ def add_manual_check(path: Path, summary: dict, scorers: dict) -> dict:
         scorers[config.target] = build_scorer(config.target, "auto")
     ctx = build_context(config, scorers[config.target])
     learned, manual = summary["prompts"][0], summary["manual"]
-    check = against_manual(ctx, learned, manual, summary["label_words"])
+    manual_dev = ctx.example_scores([manual["prompt"]], "dev", summary["label_words"] or None)[0]
+    check = against_manual(ctx, learned, manual_dev)
     best = returned_prompt(summary["prompts"], manual, check, config.replace_manual_p)
     summary |= {"best_prompt": best["prompt"], "best": best}
     summary["best_note"] = f"check added after the run by benchmarks/claims.py at {revision()}"

@@ -28,11 +28,13 @@ def test_against_manual_counts_the_dev_examples_each_prompt_wins():
     task = get_task("sst-2")
     ctx = TextContext(task, {"train": examples, "dev": examples}, PromptDependentTarget())
     learned = {"prompt": "Rated:", "label_words": [" awful", " wonderful"]}
-    check = against_manual(ctx, learned, {"prompt": "It was"}, [" bad", " good"])
+    manual_dev = ctx.example_scores(["It was"], "dev", [" bad", " good"])[0]
+    check = against_manual(ctx, learned, manual_dev)
     assert check == {"wins": 2, "losses": 0, "p": 0.25}
-    # the other way round the manual prompt never wins
-    swapped = against_manual(ctx, {"prompt": "It was"}, {"prompt": "Rated:"}, [" bad", " good"])
-    assert swapped["wins"] == 0 and swapped["p"] == 1.0
+    # the other way round the learned prompt never wins
+    rated_dev = ctx.example_scores(["Rated:"], "dev", [" awful", " wonderful"])[0]
+    swapped = against_manual(ctx, {"prompt": "It was", "label_words": [" bad", " good"]}, rated_dev)
+    assert swapped == {"wins": 0, "losses": 2, "p": 1.0}
 
 
 def test_returned_prompt_keeps_the_manual_one_without_evidence():

@@ -71,7 +71,7 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     # step 0, then at steps 2, 4 and 6 also the 3 best samples; after training, <=3 pool prompts
     # x 6 test, and the manual prompt on dev (4) and test (6)
     assert summary["target_calls"] == 6 * 4 * 4 + 4 + 3 * 4 * 4
-    assert summary["test_calls"] == len(best["prompts"]) * 6 + 4 + 6 + 2 * 4  # + the check
+    assert summary["test_calls"] == len(best["prompts"]) * 6 + 4 + 6 + 4  # + the check
     assert summary["manual"]["prompt"] == "It was" and 0 <= summary["manual"]["test"] <= 1
 
 
@@ -101,7 +101,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
 def test_budget_stops_training(tiny_model_dir, tmp_path):
     config = make_config(tiny_model_dir, tmp_path, steps=50, max_target_calls=100, eval_samples=0)
     trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
-    assert trainer.projected_calls() == 50 * 16 + 26 * 4 + 3 * 6 + 3 * 4 + 6  # + manual, check
+    assert trainer.projected_calls() == 50 * 16 + 26 * 4 + 3 * 6 + 2 * 4 + 6  # + manual, check
     summary = trainer.train()
     # 4 (step-0 dev eval) + 5 steps x 16 + 2 dev evals x 4 = 92; a 6th step would make 108 > 100
     assert summary["steps"] == 5
@@ -169,7 +169,7 @@ def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
     summary = trainer.train()
     # evaluations at steps 0, 2, 4 and 5; the pool holds at most 3 prompts scored on 6 tests,
     # and the manual prompt is scored on dev (4) and test (6)
-    assert projected == 5 * 16 + 4 * 4 + 3 * 6 + 3 * 4 + 6
+    assert projected == 5 * 16 + 4 * 4 + 3 * 6 + 2 * 4 + 6
     spent = summary["target_calls"] + summary["test_calls"]
     assert spent == projected - (3 - len(summary["prompts"])) * 6
 

@@ -9,6 +9,8 @@ were tried, and returns the manual prompt when the evidence is not there.
 
 from __future__ import annotations
 
+from torch import Tensor
+
 from stableprompt.contexts import TaskContext
 from stableprompt.tasks.metrics import sign_test
 
@@ -32,13 +34,14 @@ class PromptPool:
         del self.entries[self.size :]
 
 
-def against_manual(ctx: TaskContext, learned: dict, manual: dict, words: list[str]) -> dict:
+def against_manual(ctx: TaskContext, learned: dict, manual_dev: Tensor) -> dict:
     """The paired comparison on dev of the pool's best (`learned`, with its own label words if
-    it has them) and the manual prompt (with the run's `words`): on how many dev examples each
-    scores higher, and the one-sided sign-test p that the learned prompt is better."""
-    pair = [(learned["prompt"], learned.get("label_words")), (manual["prompt"], words or None)]
-    scores = [ctx.example_scores([prompt], "dev", w)[0] for prompt, w in pair]
-    wins, losses = int((scores[0] > scores[1]).sum()), int((scores[0] < scores[1]).sum())
+    it has them) and the manual prompt (its dev score per example, `manual_dev`): on how many
+    dev examples each scores higher, and the one-sided sign-test p that the learned one is
+    better."""
+    words = learned.get("label_words")
+    scores = ctx.example_scores([learned["prompt"]], "dev", words)[0]
+    wins, losses = int((scores > manual_dev).sum()), int((scores < manual_dev).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
 
 

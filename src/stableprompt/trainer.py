@@ -95,8 +95,8 @@ class Trainer:
         every = self.config.eval_every  # step 0, every `every` steps, and the last one
         evals = 1 + self.steps // every + (self.steps % every != 0)
         dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
-        # the manual prompt on dev and test; then the check scores both prompts on dev again
-        check = 2 * dev if self.config.conditioning == "task" else 0
+        # the manual prompt on dev and test; then the check scores the pool's best on dev again
+        check = dev if self.config.conditioning == "task" else 0
         manual = dev + test + check if self._scores_manual() else 0
         refit = self.refit_calls()
         pool = 1 if self.config.conditioning == "input" else self.config.pool_size  # the agent
@@ -268,13 +268,15 @@ class Trainer:
             self.ctx.task.manual_prompt and self.algorithm.trainable and self.config.score_manual
         )
 
-    def _manual_baseline(self, scored) -> dict | None:
+    def _manual_baseline(self, scored) -> tuple[dict | None, torch.Tensor | None]:
         """The task's hand-written prompt scored like the pool (dev, then test), so every run
-        ends with the comparison a user wants; skipped for baselines, which are themselves one."""
+        ends with the comparison a user wants, and its dev score per example (for the check);
+        skipped for baselines, which are themselves one."""
         if not self._scores_manual():
-            return None
+            return None, None
         prompt = self.ctx.task.manual_prompt
-        return scored({"prompt": prompt, "dev": self.ctx.evaluate([prompt], "dev").values[0]})
+        dev = self.ctx.example_scores([prompt], "dev")[0]
+        return scored({"prompt": prompt, "dev": dev.mean().item()}), dev
 
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score
@@ -305,10 +307,10 @@ class Trainer:
             return result
 
         results = [scored(entry) for entry in entries]
-        manual = self._manual_baseline(scored)
+        manual, manual_dev = self._manual_baseline(scored)
         check = None
         if manual and results and self.config.conditioning == "task":
-            check = against_manual(self.ctx, results[0], manual, self.ctx.label_words)
+            check = against_manual(self.ctx, results[0], manual_dev)
         best = returned_prompt(results, manual, check, self.config.replace_manual_p)
         summary = {
             "algo": self.config.algo,
