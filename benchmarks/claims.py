@@ -120,6 +120,13 @@ def units(only: set[str]) -> list[dict]:
             extra |= {"prompts_per_step": 16} if mode == "input" else {}
             tte = dict(claim="tte", name=f"per-{mode}-1k", budget=1024, extra=extra)
             out.append(sst2("16-42", "appo", **tte))
+        # and an instruction-induction task: the target answers in words, trained on the
+        # log-likelihood of the gold answer (the exact-match metric of a 135M target is ~0)
+        for mode in ("task", "input"):
+            extra = {"conditioning": mode, "generation_reward": "loglikelihood"}
+            extra |= {"prompts_per_step": 16} if mode == "input" else {}
+            ii = dict(task="sentiment", split="ii", data="ii:sentiment", method="appo", seed=0)
+            out.append(dict(claim="tte", name=f"per-{mode}-1k", budget=1024, extra=extra, **ii))
     if "c1" in only:
         for task in ("trec", "sst-5"):
             for method in ("manual", "sparse-sql", "sql", "best-of-n", "random"):
@@ -153,7 +160,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
             {
                 "algo": method,
                 "task": unit["task"],
-                "data": str(DATA / unit["task"] / unit["split"]),
+                "data": unit.get("data") or str(DATA / unit["task"] / unit["split"]),
                 "target": target,
                 "agent": args.model,
                 "seed": unit["seed"],
@@ -432,14 +439,15 @@ def per_input(results: list[dict]) -> str:
     if not rows:
         return ""
     lines = [
-        "| appo writes | test | dev | steps | target calls | minutes | agent s / test input |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| task | appo writes | test | dev | steps | target calls | minutes | agent s / input |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        task = "SST-2 16-42" if r["task"] == "sst-2" else f"ii:{r['task']}"
         mode = "a prompt per input" if "input" in r["variant"] else "one prompt for the task"
         minutes = f"{r['seconds'] / 60:.1f}" if r["seconds"] else "-"
         lines.append(
-            f"| {mode} | {r['test']:.3f} | {r['dev']:.3f} | {r['steps']} | "
+            f"| {task} | {mode} | {r['test']:.3f} | {r['dev']:.3f} | {r['steps']} | "
             f"{r['target_calls']:,} | {minutes} | {r.get('agent_seconds_per_input', 0.0):.3f} |"
         )
     return "\n".join(lines)
@@ -600,8 +608,10 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     if tte:
         lines += [
             "",
-            "Issue 15, SST-2 split 16-42, template `{prompt}\\nInput: {input}\\nOutput:`, "
-            "1,024 target calls each, seed 0:",
+            "Issue 15, 1,024 target calls each, seed 0; SST-2 with the template "
+            "`{prompt}\\nInput: {input}\\nOutput:`, ii:sentiment with its own "
+            "template, trained on the log-likelihood of the gold answer and tested by exact "
+            "match of the greedy answer; agent s / input: the agent's writing time per test input:",
             "",
             tte,
         ]

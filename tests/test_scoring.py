@@ -12,6 +12,7 @@ from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
     padded_batches,
+    prefix_chunks,
     split_template,
 )
 
@@ -144,6 +145,42 @@ def test_prefix_store_is_bounded(tiny_lm):
     engine = LocalScorer(model, tokenizer, prefix_store_tokens=12)
     engine.score(PROMPTS[:1], INPUTS, "{input} {prompt}", [" good", " bad"])
     assert sum(len(p) for p in engine.prefix_store) <= 12 or len(engine.prefix_store) == 1
+
+
+def test_prefix_chunks_keep_equal_prefixes_together_within_the_budget():
+    prefixes = [(1, 2), (3,), (1, 2), (4, 5, 6), (3,), (7, 8, 9, 10)]
+    chunks = prefix_chunks(prefixes, budget=3)
+    assert sorted(i for chunk in chunks for i in chunk) == list(range(len(prefixes)))
+    for chunk in chunks:
+        distinct = {prefixes[i] for i in chunk}
+        assert sum(map(len, distinct)) <= 3 or len(distinct) == 1
+    assert any({0, 2} <= set(c) for c in chunks) and any({1, 4} <= set(c) for c in chunks)
+    assert prefix_chunks(prefixes, budget=100) == [[0, 2, 1, 4, 3, 5]]
+
+
+def test_a_call_over_more_inputs_than_the_store_encodes_each_once(tiny_lm, monkeypatch):
+    """A test set outgrows the prefix store: the store stays near its bound during the call,
+    every input is encoded once for all prompts (also in a progress bar's chunks, which would
+    otherwise cut the pairs prompt by prompt), and the scores are those of an unbounded store."""
+    monkeypatch.setattr(scoring, "PROGRESS_CHUNK", 3)
+    model, tokenizer = tiny_lm
+    args = (PROMPTS, INPUTS, "{input} {prompt}", [" good", " bad"])
+    roomy = LocalScorer(model, tokenizer).score(*args)
+    engine = LocalScorer(model, tokenizer, prefix_store_tokens=8)
+    engine.progress = True
+    encoded, held = [], []
+    encode = engine._encode_prefixes
+
+    def counting(prefixes):
+        encoded.extend(p for p in prefixes if p not in engine.prefix_store)
+        encode(prefixes)
+        held.append(sum(map(len, engine.prefix_store)))
+
+    monkeypatch.setattr(engine, "_encode_prefixes", counting)
+    torch.testing.assert_close(engine.score(*args), roomy, atol=1e-5, rtol=1e-5)
+    assert sorted(encoded) == sorted({tuple(tokenizer(x).input_ids) for x in INPUTS})
+    longest = max(len(tokenizer(x).input_ids) for x in INPUTS)
+    assert max(held) <= max(8, longest) + longest
 
 
 def test_masked_lm_scorer_reads_the_mask_position(tiny_tokenizer, tmp_path):

@@ -75,6 +75,29 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     assert summary["manual"]["prompt"] == "It was" and 0 <= summary["manual"]["test"] <= 1
 
 
+def test_the_final_test_scoring_encodes_each_test_input_once(tiny_model_dir, tmp_path):
+    """The pool and the manual prompt are scored on test together: with a test set larger than
+    the prefix store, each test input is still encoded once, not once per prompt."""
+    ctx = make_ctx(tiny_model_dir)
+    ctx.splits["test"] = [Example(f"{t} indeed", i % 2) for i, t in enumerate(TEXTS)]
+    scorer = ctx.scorer
+    scorer.prefix_store_tokens = 8
+    encoded = []
+    encode = scorer._encode_prefixes
+
+    def counting(prefixes):
+        encoded.extend(p for p in prefixes if p not in scorer.prefix_store)
+        encode(prefixes)
+
+    scorer._encode_prefixes = counting
+    config = make_config(tiny_model_dir, tmp_path, algo="sql", steps=2)
+    summary = Trainer(config, ctx, progress=False).train()
+    assert len(summary["prompts"]) >= 2
+    for example in ctx.splits["test"]:
+        assert encoded.count(scorer._encode(example.text, True)) == 1
+    assert summary["test_calls"] == len(summary["prompts"]) * 6 + 4 + 6 + 4  # as before
+
+
 def test_killed_run_resumes_to_the_same_result(tiny_model_dir, tmp_path):
     full = Trainer(
         make_config(tiny_model_dir, tmp_path / "full"), make_ctx(tiny_model_dir), progress=False

@@ -278,6 +278,21 @@ class Trainer:
         dev = self.ctx.example_scores([prompt], "dev")[0]
         return scored({"prompt": prompt, "dev": dev.mean().item()}), dev
 
+    def _score_test_together(self, entries: list[dict]) -> None:
+        """Score the pool and the manual prompt on test in one pass per label-word set, so that
+        each test input is encoded once, not once per prompt (a test set outgrows the scorer's
+        prefix store); the reports that follow are cache hits. The pass counts no calls: the
+        reports count the same pairs."""
+        groups: dict[tuple[str, ...], list[str]] = {}
+        for entry in entries:
+            groups.setdefault(tuple(entry.get("label_words") or ()), []).append(entry["prompt"])
+        if self._scores_manual():
+            groups.setdefault((), []).append(self.ctx.task.manual_prompt)
+        calls = self.ctx.scorer.calls
+        for words, prompts in groups.items():
+            self.ctx.example_scores(prompts, "test", list(words) or None)
+        self.ctx.scorer.calls = calls
+
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score
         (with its own label words where `refit_calls` paid for them)."""
@@ -290,6 +305,8 @@ class Trainer:
         done = [0]
         if test and self.progress:
             print(f"scoring {todo} prompt(s) once on {len(test):,} test inputs", file=sys.stderr)
+        if test and self.ctx.label_words and self.config.conditioning == "task":
+            self._score_test_together(entries)
 
         def scored(entry: dict) -> dict:
             result = dict(entry)

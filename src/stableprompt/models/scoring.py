@@ -121,15 +121,20 @@ class TargetScorer(ABC):
             self.cache,
             keys,
             lambda missing: self._score_pairs([(k[3], k[4]) for k in missing], template, labels),
+            order=lambda k: split_template(template, k[3], k[4])[0],  # pairs sharing a prefix
         )
         return torch.stack(rows).view(len(pairs), len(labels))
 
-    def _cached(self, cache: ScoreCache, keys: list, compute, chunk: int = 0) -> list:
+    def _cached(self, cache: ScoreCache, keys: list, compute, chunk: int = 0, order=None) -> list:
         """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
-        one batched call), and their results are stored."""
+        one batched call, or in chunks behind a progress bar), and their results are stored.
+        `order` sorts the missing keys so that a chunk holds whole groups (e.g. every pair
+        that shares an input's encoding)."""
         self.calls += len(keys)
         found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
+        if order:
+            missing.sort(key=order)
         chunk = chunk or PROGRESS_CHUNK
         if self.progress and len(missing) > chunk:  # minutes of work: show a bar
             computed = _with_progress(missing, compute, chunk)
@@ -299,12 +304,13 @@ class LocalScorer(TargetScorer):
     @torch.inference_mode()
     def _score_pairs(self, pairs, template, label_words):
         per_pair = self.build_rows(pairs, template, label_words)
-        flat = [row for rows in per_pair for row in rows]
-        row_scores = self.score_rows(flat)
-        out, i = [], 0
-        for rows in per_pair:
-            out.append(torch.cat(row_scores[i : i + len(rows)]))
-            i += len(rows)
+        out: list[torch.Tensor | None] = [None] * len(per_pair)
+        # a test set's inputs outgrow the store: score them a store's quarter at a time
+        budget = self.prefix_store_tokens // 4
+        for chunk in prefix_chunks([rows[0].prefix for rows in per_pair], budget):
+            row_scores = iter(self.score_rows([row for i in chunk for row in per_pair[i]]))
+            for i in chunk:
+                out[i] = torch.cat([next(row_scores) for _ in per_pair[i]])
         return torch.stack(out)
 
     def score_rows(self, rows: list[_Row]) -> list[torch.Tensor]:
@@ -444,6 +450,24 @@ class LocalScorer(TargetScorer):
             temperature,
             seed,
         )
+
+
+def prefix_chunks(prefixes: list[tuple[int, ...]], budget: int) -> list[list[int]]:
+    """Indices of `prefixes` in groups whose distinct prefixes hold at most `budget` tokens
+    (or one prefix), equal prefixes in one group: each is encoded once while the prefix store,
+    trimmed after every group, stays bounded however many inputs a call holds."""
+    by_prefix: dict[tuple[int, ...], list[int]] = {}
+    for i, prefix in enumerate(prefixes):
+        by_prefix.setdefault(prefix, []).append(i)
+    chunks: list[list[int]] = [[]]
+    tokens = 0
+    for prefix in sorted(by_prefix):
+        if chunks[-1] and tokens + len(prefix) > budget:
+            chunks.append([])
+            tokens = 0
+        chunks[-1] += by_prefix[prefix]
+        tokens += len(prefix)
+    return chunks
 
 
 def batch_order(row: _Row) -> tuple[int, int]:
