@@ -208,6 +208,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         "steps": summary["steps"],
         "target_calls": summary["target_calls"],
         "seconds": summary.get("seconds"),
+        "resumed": summary.get("resumed", False),  # then `seconds` is only the resumed part
         # a prompt per input costs an agent generation per input (0: one prompt for the task)
         "agent_seconds_per_input": (summary.get("agent") or {}).get("seconds_per_input", 0.0),
         "run_dir": str(path),
@@ -446,6 +447,7 @@ def per_input(results: list[dict]) -> str:
         task = "SST-2 16-42" if r["task"] == "sst-2" else f"ii:{r['task']}"
         mode = "a prompt per input" if "input" in r["variant"] else "one prompt for the task"
         minutes = f"{r['seconds'] / 60:.1f}" if r["seconds"] else "-"
+        minutes += " (resumed: the rest of the run only)" if r.get("resumed") else ""
         lines.append(
             f"| {task} | {mode} | {r['test']:.3f} | {r['dev']:.3f} | {r['steps']} | "
             f"{r['target_calls']:,} | {minutes} | {r.get('agent_seconds_per_input', 0.0):.3f} |"
