@@ -46,6 +46,7 @@ from scoring import ROOT, machine, revision
 from stableprompt.models import build_scorer
 from stableprompt.rundir import atomic_write_text, best_words
 from stableprompt.selection import against_manual, returned_prompt
+from stableprompt.tasks import load_kshot_dir
 from stableprompt.trainer import TrainConfig, Trainer, build_context
 
 DATA = Path("../shared/data/fsc/16-shot")  # relative to the repository root, as run dirs record it
@@ -153,9 +154,13 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         scorer = scorers[target]
         method = unit["method"]
         settings = {**METHODS[method], **unit.get("extra", {})}
-        if method == "random":  # after the label-word search (64) and the refit's reserve
-            refit = settings.get("refit_label_words") and settings.get("pool_size", 1) * 96
-            settings["prompts_per_step"] = (budget - 64 - (refit or 0)) // 32
+        if method == "random":  # after the label-word search (train+dev) and the refit's
+            splits = load_kshot_dir(DATA / unit["task"] / unit["split"])
+            n_train, n_dev = len(splits["train"]), len(splits["dev"])
+            refit = settings.get("refit_label_words") and settings.get("pool_size", 1) * (
+                n_train + 2 * n_dev
+            )
+            settings["prompts_per_step"] = (budget - n_train - n_dev - (refit or 0)) // n_dev
         config = TrainConfig.from_dict(
             {
                 "algo": method,
