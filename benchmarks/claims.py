@@ -132,6 +132,11 @@ def units(only: set[str]) -> list[dict]:
         for task in ("trec", "sst-5"):
             for method in ("manual", "sparse-sql", "sql", "best-of-n", "random"):
                 out.append(dict(claim="c1", task=task, split="16-42", method=method, seed=0))
+    if "c1-refit" in only:  # the same fix on the other two tasks
+        for task in ("trec", "sst-5"):
+            for method in ("sparse-sql", "random"):
+                unit = dict(claim="c1", task=task, split="16-42", method=method, seed=0)
+                out.append(unit | dict(name="refit", extra=REFIT))
     return out
 
 
@@ -547,6 +552,8 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         ("sst-2", "gemma3-270m", args.budget, sst2_splits, False, ""),
         ("trec", args.model, args.budget, ["16-42"], False, ""),
         ("sst-5", args.model, args.budget, ["16-42"], False, ""),
+        ("trec", args.model, args.budget, ["16-42"], True, ""),
+        ("sst-5", args.model, args.budget, ["16-42"], True, ""),
     ]
     c1_verdicts = {
         (t, m, b, f, n): verdict_c1(results, t, m, b, f, n) for t, m, b, _, f, n in settings
