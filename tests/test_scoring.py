@@ -158,16 +158,19 @@ def test_prefix_chunks_keep_equal_prefixes_together_within_the_budget():
     assert prefix_chunks(prefixes, budget=100) == [[0, 2, 1, 4, 3, 5]]
 
 
-def test_a_call_over_more_inputs_than_the_store_encodes_each_once(tiny_lm, monkeypatch):
-    """A test set outgrows the prefix store: the store stays near its bound during the call,
-    every input is encoded once for all prompts (also in a progress bar's chunks, which would
-    otherwise cut the pairs prompt by prompt), and the scores are those of an unbounded store."""
+@pytest.mark.parametrize("progress", [False, True])
+def test_a_call_over_more_inputs_than_the_store_encodes_each_once(tiny_lm, monkeypatch, progress):
+    """A test set outgrows the prefix store: the store stays near its bound during the call
+    (one call, or a progress bar's chunks), every input is encoded once for all prompts (the
+    chunks would otherwise cut the pairs prompt by prompt), and the scores are those of an
+    unbounded store."""
     monkeypatch.setattr(scoring, "PROGRESS_CHUNK", 3)
     model, tokenizer = tiny_lm
-    args = (PROMPTS, INPUTS, "{input} {prompt}", [" good", " bad"])
+    inputs = [f"{a} {b}" for a in INPUTS for b in INPUTS]  # 16 inputs, ~200 tokens in all
+    args = (PROMPTS, inputs, "{input} {prompt}", [" good", " bad"])
     roomy = LocalScorer(model, tokenizer).score(*args)
     engine = LocalScorer(model, tokenizer, prefix_store_tokens=8)
-    engine.progress = True
+    engine.progress = progress
     encoded, held = [], []
     encode = engine._encode_prefixes
 
@@ -178,8 +181,8 @@ def test_a_call_over_more_inputs_than_the_store_encodes_each_once(tiny_lm, monke
 
     monkeypatch.setattr(engine, "_encode_prefixes", counting)
     torch.testing.assert_close(engine.score(*args), roomy, atol=1e-5, rtol=1e-5)
-    assert sorted(encoded) == sorted({tuple(tokenizer(x).input_ids) for x in INPUTS})
-    longest = max(len(tokenizer(x).input_ids) for x in INPUTS)
+    assert sorted(encoded) == sorted({tuple(tokenizer(x).input_ids) for x in inputs})
+    longest = max(len(tokenizer(x).input_ids) for x in inputs)
     assert max(held) <= max(8, longest) + longest
 
 

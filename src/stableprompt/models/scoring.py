@@ -121,23 +121,23 @@ class TargetScorer(ABC):
             self.cache,
             keys,
             lambda missing: self._score_pairs([(k[3], k[4]) for k in missing], template, labels),
-            order=lambda k: split_template(template, k[3], k[4])[0],  # pairs sharing a prefix
+            group=lambda k: split_template(template, k[3], k[4])[0],  # pairs sharing a prefix
         )
         return torch.stack(rows).view(len(pairs), len(labels))
 
-    def _cached(self, cache: ScoreCache, keys: list, compute, chunk: int = 0, order=None) -> list:
+    def _cached(self, cache: ScoreCache, keys: list, compute, chunk: int = 0, group=None) -> list:
         """Count every key as a query; only keys the cache lacks reach `compute` (once each, in
         one batched call, or in chunks behind a progress bar), and their results are stored.
-        `order` sorts the missing keys so that a chunk holds whole groups (e.g. every pair
-        that shares an input's encoding)."""
+        Keys with the same `group(key)` (e.g. the pairs that share an input's encoding) are
+        sorted together and never split between chunks."""
         self.calls += len(keys)
         found = {k: cache.get(k) for k in keys}
         missing = list(dict.fromkeys(k for k, v in found.items() if v is None))
-        if order:
-            missing.sort(key=order)
+        if group:
+            missing.sort(key=group)
         chunk = chunk or PROGRESS_CHUNK
         if self.progress and len(missing) > chunk:  # minutes of work: show a bar
-            computed = _with_progress(missing, compute, chunk)
+            computed = _with_progress(missing, compute, chunk, group)
         elif missing:
             computed = compute(missing)
         if missing:
@@ -207,16 +207,21 @@ class TargetScorer(ABC):
         """Greedy continuations of `texts`, cut at the first `stop` (uncached)."""
 
 
-def _with_progress(keys: list, compute, chunk: int) -> list:
-    """`compute(keys)` in chunks of `chunk` keys, with a progress bar on stderr."""
+def _with_progress(keys: list, compute, chunk: int, group=None) -> list:
+    """`compute(keys)` in chunks of `chunk` keys (more where a run of equal `group(key)` would
+    be cut), with a progress bar on stderr."""
     from tqdm.auto import tqdm  # slow to import: only for long scorings
 
     out: list = []
     with tqdm(total=len(keys), desc="scoring", unit="pair", dynamic_ncols=True) as bar:
-        for start in range(0, len(keys), chunk):
-            part = keys[start : start + chunk]
-            out += compute(part)
-            bar.update(len(part))
+        start = 0
+        while start < len(keys):
+            end = min(start + chunk, len(keys))
+            while group and end < len(keys) and group(keys[end]) == group(keys[end - 1]):
+                end += 1  # a group stays whole
+            out += compute(keys[start:end])
+            bar.update(end - start)
+            start = end
     return out
 
 
