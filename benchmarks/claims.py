@@ -17,7 +17,11 @@ pool has one entry, scored once on test. Label words are `auto` (chosen for the 
 prompt on train+dev), so every method and the manual prompt use the same words; the
 `c1-refit` runs instead keep a pool of 4 and give each pool prompt the words the same search
 picks for it (`--refit-label-words`, the library's default since it was measured here), which
-the manual prompt has already.
+the manual prompt has already. `c1-wide-dev` repeats the `c1-refit` sparse-sql runs with a dev
+of ~290 sentences (the split's dev plus the other RLPrompt splits' train and dev, built under
+~/.cache/stableprompt/claims-data) at twice the calls, to see whether choosing prompts on more
+sentences than 32 lets a run return the gains the test set shows; `c1-gemma-refit` is the
+`c1-refit` configuration with Gemma as the target.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -72,6 +76,38 @@ def sst2(split: str, method: str, claim: str = "c1", seed: int = 0, **variant) -
     return dict(claim=claim, task="sst-2", split=split, method=method, seed=seed, **variant)
 
 
+WIDE_DEV = Path.home() / ".cache" / "stableprompt" / "claims-data"  # built, never committed
+
+
+def wide_dev_data(task: str, split: str) -> Path:
+    """The split's train and test, with a dev of ~290 sentences: its own dev, then the train and
+    dev sentences of the task's other RLPrompt splits (all drawn from the original train set,
+    none from test), without the split's train sentences. A user with a few hundred labelled
+    sentences to choose prompts on, rather than 32. Deterministic; written once."""
+    out = WIDE_DEV / f"{task}-wide-dev" / split
+    if (out / "dev.tsv").is_file():
+        return out
+    src = ROOT / DATA / task
+    header, *train = (src / split / "train.tsv").read_text().splitlines()
+    seen = {line.split("\t")[0] for line in train}
+    dev = []
+    others = sorted(d.name for d in src.iterdir() if d.is_dir() and d.name != split)
+    files = [src / split / "dev.tsv"] + [
+        src / o / f"{s}.tsv" for o in others for s in ("train", "dev")
+    ]
+    for file in files:
+        for line in file.read_text().splitlines()[1:]:
+            sentence = line.split("\t")[0]
+            if sentence not in seen:
+                seen.add(sentence)
+                dev.append(line)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "train.tsv", "\n".join([header, *train]) + "\n")
+    shutil.copyfile(src / split / "test.tsv", out / "test.tsv")
+    atomic_write_text(out / "dev.tsv", "\n".join([header, *dev]) + "\n")  # last: the marker
+    return out
+
+
 def units(only: set[str]) -> list[dict]:
     """The study's runs in priority order: claim, task, split, method, seed, and optionally a
     variant name and its extra config."""
@@ -85,6 +121,20 @@ def units(only: set[str]) -> list[dict]:
             for split in SST2_SPLITS:
                 gemma = dict(target="gemma3-270m", name="gemma3-270m")
                 out += [sst2(split, method, **gemma) for method in methods]
+    if "c1-wide-dev" in only:  # the refit runs choosing prompts on ~290 dev sentences, not 32
+        # twice the calls: a dev evaluation now costs 9x as many, and the steps stay ~26
+        wide = dict(name="wide-dev", wide_dev=True)
+        out += [sst2(split, "manual", **wide) for split in SST2_SPLITS]
+        out += [
+            sst2(split, "sparse-sql", budget=16384, extra=REFIT, **wide) for split in SST2_SPLITS
+        ]
+    if "c1-gemma-refit" in only:  # the words-per-prompt fix with Gemma as the target
+        gemma_natural = dict(target="gemma3-270m", name="gemma3-270m-natural")
+        gemma_natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
+        out += [sst2(split, "manual", **gemma_natural) for split in SST2_SPLITS]
+        gemma_refit = dict(target="gemma3-270m", name="gemma3-270m-refit", extra=REFIT)
+        for method in ("sparse-sql", "random"):
+            out += [sst2(split, method, **gemma_refit) for split in SST2_SPLITS]
     if "c1-refit" in only:  # each pool prompt scored with words chosen for it (library default)
         refit = dict(name="refit", extra=REFIT)
         for method in ("sparse-sql", "random", "best-of-n", "sql"):
@@ -102,6 +152,10 @@ def units(only: set[str]) -> list[dict]:
             "score_manual": False,  # the manual rows of c1-natural are its baseline
         }
         out += [sst2(split, "sparse-sql", name="edit", **{"extra": edit}) for split in SST2_SPLITS]
+    if "c1-continue" in only:  # RL writes 5 tokens after the user's prompt, read as context
+        cont = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
+        for method in ("sparse-sql", "random"):
+            out += [sst2(split, method, name="continue", extra=cont) for split in SST2_SPLITS]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -158,9 +212,12 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
             scorers[target].prefix_store_tokens = 120_000  # every encoded test input stays
         scorer = scorers[target]
         method = unit["method"]
+        data = unit.get("data") or DATA / unit["task"] / unit["split"]
+        if unit.get("wide_dev"):
+            data = wide_dev_data(unit["task"], unit["split"])
         settings = {**METHODS[method], **unit.get("extra", {})}
         if method == "random":  # after the label-word search (train+dev) and the refit's
-            splits = load_kshot_dir(DATA / unit["task"] / unit["split"])
+            splits = load_kshot_dir(data)
             n_train, n_dev = len(splits["train"]), len(splits["dev"])
             refit = settings.get("refit_label_words") and settings.get("pool_size", 1) * (
                 n_train + 2 * n_dev
@@ -170,7 +227,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
             {
                 "algo": method,
                 "task": unit["task"],
-                "data": unit.get("data") or str(DATA / unit["task"] / unit["split"]),
+                "data": str(data),
                 "target": target,
                 "agent": args.model,
                 "seed": unit["seed"],
@@ -207,7 +264,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         "budget": budget,
         "template": summary["template"],
         "label_words": best_words(summary),  # the best prompt's own, where re-chosen
-        "refit": bool(summary["prompts"][0].get("label_words")),
+        "wide_dev": bool(unit.get("wide_dev")),  # prompts chosen on ~290 dev sentences
         "baseline": unit.get("extra", {}).get("manual_prompt", ""),  # "": the task's manual
         "prompt": best["prompt"],
         "dev": best["dev"],
@@ -248,27 +305,74 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
+# C1's settings: (task, variant of the trained and baseline runs, variant of the manual prompt's
+# runs they are compared with, splits, what the setting changes)
+C1_SETTINGS = [
+    ("sst-2", "", "", SST2_SPLITS, "label words the run's (`auto`)"),
+    ("sst-2", "refit", "", SST2_SPLITS, "words per prompt (pool of 4)"),
+    (
+        "sst-2",
+        "wide-dev",
+        "wide-dev",
+        SST2_SPLITS,
+        "words per prompt, prompts chosen on ~290 dev sentences (the split's dev and the other "
+        "splits' train+dev)",
+    ),
+    ("sst-2", "natural", "natural", SST2_SPLITS, f"words per prompt, manual `{NATURAL}`"),
+    (
+        "sst-2",
+        "edit",
+        "natural",
+        SST2_SPLITS,
+        f"5 learned tokens before `{NATURAL}` (template `{{input}} {{prompt}} {NATURAL}`, "
+        "words negative/positive)",
+    ),
+    (
+        "sst-2",
+        "continue",
+        "natural",
+        SST2_SPLITS,
+        f"5 learned tokens after `{NATURAL}` (`--continue-manual`), words per prompt",
+    ),
+    ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
+    ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
+    ("sst-2", "gemma3-270m-refit", "gemma3-270m", SST2_SPLITS, "words per prompt (pool of 4)"),
+    ("trec", "", "", ("16-42",), "label words the run's (`auto`)"),
+    ("sst-5", "", "", ("16-42",), "label words the run's (`auto`)"),
+    ("trec", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
+    ("sst-5", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
+]
+
+
+def c1_setting(results: list[dict], task: str, variant: str) -> str:
+    """`target T, N calls` of a setting's trained runs."""
+    runs = [r for r in results if r["task"] == task and r["variant"] == variant]
+    runs = [r for r in runs if r["claim"] == "c1" and r["method"] != "manual"]
+    if not runs:
+        return "not yet run"
+    return f"target {runs[0]['target']}, {runs[0]['budget']:,} calls"
+
+
 def c1_rows(
-    results: list[dict], task: str, target: str, budget: int, refit: bool = False, baseline=""
+    results: list[dict], task: str, variant: str, manual_variant: str
 ) -> dict[str, list[dict]]:
-    """C1's runs on one task and target at one budget, scored with the run's words or (`refit`)
-    each prompt's own, against the task's manual prompt or (`baseline`) another; the manual
-    prompt spends no budget and its words are its own."""
+    """C1's runs of one setting: the trained and baseline runs of `variant` on `task`, and the
+    manual prompt's runs of `manual_variant` (the manual prompt spends no budget)."""
     rows: dict[str, list[dict]] = {}
     for r in results:
-        same = r["claim"] == "c1" and r["task"] == task and r["target"] == target
-        same = same and r.get("baseline", "") == baseline
-        if same and (r["method"] == "manual" or (r["budget"], r["refit"]) == (budget, refit)):
-            rows.setdefault(r["method"], []).append(r)
+        if r["claim"] == "c1" and r["task"] == task:
+            manual = r["method"] == "manual"
+            if r["variant"] == (manual_variant if manual else variant):
+                rows.setdefault(r["method"], []).append(r)
     return rows
 
 
 def verdict_c1(
-    results: list[dict], task: str, target: str, budget: int, refit: bool = False, baseline=""
+    results: list[dict], task: str, variant: str, manual_variant: str
 ) -> tuple[str, str]:
     """The +5 points against the manual prompt need every split of the manual prompt and one RL
     method; the baselines are compared on the splits where they ran (said in the text)."""
-    rows = c1_rows(results, task, target, budget, refit, baseline)
+    rows = c1_rows(results, task, variant, manual_variant)
     splits = {r["split"] for r in rows.get("manual", [])}
     complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
     if not splits or not complete:
@@ -312,22 +416,32 @@ def _returned(rows: list[dict]) -> str:
 
 
 def c1_table(
-    results: list[dict], task: str, target: str, budget: int, splits: list[str], refit, baseline
+    results: list[dict], task: str, variant: str, manual_variant: str, splits: tuple[str, ...]
 ) -> str:
-    rows = c1_rows(results, task, target, budget, refit, baseline)
+    """C1's rows, then the other hand-written prompts measured on the same task and target and
+    dev (each with its own words), so a learned prompt is read against every manual prompt."""
+    rows = c1_rows(results, task, variant, manual_variant)
+    labelled = [
+        (m, rows[m]) for m in ("manual", "random", "best-of-n", "sql", "sparse-sql") if m in rows
+    ]
+    first = next(iter(rows.values()))[0]
+    others: dict[str, list[dict]] = {}
+    for r in results:
+        same = r["claim"] == "c1" and r["task"] == task and r["target"] == first["target"]
+        same = same and r["wide_dev"] == first["wide_dev"]  # the same dev, so the same words
+        if same and r["method"] == "manual" and r["variant"] != manual_variant:
+            others.setdefault(f"manual `{r['prompt']}`", []).append(r)
+    labelled += others.items()
     lines = [
         f"| method | test mean ± std | {' | '.join(splits)} | returned | steps | calls (mean) "
         "| minutes |",
         "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|---:|",
     ]
-    for method in ("manual", "random", "best-of-n", "sql", "sparse-sql"):
-        rs = rows.get(method, [])
-        if not rs:
-            continue
+    for label, rs in labelled:
         by = {r["split"]: f"{r['test']:.3f}" for r in rs}
         minutes = [r["seconds"] / 60 for r in rs if r["seconds"] is not None]
         lines.append(
-            f"| {method} | {_mean_std([r['test'] for r in rs])} | "
+            f"| {label} | {_mean_std([r['test'] for r in rs])} | "
             + " | ".join(by.get(s, "-") for s in splits)
             + f" | {_returned(rs)}"
             + f" | {statistics.mean(r['steps'] for r in rs):.0f}"
@@ -542,22 +656,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     if rl_prompts:
         lm, tokenizer = load_lm(args.model, shared=True)
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
-    sst2_splits = list(SST2_SPLITS)
-    settings = [  # (task, target, budget, splits, words re-chosen per prompt, baseline) of C1
-        ("sst-2", args.model, args.budget, sst2_splits, False, ""),
-        ("sst-2", args.model, args.budget, sst2_splits, True, ""),
-        ("sst-2", args.model, args.budget, sst2_splits, True, NATURAL),
-        ("sst-2", args.model, args.budget, sst2_splits, False, NATURAL),  # c1-edit
-        ("sst-2", args.model, 32768, sst2_splits, False, ""),
-        ("sst-2", "gemma3-270m", args.budget, sst2_splits, False, ""),
-        ("trec", args.model, args.budget, ["16-42"], False, ""),
-        ("sst-5", args.model, args.budget, ["16-42"], False, ""),
-        ("trec", args.model, args.budget, ["16-42"], True, ""),
-        ("sst-5", args.model, args.budget, ["16-42"], True, ""),
-    ]
-    c1_verdicts = {
-        (t, m, b, f, n): verdict_c1(results, t, m, b, f, n) for t, m, b, _, f, n in settings
-    }
+    c1_verdicts = {setting: verdict_c1(results, *setting[:3]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_v, c3_text = c3(results)
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
@@ -570,29 +669,24 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "| claim | verdict | numbers |",
         "|---|---|---|",
     ]
-    for (task, target, budget, refit, baseline), (v, text) in c1_verdicts.items():
-        words = ", words per prompt" if refit else ""
-        words += f", manual `{baseline}`" if baseline else ""
+    for (task, variant, _, _, what), (v, text) in c1_verdicts.items():
         lines.append(
-            f"| C1 RLPrompt, {task}, target {target}, {budget:,} calls{words} | {v} | {text} |"
+            f"| C1 RLPrompt, {task}, {c1_setting(results, task, variant)}, {what} | {v} | {text} |"
         )
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
-    for task, target, budget, splits, refit, baseline in settings:
-        if len(c1_rows(results, task, target, budget, refit, baseline)) > 1:  # not manual alone
-            words = "each prompt's own (pool of 4)" if refit else "the run's (`auto`)"
-            if baseline and not refit:  # c1-edit: the learned tokens go in front of it
-                words = f"negative/positive; template `{{input}} {{prompt}} {baseline}`"
-            manual = f"; manual prompt `{baseline}`" if baseline else ""
+    for task, variant, manual_variant, splits, what in C1_SETTINGS:
+        rows = c1_rows(results, task, variant, manual_variant)
+        if len(rows) > 1:  # not the manual prompt alone
             lines += [
                 "",
-                f"C1 on {task}, target {target}, {budget:,} calls per run (test accuracy, "
-                f"label words {words}{manual}):",
+                f"C1 on {task}, {c1_setting(results, task, variant)} per run, {what} (test "
+                "accuracy):",
                 "",
-                c1_table(results, task, target, budget, splits, refit, baseline),
+                c1_table(results, task, variant, manual_variant, splits),
             ]
     pin = pin_recipe(results)
     if pin:
@@ -663,7 +757,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

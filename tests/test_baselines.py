@@ -69,6 +69,10 @@ def test_random_prompts_have_the_length_and_follow_the_seed(tiny_model_dir):
     assert prompts != random_token_prompts(tiny_model_dir, n=4, length=5, seed=1)
     for prompt in prompts:  # about 5 tokens (re-tokenising may merge a few)
         assert 1 <= len(tokenizer(prompt, add_special_tokens=False).input_ids) <= 6
+    # --continue-manual: the same random tokens, after the manual prompt
+    continued = random_token_prompts(tiny_model_dir, n=4, length=5, seed=0, context="It was")
+    for prompt, alone in zip(continued, prompts, strict=True):
+        assert prompt.startswith("It was") and prompt.endswith(alone.strip())
 
 
 def test_best_of_n_spends_the_budget_and_keeps_the_best_dev_prompt(tiny_model_dir, tmp_path):

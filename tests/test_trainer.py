@@ -248,3 +248,42 @@ def test_build_context_keeps_a_given_scorer_and_chooses_label_words(tiny_model_d
     assert ctx.scorer is scorer
     assert ctx.label_search["setting"] == "auto" and scorer.calls == 64  # train + dev, once
     assert ctx.task.label_words == tuple(ctx.label_search["label_words"])
+
+
+def test_continue_manual_prompts_extend_the_manual_prompt(tiny_model_dir, tmp_path):
+    """--continue-manual: every prompt is the manual prompt plus the learned tokens, the policy's
+    states are the LM's after reading it (so replay sees what the rollout saw), and the run is
+    checked against the manual prompt alone."""
+    from stableprompt.algorithms.sql import SoftQLearning
+
+    ctx = make_ctx(tiny_model_dir)
+    manual = ctx.task.manual_prompt
+    config = make_config(tiny_model_dir, tmp_path, continue_manual=True)
+    algo = SoftQLearning(config, ctx)
+    rollout = algo.policy.rollout(4, algo.choose)
+    prompts = algo.policy.decode(rollout.actions)
+    assert all(p.startswith(manual) and len(p) > len(manual) for p in prompts)
+    replayed = algo.policy.replay(rollout.actions)
+    torch.testing.assert_close(replayed.hidden, rollout.hidden, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(replayed.base_logits, rollout.base_logits, atol=1e-4, rtol=1e-4)
+    # the first state is the LM's after the start token and the manual prompt
+    ids = algo.policy.start_ids[None]
+    first = algo.policy.lm.model(input_ids=ids).last_hidden_state[0, -1].float()
+    torch.testing.assert_close(rollout.hidden[0, 0], first, atol=1e-5, rtol=1e-4)
+
+    summary = Trainer(config, ctx, progress=False).train()
+    assert all(p["prompt"].startswith(manual) for p in summary["prompts"])
+    assert summary["manual"]["prompt"] == manual  # the check compares with the prompt alone
+
+
+def test_continue_manual_errors(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="--continue-manual applies to"):
+        TrainConfig(algo="appo", continue_manual=True)
+    from dataclasses import replace
+
+    from stableprompt.algorithms.sql import SoftQLearning
+
+    ctx = make_ctx(tiny_model_dir)
+    ctx.task = replace(ctx.task, manual_prompt="")
+    with pytest.raises(UserError, match="needs a manual prompt"):
+        SoftQLearning(make_config(tiny_model_dir, tmp_path, continue_manual=True), ctx)

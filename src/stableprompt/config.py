@@ -135,6 +135,12 @@ class TrainConfig:
         min=1,
         hint="omit --prompts-per-step for the algorithm's default",
     )
+    continue_manual: bool = option(
+        False,
+        "sql, sparse-sql, random: a prompt is the manual prompt followed by --prompt-length "
+        "learned tokens (the policy reads the manual prompt first, so it samples continuations "
+        "of it), and the run is checked against the manual prompt alone",
+    )
     top_k: int = option(256, "sampling filter while training (sql)", min=1)
     eval_samples: int = option(
         3,
@@ -210,6 +216,11 @@ class TrainConfig:
                 f"--conditioning input needs the instruction agent of --algo appo or ppo; "
                 f"{self.algo} learns one prompt for the whole task (pass --algo appo, or drop "
                 "--conditioning input)"
+            )
+        if self.continue_manual and self.algo not in ("sql", "sparse-sql", "random"):
+            raise UserError(
+                f"--continue-manual applies to the token prompts of sql, sparse-sql and random, "
+                f"not {self.algo} (drop --continue-manual)"
             )
         if self.add_manual and self.conditioning != "input":
             raise UserError(

@@ -36,7 +36,11 @@ def build_mlp(hidden_size: int, mlp_hidden: int) -> nn.Sequential:
 
 
 class TokenPolicy(nn.Module):
-    def __init__(self, lm, tokenizer, prompt_length: int = 5, mlp_hidden: int = 2048):
+    def __init__(
+        self, lm, tokenizer, prompt_length: int = 5, mlp_hidden: int = 2048, context: str = ""
+    ):
+        """`context`: text the policy reads before its first action, and that every prompt
+        starts with (--continue-manual: the user's prompt, which the learned tokens continue)."""
         super().__init__()
         self.lm, self.tokenizer = lm, tokenizer
         self.prompt_length = prompt_length
@@ -47,7 +51,8 @@ class TokenPolicy(nn.Module):
         start = (
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
-        self.start_id = start
+        context_ids = tokenizer(context, add_special_tokens=False).input_ids if context else []
+        self.start_ids = torch.tensor([start, *context_ids], device=param.device)
         self.allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
         self.allowed = self.allowed.to(param.device)
 
@@ -66,8 +71,7 @@ class TokenPolicy(nn.Module):
 
         `choose(q, base_logits)` maps Q-values [B, V] to actions [B] (sampling or argmax).
         """
-        device = self.allowed.device
-        ids = torch.full((batch_size, 1), self.start_id, device=device)
+        ids = self.start_ids.expand(batch_size, -1)
         cache, actions, hiddens, bases = None, [], [], []
         for _ in range(self.prompt_length):
             h, cache = self._lm_step(ids, cache)
@@ -84,14 +88,17 @@ class TokenPolicy(nn.Module):
     @torch.no_grad()
     def replay(self, actions: Tensor) -> Rollout:
         """Recompute the states of stored prompts (one forward of the frozen LM)."""
-        start = torch.full((actions.shape[0], 1), self.start_id, device=actions.device)
+        start = self.start_ids.expand(actions.shape[0], -1)
         ids = torch.cat([start, actions[:, :-1]], dim=1)
-        hidden = self.lm.model(input_ids=ids).last_hidden_state
+        hidden = self.lm.model(input_ids=ids).last_hidden_state[:, start.shape[1] - 1 :]
         base = head_logits(self.lm.get_output_embeddings(), hidden).float()
         return Rollout(actions, hidden.float(), base.masked_fill(~self.allowed, float("-inf")))
 
     def decode(self, actions: Tensor) -> list[str]:
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in actions]
+        """Prompt texts, the context included: decoded together, so the learned tokens keep
+        their spacing against it."""
+        rows = torch.cat([self.start_ids.expand(actions.shape[0], -1), actions], dim=1)
+        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
 
 
 def allowed_prompt_tokens(tokenizer, vocab_size: int) -> Tensor:

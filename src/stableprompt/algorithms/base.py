@@ -10,6 +10,7 @@ import torch
 
 from stableprompt.config import TrainConfig
 from stableprompt.contexts.base import TaskContext
+from stableprompt.errors import UserError
 
 
 class Algorithm(ABC):
@@ -89,3 +90,15 @@ class Algorithm(ABC):
 
     @abstractmethod
     def load_state(self, state: dict) -> None: ...
+
+
+def prompt_context(config: TrainConfig, ctx: TaskContext) -> str:
+    """The text every token prompt starts with: the manual prompt under --continue-manual."""
+    if not config.continue_manual:
+        return ""
+    if not ctx.task.manual_prompt:
+        raise UserError(
+            f"--continue-manual needs a manual prompt; task {ctx.task.name} has none "
+            "(pass --manual-prompt, or drop --continue-manual)"
+        )
+    return ctx.task.manual_prompt

@@ -22,7 +22,7 @@ import torch
 
 from stableprompt.agents.instruction_agent import InstructionAgent
 from stableprompt.agents.token_policy import allowed_prompt_tokens
-from stableprompt.algorithms.base import Algorithm
+from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
 from stableprompt.tasks.registry import fill_template
@@ -37,7 +37,11 @@ class FixedPrompts(Algorithm):
         super().__init__(config, ctx)
         if config.algo == "random":
             self.prompts = random_token_prompts(
-                config.agent, config.num_prompts, config.prompt_length, config.seed
+                config.agent,
+                config.num_prompts,
+                config.prompt_length,
+                config.seed,
+                prompt_context(config, ctx),
             )
             return
         if not ctx.task.manual_prompt and config.algo in ("manual", "in-context"):
@@ -68,14 +72,20 @@ class FixedPrompts(Algorithm):
         pass
 
 
-def random_token_prompts(agent: str, n: int, length: int, seed: int) -> list[str]:
-    """`n` prompts of `length` tokens, uniform over the token policy's allowed tokens."""
+def random_token_prompts(
+    agent: str, n: int, length: int, seed: int, context: str = ""
+) -> list[str]:
+    """`n` prompts of `length` tokens, uniform over the token policy's allowed tokens, each
+    after `context` (--continue-manual), decoded with it as the token policy does."""
     lm, tokenizer = load_lm(agent)
     allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
     ids = allowed.nonzero().squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     picks = ids[torch.randint(len(ids), (n, length), generator=generator)]
-    return [tokenizer.decode(row).strip() for row in picks]
+    context_ids = torch.tensor(
+        tokenizer(context, add_special_tokens=False).input_ids, dtype=picks.dtype
+    )
+    return [tokenizer.decode(torch.cat([context_ids, row])).strip() for row in picks]
 
 
 def in_context_template(ctx, k: int, seed: int) -> str:

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
-from stableprompt.algorithms.base import Algorithm
+from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.models.loading import load_lm
 from stableprompt.tasks.rewards import zscore
 
@@ -161,7 +161,10 @@ class SoftQLearning(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
-        self.policy = TokenPolicy(lm, tokenizer, config.prompt_length, config.mlp_hidden)
+        context = prompt_context(config, ctx)  # the learned tokens may continue the user's prompt
+        self.policy = TokenPolicy(
+            lm, tokenizer, config.prompt_length, config.mlp_hidden, context=context
+        )
         self.target_mlp = copy.deepcopy(self.policy.mlp).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
         self.replay = ReplayBuffer(config.replay_size)
