@@ -20,8 +20,9 @@ picks for it (`--refit-label-words`, the library's default since it was measured
 the manual prompt has already. `c1-wide-dev` repeats the `c1-refit` sparse-sql runs with a dev
 of ~290 sentences (the split's dev plus the other RLPrompt splits' train and dev, built under
 ~/.cache/stableprompt/claims-data) at twice the calls, to see whether choosing prompts on more
-sentences than 32 lets a run return the gains the test set shows; `c1-gemma-refit` is the
-`c1-refit` configuration with Gemma as the target.
+sentences than 32 lets a run return the gains the test set shows; `c1-continue` has the policy
+write 5 tokens after the user's prompt (`--continue-manual`), and `c1-continue-wide` does so on
+the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the target.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -156,6 +157,13 @@ def units(only: set[str]) -> list[dict]:
         cont = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, name="continue", extra=cont) for split in SST2_SPLITS]
+    if "c1-continue-wide" in only:  # c1-continue choosing on the 282 dev sentences of c1-wide-dev
+        natural = dict(name="natural-wide-dev", wide_dev=True)
+        natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
+        out += [sst2(split, "manual", **natural) for split in SST2_SPLITS]
+        cont = dict(name="continue-wide-dev", wide_dev=True, budget=16384)
+        cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
+        out += [sst2(split, "sparse-sql", **cont) for split in SST2_SPLITS]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -334,6 +342,13 @@ C1_SETTINGS = [
         SST2_SPLITS,
         f"5 learned tokens after `{NATURAL}` (`--continue-manual`), words per prompt",
     ),
+    (
+        "sst-2",
+        "continue-wide-dev",
+        "natural-wide-dev",
+        SST2_SPLITS,
+        f"5 learned tokens after `{NATURAL}`, words per prompt, chosen on 282 dev sentences",
+    ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m-refit", "gemma3-270m", SST2_SPLITS, "words per prompt (pool of 4)"),
@@ -344,13 +359,14 @@ C1_SETTINGS = [
 ]
 
 
-def c1_setting(results: list[dict], task: str, variant: str) -> str:
-    """`target T, N calls` of a setting's trained runs."""
-    runs = [r for r in results if r["task"] == task and r["variant"] == variant]
-    runs = [r for r in runs if r["claim"] == "c1" and r["method"] != "manual"]
-    if not runs:
-        return "not yet run"
-    return f"target {runs[0]['target']}, {runs[0]['budget']:,} calls"
+def c1_setting(results: list[dict], task: str, variant: str, manual_variant: str) -> str:
+    """`target T, N calls` of a setting's trained runs (its manual runs' target before those)."""
+    rows = c1_rows(results, task, variant, manual_variant)
+    trained = [r for m, rs in rows.items() if m != "manual" for r in rs]
+    if trained:
+        return f"target {trained[0]['target']}, {trained[0]['budget']:,} calls"
+    manual = rows.get("manual")
+    return f"target {manual[0]['target']}, not yet run" if manual else "not yet run"
 
 
 def c1_rows(
@@ -669,10 +685,9 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         "| claim | verdict | numbers |",
         "|---|---|---|",
     ]
-    for (task, variant, _, _, what), (v, text) in c1_verdicts.items():
-        lines.append(
-            f"| C1 RLPrompt, {task}, {c1_setting(results, task, variant)}, {what} | {v} | {text} |"
-        )
+    for (task, variant, manual_variant, _, what), (v, text) in c1_verdicts.items():
+        setting = c1_setting(results, task, variant, manual_variant)
+        lines.append(f"| C1 RLPrompt, {task}, {setting}, {what} | {v} | {text} |")
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
@@ -683,8 +698,8 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         if len(rows) > 1:  # not the manual prompt alone
             lines += [
                 "",
-                f"C1 on {task}, {c1_setting(results, task, variant)} per run, {what} (test "
-                "accuracy):",
+                f"C1 on {task}, {c1_setting(results, task, variant, manual_variant)} per run, "
+                f"{what} (test accuracy):",
                 "",
                 c1_table(results, task, variant, manual_variant, splits),
             ]
@@ -757,7 +772,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
