@@ -323,7 +323,7 @@ C1_SETTINGS = [
         "wide-dev",
         "wide-dev",
         SST2_SPLITS,
-        "words per prompt, prompts chosen on ~290 dev sentences (the split's dev and the other "
+        "words per prompt, prompts chosen on 282 dev sentences (the split's dev and the other "
         "splits' train+dev)",
     ),
     ("sst-2", "natural", "natural", SST2_SPLITS, f"words per prompt, manual `{NATURAL}`"),
