@@ -164,6 +164,18 @@ def units(only: set[str]) -> list[dict]:
         cont = dict(name="continue-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
         out += [sst2(split, "sparse-sql", **cont) for split in SST2_SPLITS]
+    if "c1-gemma-wide" in only:  # Gemma's pools held better prompts than 32 dev sentences chose
+        for name, extra in (("", REFIT), ("-natural", {"manual_prompt": NATURAL, **REFIT})):
+            manual = dict(target="gemma3-270m", name=f"gemma3-270m{name}-wide-dev", extra=extra)
+            out += [sst2(split, "manual", wide_dev=True, **manual) for split in SST2_SPLITS]
+        gemma = dict(target="gemma3-270m", name="gemma3-270m-wide-dev", extra=REFIT)
+        gemma |= dict(wide_dev=True, budget=16384)
+        out += [sst2(split, "sparse-sql", **gemma) for split in SST2_SPLITS]
+    if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
+        cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
+        cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
+        cont["extra"] |= REFIT
+        out += [sst2(split, "sparse-sql", **cont) for split in SST2_SPLITS]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -349,9 +361,23 @@ C1_SETTINGS = [
         SST2_SPLITS,
         f"5 learned tokens after `{NATURAL}`, words per prompt, chosen on 282 dev sentences",
     ),
+    (
+        "sst-2",
+        "continue2-wide-dev",
+        "natural-wide-dev",
+        SST2_SPLITS,
+        f"2 learned tokens after `{NATURAL}`, words per prompt, chosen on 282 dev sentences",
+    ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m-refit", "gemma3-270m", SST2_SPLITS, "words per prompt (pool of 4)"),
+    (
+        "sst-2",
+        "gemma3-270m-wide-dev",
+        "gemma3-270m-wide-dev",
+        SST2_SPLITS,
+        "words per prompt, prompts chosen on 282 dev sentences",
+    ),
     ("trec", "", "", ("16-42",), "label words the run's (`auto`)"),
     ("sst-5", "", "", ("16-42",), "label words the run's (`auto`)"),
     ("trec", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
@@ -772,7 +798,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-continue-short,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

@@ -51,8 +51,7 @@ class TokenPolicy(nn.Module):
         start = (
             tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         )
-        context_ids = tokenizer(context, add_special_tokens=False).input_ids if context else []
-        self.start_ids = torch.tensor([start, *context_ids], device=param.device)
+        self.start_ids = torch.tensor([start, *token_ids(tokenizer, context)], device=param.device)
         self.allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
         self.allowed = self.allowed.to(param.device)
 
@@ -97,8 +96,19 @@ class TokenPolicy(nn.Module):
     def decode(self, actions: Tensor) -> list[str]:
         """Prompt texts, the context included: decoded together, so the learned tokens keep
         their spacing against it."""
-        rows = torch.cat([self.start_ids.expand(actions.shape[0], -1), actions], dim=1)
-        return [self.tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
+        return decode_after(self.tokenizer, self.start_ids, actions)
+
+
+def token_ids(tokenizer, text: str) -> list[int]:
+    """`text`'s tokens without special tokens ([] for no text)."""
+    return tokenizer(text, add_special_tokens=False).input_ids if text else []
+
+
+def decode_after(tokenizer, start_ids: Tensor, actions: Tensor) -> list[str]:
+    """Each row of `actions` decoded after `start_ids` (special tokens dropped): decoded
+    together, so the learned tokens keep their spacing against a context."""
+    rows = torch.cat([start_ids.to(actions).expand(actions.shape[0], -1), actions], dim=1)
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in rows]
 
 
 def allowed_prompt_tokens(tokenizer, vocab_size: int) -> Tensor:

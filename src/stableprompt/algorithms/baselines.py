@@ -21,7 +21,7 @@ import random
 import torch
 
 from stableprompt.agents.instruction_agent import InstructionAgent
-from stableprompt.agents.token_policy import allowed_prompt_tokens
+from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after, token_ids
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
@@ -82,10 +82,7 @@ def random_token_prompts(
     ids = allowed.nonzero().squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
     picks = ids[torch.randint(len(ids), (n, length), generator=generator)]
-    context_ids = torch.tensor(
-        tokenizer(context, add_special_tokens=False).input_ids, dtype=picks.dtype
-    )
-    return [tokenizer.decode(torch.cat([context_ids, row])).strip() for row in picks]
+    return decode_after(tokenizer, torch.tensor(token_ids(tokenizer, context)), picks)
 
 
 def in_context_template(ctx, k: int, seed: int) -> str:
