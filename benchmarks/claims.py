@@ -109,6 +109,31 @@ def wide_dev_data(task: str, split: str) -> Path:
     return out
 
 
+def pooled_data(task: str) -> Path:
+    """All five RLPrompt splits pooled: train = their train sentences (160 for SST-2), dev =
+    their dev sentences not among those (~155), test the shared test set. A user with ~300
+    labelled sentences who trains on half and chooses on the other half. Written once."""
+    out = WIDE_DEV / f"{task}-pooled"
+    if (out / "dev.tsv").is_file():
+        return out
+    src = ROOT / DATA / task
+    splits = sorted(d for d in src.iterdir() if d.is_dir())
+    seen: set[str] = set()
+    parts: dict[str, list[str]] = {"train": [], "dev": []}
+    for part in parts:  # train first: a sentence in some split's train stays out of dev
+        for split in splits:
+            header, *lines = (split / f"{part}.tsv").read_text().splitlines()
+            for line in lines:
+                if line.split("\t")[0] not in seen:
+                    seen.add(line.split("\t")[0])
+                    parts[part].append(line)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(splits[0] / "test.tsv", out / "test.tsv")  # the same file in every split
+    atomic_write_text(out / "train.tsv", "\n".join([header, *parts["train"]]) + "\n")
+    atomic_write_text(out / "dev.tsv", "\n".join([header, *parts["dev"]]) + "\n")  # the marker
+    return out
+
+
 def units(only: set[str]) -> list[dict]:
     """The study's runs in priority order: claim, task, split, method, seed, and optionally a
     variant name and its extra config."""
@@ -176,6 +201,13 @@ def units(only: set[str]) -> list[dict]:
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
         cont["extra"] |= REFIT
         out += [sst2(split, "sparse-sql", **cont) for split in SST2_SPLITS]
+    if "c1-pooled" in only:  # train on 160 sentences, not the same 32 (the policy overfit them)
+        natural = dict(name="natural-pooled", pooled=True)
+        natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
+        out.append(sst2("pooled", "manual", **natural))
+        cont = dict(name="continue-pooled", pooled=True, budget=16384)
+        cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
+        out += [sst2("pooled", "sparse-sql", seed=seed, **cont) for seed in (0, 1, 2)]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -235,6 +267,8 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         data = unit.get("data") or DATA / unit["task"] / unit["split"]
         if unit.get("wide_dev"):
             data = wide_dev_data(unit["task"], unit["split"])
+        if unit.get("pooled"):
+            data = pooled_data(unit["task"])
         settings = {**METHODS[method], **unit.get("extra", {})}
         if method == "random":  # after the label-word search (train+dev) and the refit's
             splits = load_kshot_dir(data)
@@ -284,7 +318,9 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         "budget": budget,
         "template": summary["template"],
         "label_words": best_words(summary),  # the best prompt's own, where re-chosen
-        "wide_dev": bool(unit.get("wide_dev")),  # prompts chosen on ~290 dev sentences
+        # which sentences the run trains and chooses on: the split's, its ~290 dev sentences
+        # (wide dev), or the five splits' train and dev pooled
+        "sentences": "pooled" if unit.get("pooled") else "wide-dev" if unit.get("wide_dev") else "",
         "baseline": unit.get("extra", {}).get("manual_prompt", ""),  # "": the task's manual
         "prompt": best["prompt"],
         "dev": best["dev"],
@@ -367,6 +403,14 @@ C1_SETTINGS = [
         "natural-wide-dev",
         SST2_SPLITS,
         f"2 learned tokens after `{NATURAL}`, words per prompt, chosen on 282 dev sentences",
+    ),
+    (
+        "sst-2",
+        "continue-pooled",
+        "natural-pooled",
+        ("pooled", "pooled s1", "pooled s2"),
+        f"5 learned tokens after `{NATURAL}`, words per prompt, trained on the five splits' 160 "
+        "train sentences and chosen on their 155 dev sentences (seeds 0-2)",
     ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
@@ -457,6 +501,11 @@ def _returned(rows: list[dict]) -> str:
     return f"{mean:.3f} ({kept} of {len(rows)} manual)"
 
 
+def _column(row: dict) -> str:
+    """A C1 table's column: the split, and the seed where a setting repeats one split."""
+    return row["split"] + (f" s{row['seed']}" if row["seed"] else "")
+
+
 def c1_table(
     results: list[dict], task: str, variant: str, manual_variant: str, splits: tuple[str, ...]
 ) -> str:
@@ -470,7 +519,7 @@ def c1_table(
     others: dict[str, list[dict]] = {}
     for r in results:
         same = r["claim"] == "c1" and r["task"] == task and r["target"] == first["target"]
-        same = same and r["wide_dev"] == first["wide_dev"]  # the same dev, so the same words
+        same = same and r["sentences"] == first["sentences"]  # the same dev, the same words
         if same and r["method"] == "manual" and r["variant"] != manual_variant:
             others.setdefault(f"manual `{r['prompt']}`", []).append(r)
     labelled += others.items()
@@ -480,7 +529,7 @@ def c1_table(
         "|---|---|" + "---:|" * len(splits) + "---:|---:|---:|---:|",
     ]
     for label, rs in labelled:
-        by = {r["split"]: f"{r['test']:.3f}" for r in rs}
+        by = {_column(r): f"{r['test']:.3f}" for r in rs}
         minutes = [r["seconds"] / 60 for r in rs if r["seconds"] is not None]
         lines.append(
             f"| {label} | {_mean_std([r['test'] for r in rs])} | "
@@ -798,7 +847,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-continue-short,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
