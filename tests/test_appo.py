@@ -307,11 +307,11 @@ def test_evaluation_adds_the_best_sampled_prompts_by_train_reward(tiny_model_dir
 def test_roomy_cache_layer_grows_and_matches_concatenation():
     from transformers.cache_utils import DynamicLayer
 
-    from stableprompt.agents.instruction_agent import RoomyLayer
+    from stableprompt.models.kv_cache import RoomyLayer
 
     torch.manual_seed(0)
     keys, values = torch.randn(1, 2, 5, 4), torch.randn(1, 2, 5, 4)
-    roomy, plain = RoomyLayer(keys, values, rows=3, room=1), DynamicLayer()
+    roomy, plain = RoomyLayer.repeated(keys, values, rows=3, room=1), DynamicLayer()
     plain.update(keys.expand(3, -1, -1, -1), values.expand(3, -1, -1, -1))
     for width in (1, 3, 2):  # the second update overflows the room and doubles the buffer
         new_k, new_v = torch.randn(3, 2, width, 4), torch.randn(3, 2, width, 4)

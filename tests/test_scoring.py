@@ -49,6 +49,35 @@ def test_engine_matches_naive_forward(tiny_lm, template, labels):
     assert (fast < 0).all()
 
 
+def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
+    """Gemma 3 mixes sliding-window and full-attention layers: the scorer writes suffixes in
+    place after the prefix in the full ones and leaves the sliding ones to transformers."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tiny_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        sliding_window=64,  # longer than every test sequence: sliding = full attention here
+        layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+    )
+    model = Gemma3ForCausalLM(config).eval()
+    engine = LocalScorer(model, tiny_tokenizer, prefix_batch_size=3, suffix_batch_size=5)
+    fast = engine.score(PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"])
+    slow = NaiveScorer(model, tiny_tokenizer).score(
+        PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
+    )
+    torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+
+
 def test_padded_batches_cut_where_padding_grows():
     def spans(lengths, max_rows, **kw):
         return [(b.start, b.stop) for b in padded_batches(lengths, max_rows, **kw)]

@@ -29,6 +29,7 @@ from transformers.cache_utils import DynamicLayer
 
 from stableprompt.errors import UserError
 from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
+from stableprompt.models.kv_cache import RoomyLayer
 from stableprompt.tasks import Example
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -83,44 +84,6 @@ class Samples:
     values: Tensor
 
 
-class RoomyLayer(DynamicLayer):
-    """A full-attention KV layer with spare room: decoding writes each new token in place
-    instead of copying the whole cache with torch.cat at every step, as DynamicLayer does."""
-
-    def __init__(self, keys: Tensor, values: Tensor, rows: int, room: int):
-        super().__init__()
-        _, heads, length, dim = keys.shape
-        self.device, self.is_initialized, self.length = keys.device, True, length
-        self.key_buffer = keys.new_empty(rows, heads, length + room, dim)
-        self.value_buffer = values.new_empty(rows, heads, length + room, dim)
-        self.key_buffer[:, :, :length] = keys  # broadcasts a one-row cache to `rows`
-        self.value_buffer[:, :, :length] = values
-        self.keys = self.key_buffer[:, :, :length]
-        self.values = self.value_buffer[:, :, :length]
-
-    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs):
-        if torch.is_grad_enabled() and key_states.requires_grad:
-            raise RuntimeError("RoomyLayer writes in place: decode under torch.no_grad()")
-        end = self.length + key_states.shape[-2]
-        if end > self.key_buffer.shape[-2]:  # out of room: grow by doubling
-            for name in ("key_buffer", "value_buffer"):
-                old = getattr(self, name)
-                grown = old.new_empty(*old.shape[:2], 2 * end, old.shape[-1])
-                grown[:, :, : self.length] = old[:, :, : self.length]
-                setattr(self, name, grown)
-        self.key_buffer[:, :, self.length : end] = key_states
-        self.value_buffer[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self.key_buffer[:, :, :end], self.value_buffer[:, :, :end]
-        return self.keys, self.values
-
-    def _only_appends(self, *args, **kwargs):
-        raise NotImplementedError("RoomyLayer supports appending only (it serves decoding)")
-
-    crop = batch_select_indices = batch_repeat_interleave = _only_appends
-    reorder_cache = reset = offload = _only_appends
-
-
 def repeat_cache(cache, rows: int, room: int = 0):
     """A new KV cache holding `rows` copies of a one-row cache; the original stays untouched.
     With `room`, full-attention layers preallocate that many more tokens (for decoding)."""
@@ -128,7 +91,7 @@ def repeat_cache(cache, rows: int, room: int = 0):
     repeated.layers = []
     for layer in cache.layers:
         if room and type(layer) is DynamicLayer:
-            repeated.layers.append(RoomyLayer(layer.keys, layer.values, rows, room))
+            repeated.layers.append(RoomyLayer.repeated(layer.keys, layer.values, rows, room))
         else:  # copies that append with torch.cat (the shared tensors are never written)
             layer = copy.copy(layer)
             index = torch.arange(rows, device=layer.keys.device) % layer.keys.shape[0]

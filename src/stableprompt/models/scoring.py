@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
 
 from stableprompt.errors import UserError
 from stableprompt.models.compat import (
@@ -26,6 +27,7 @@ from stableprompt.models.compat import (
     output_cache,
     real_positions,
 )
+from stableprompt.models.kv_cache import RoomyLayer
 from stableprompt.models.sampling import sample_generate
 from stableprompt.tasks.registry import check_template, fill_template
 
@@ -276,9 +278,12 @@ class LocalScorer(TargetScorer):
         super().__init__(cache)
         self.model, self.tokenizer = model, tokenizer
         self.name = getattr(model, "name_or_path", None) or model.config.name_or_path
-        # prefix token ids -> (per-layer (keys, values), last hidden state), least recent first;
-        # bounded by total prefix tokens (about 46 KB each for SmolLM2-135M in fp32)
-        self.prefix_store: OrderedDict[tuple[int, ...], tuple[list, torch.Tensor]] = OrderedDict()
+        # prefix token ids -> (keys and values [layers, 2, heads, tokens, dim], last hidden
+        # state), least recent first; bounded by total prefix tokens (about 46 KB each for
+        # SmolLM2-135M in fp32)
+        self.prefix_store: OrderedDict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor]] = (
+            OrderedDict()
+        )
         self.prefix_store_tokens = prefix_store_tokens
         self.prefix_batch_size = prefix_batch_size
         self.suffix_batch_size = suffix_batch_size
@@ -357,13 +362,13 @@ class LocalScorer(TargetScorer):
                     attention_mask=mask.to(self.device),
                     use_cache=True,
                 )
-                layers = output_cache(out).layers
+                # [layers, 2, rows, heads, width, dim]: one copy per prefix when scoring
+                kv = torch.stack(
+                    [torch.stack([la.keys, la.values]) for la in output_cache(out).layers]
+                )
                 for j, p in enumerate(batch):
-                    kv = [
-                        (la.keys[j, :, : len(p)].clone(), la.values[j, :, : len(p)].clone())
-                        for la in layers
-                    ]
-                    self.prefix_store[p] = (kv, out.last_hidden_state[j, len(p) - 1].clone())
+                    hidden = out.last_hidden_state[j, len(p) - 1].clone()
+                    self.prefix_store[p] = (kv[:, :, j, :, : len(p)].clone(), hidden)
         for p in prefixes:
             self.prefix_store.move_to_end(p)
 
@@ -373,32 +378,36 @@ class LocalScorer(TargetScorer):
             oldest, _ = self.prefix_store.popitem(last=False)
             total -= len(oldest)
 
-    def _prefix_cache(self, prefixes: list[tuple[int, ...]]):
-        """A batch KV cache of right-padded stored prefixes, its mask and last hidden states."""
+    def _prefix_cache(self, prefixes: list[tuple[int, ...]], room: int):
+        """A batch KV cache of right-padded stored prefixes with `room` more tokens, its mask
+        and last hidden states. Each prefix is copied once, into buffers the suffixes are then
+        written after (full-attention layers; other kinds keep transformers' own layer)."""
         width = max(len(p) for p in prefixes)
         stored = [self.prefix_store[p] for p in prefixes]
-        layers = []
-        for layer in range(len(stored[0][0])):
-            k0, v0 = stored[0][0][layer]
-            keys = k0.new_zeros(len(prefixes), k0.shape[0], width, k0.shape[-1])
-            values = v0.new_zeros(len(prefixes), v0.shape[0], width, v0.shape[-1])
-            for r, (kv, _) in enumerate(stored):
-                k, v = kv[layer]
-                keys[r, :, : k.shape[1]] = k
-                values[r, :, : v.shape[1]] = v
-            layers.append((keys, values))
+        layers, _, heads, _, dim = stored[0][0].shape
+        kv = stored[0][0].new_empty(layers, 2, len(prefixes), heads, width + room, dim)
+        for r, (prefix_kv, _) in enumerate(stored):
+            n = prefix_kv.shape[3]
+            kv[:, :, r, :, :n] = prefix_kv
+            kv[:, :, r, :, n:width] = 0  # padding: masked, but must not be NaN
+        cache = DynamicCache(config=self.model.config)
+        for i, layer in enumerate(cache.layers):
+            if type(layer) is DynamicLayer:
+                cache.layers[i] = RoomyLayer(kv[i, 0], kv[i, 1], width)
+            else:
+                layer.update(kv[i, 0, :, :, :width], kv[i, 1, :, :, :width])
         mask = torch.tensor(
             [[1] * len(p) + [0] * (width - len(p)) for p in prefixes], device=self.device
         )
         last = torch.stack([h for _, h in stored])
-        return DynamicCache(layers, config=self.model.config), mask, last
+        return cache, mask, last
 
     def _score_suffixes(self, rows: list[_Row]) -> list[torch.Tensor]:
         """Run the suffixes of `rows` (left-padded) on top of their prefixes' stored KV."""
-        cache, prefix_mask, hidden = self._prefix_cache([row.prefix for row in rows])
-        hidden = hidden[:, None]
         suffixes = [row.suffix for row in rows]
         width = max(len(s) for s in suffixes)
+        cache, prefix_mask, hidden = self._prefix_cache([row.prefix for row in rows], width)
+        hidden = hidden[:, None]
         pad = self.tokenizer.pad_token_id
         if width:
             ids = torch.tensor(
