@@ -76,6 +76,10 @@ def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
         PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
     )
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
+    config.sliding_window = 16  # now an input of 18 tokens would lose its first KV
+    short = LocalScorer(Gemma3ForCausalLM(config).eval(), tiny_tokenizer)
+    with pytest.raises(UserError, match="16-token sliding attention window"):
+        short.score(PROMPTS, ["a long input " * 6], "{input} {prompt}", [" great"])
 
 
 def test_padded_batches_cut_where_padding_grows():

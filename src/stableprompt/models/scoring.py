@@ -288,6 +288,10 @@ class LocalScorer(TargetScorer):
         self.prefix_batch_size = prefix_batch_size
         self.suffix_batch_size = suffix_batch_size
         self.device = next(model.parameters()).device
+        # a sliding-attention layer keeps only its window's last tokens of a prefix's KV
+        layers = DynamicCache(config=model.config).layers
+        sliding = any(type(layer) is not DynamicLayer for layer in layers)
+        self.window = getattr(model.config, "sliding_window", None) if sliding else None
 
     def _encode(self, text: str, special: bool) -> tuple[int, ...]:
         return tuple(self.tokenizer(text, add_special_tokens=special).input_ids)
@@ -305,6 +309,13 @@ class LocalScorer(TargetScorer):
             if not prefix:  # the shared prefix must hold at least one token to attend to
                 prefix, suffix = suffix[:1], suffix[1:]
             check_context(self, len(prefix) + len(suffix) + max(map(len, label_ids)), text)
+            if self.window and -(-len(prefix) // PREFIX_BUCKET) * PREFIX_BUCKET >= self.window:
+                raise UserError(
+                    f"an input is {len(prefix):,} tokens, longer than the {self.window}-token "
+                    f"sliding attention window of target {self.name}, which the local scorer "
+                    f"cannot reuse (it starts {text[:40]!r}): shorten such inputs, or serve the "
+                    "target with vLLM or llama.cpp (--target http://...)"
+                )
             if single:
                 rows.append([_Row(prefix, suffix, label_ids)])
             else:
