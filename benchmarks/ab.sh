@@ -13,7 +13,7 @@ shift 2
 root=$(cd "$(dirname "$0")/.." && pwd)
 tree=/tmp/stableprompt-ab-$(git -C "$root" rev-parse --short "$base")
 [ -d "$tree" ] || git -C "$root" worktree add --detach "$tree" "$base" >/dev/null
-head=$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet || echo "+changes")
+head=$(git -C "$root" rev-parse --short HEAD)$(git -C "$root" diff --quiet -- src || echo "+changes")
 for round in $(seq "$rounds"); do
     for side in base head; do
         if [ "$side" = base ]; then src=$tree/src name=$base; else src=$root/src name=$head; fi
