@@ -409,7 +409,7 @@ C1_SETTINGS = [
         "continue-pooled",
         "natural-pooled",
         ("pooled", "pooled s1", "pooled s2"),
-        f"5 learned tokens after `{NATURAL}`, words per prompt, trained on the five splits' 160 "
+        f"5 learned tokens after `{NATURAL}`, words per prompt, trained on the five splits' 159 "
         "train sentences and chosen on their 155 dev sentences (seeds 0-2)",
     ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
