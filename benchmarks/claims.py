@@ -648,6 +648,34 @@ def check_thresholds(results: list[dict], runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def ceiling(results: list[dict], runs: dict[str, dict]) -> str:
+    """How far any learned prompt went on C1's SST-2 runs, per target: the best test score over
+    every pool prompt of the sql and sparse-sql runs (each scored on test with its own words),
+    that is chosen with the test set, an upper bound on what choosing on dev could return."""
+    best: dict[str, list] = {}
+    for r in results:
+        if r["claim"] == "c1" and r["task"] == "sst-2" and r["method"] in RL:
+            pool = runs[r["run_dir"]]["prompts"]
+            entry = best.setdefault(r["target"], [0, None, "", 0])
+            entry[0] += len(pool)
+            for rank, prompt in enumerate(pool, 1):
+                if entry[1] is None or prompt["test"] > entry[1]["test"]:
+                    entry[1:] = [prompt, r["run_dir"], rank]
+    if not best:
+        return ""
+    lines = [
+        "| target | learned prompts scored on test | best on test | prompt | run | rank on dev |",
+        "|---|---:|---:|---|---|---:|",
+    ]
+    for target, (count, prompt, run, rank) in best.items():
+        text = prompt["prompt"].replace("|", "\\|").replace("\n", " ")
+        lines.append(
+            f"| {target} | {count} | {prompt['test']:.3f} | `{text}` | {Path(run).name} "
+            f"({Path(run).parent.name}) | {rank} |"
+        )
+    return "\n".join(lines)
+
+
 def per_input(results: list[dict]) -> str:
     """Issue 15: appo writing one prompt for the task vs one per input, at the same target-call
     budget and template, with the agent's generation seconds per test input."""
@@ -801,6 +829,16 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
             "nothing retrained):",
             "",
             thresholds,
+        ]
+    top = ceiling(results, runs)
+    if top:
+        lines += [
+            "",
+            "The best learned prompt on test of all C1 SST-2 sql and sparse-sql runs, per target "
+            "(every pool prompt, each with its words; chosen with the test set, so an upper bound "
+            "on what choosing on dev can return):",
+            "",
+            top,
         ]
     tte = per_input(results)
     if tte:
