@@ -71,10 +71,8 @@ def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
     )
     model = Gemma3ForCausalLM(config).eval()
     engine = LocalScorer(model, tiny_tokenizer, prefix_batch_size=3, suffix_batch_size=5)
-    fast = engine.score(PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"])
-    slow = NaiveScorer(model, tiny_tokenizer).score(
-        PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
-    )
+    args = PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
+    fast, slow = engine.score(*args), NaiveScorer(model, tiny_tokenizer).score(*args)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
     config.sliding_window = 16  # now an input of 18 tokens would lose its first KV
     short = LocalScorer(Gemma3ForCausalLM(config).eval(), tiny_tokenizer)
