@@ -208,6 +208,16 @@ def units(only: set[str]) -> list[dict]:
         cont = dict(name="continue-pooled", pooled=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, **REFIT}
         out += [sst2("pooled", "sparse-sql", seed=seed, **cont) for seed in (0, 1, 2)]
+    if "c1-demos" in only:  # the prompt is 4 train examples shown before the input, chosen by RL
+        demos = dict(name="demos4-wide-dev", wide_dev=True)
+        demos["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
+        demos["extra"] |= {"demonstrations": 4}
+        for split in ("16-42", "16-100", "16-13"):  # one split at a time: ~50 minutes each
+            out += [sst2(split, method, **demos) for method in ("sql", "random")]
+            shots = dict(name="shots4-wide-dev", wide_dev=True)  # 4 random train examples
+            shots["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
+            shots["extra"] |= {"num_shots": 4}
+            out.append(sst2(split, "in-context", **shots))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]

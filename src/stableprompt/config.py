@@ -141,6 +141,13 @@ class TrainConfig:
         "learned tokens (the policy reads the manual prompt first, so it samples continuations "
         "of it), and the run is checked against the manual prompt alone",
     )
+    demonstrations: int = option(
+        0,
+        "sql, random: a prompt is this many labelled train examples shown before the input "
+        "(the manual prompt stays; the policy chooses which examples and their order, from "
+        "half of train, and the other half rewards); 0: token prompts",
+        min=0,
+    )
     top_k: int = option(256, "sampling filter while training (sql)", min=1)
     eval_samples: int = option(
         3,
@@ -221,6 +228,11 @@ class TrainConfig:
             raise UserError(
                 f"--continue-manual applies to the token prompts of sql, sparse-sql and random, "
                 f"not {self.algo} (drop --continue-manual)"
+            )
+        if self.demonstrations and (self.algo not in ("sql", "random") or self.continue_manual):
+            raise UserError(
+                f"--demonstrations applies to sql and random without --continue-manual, not "
+                f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
             )
         if self.add_manual and self.conditioning != "input":
             raise UserError(

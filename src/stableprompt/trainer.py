@@ -112,7 +112,11 @@ class Trainer:
 
     def refit_calls(self) -> int:
         """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
-        wanted = self.config.refit_label_words and self.config.conditioning == "task"
+        wanted = (  # demonstrations carry the words they were rendered with: no refit
+            self.config.refit_label_words
+            and self.config.conditioning == "task"
+            and not self.config.demonstrations
+        )
         return self.config.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
 
     def next_step_calls(self) -> int:
@@ -265,7 +269,9 @@ class Trainer:
 
     def _scores_manual(self) -> bool:
         return bool(
-            self.ctx.task.manual_prompt and self.algorithm.trainable and self.config.score_manual
+            self.algorithm.manual_prompt() is not None
+            and self.algorithm.trainable
+            and self.config.score_manual
         )
 
     def _manual_baseline(self, scored) -> tuple[dict | None, torch.Tensor | None]:
@@ -274,7 +280,7 @@ class Trainer:
         skipped for baselines, which are themselves one."""
         if not self._scores_manual():
             return None, None
-        prompt = self.ctx.task.manual_prompt
+        prompt = self.algorithm.manual_prompt()
         dev = self.ctx.example_scores([prompt], "dev")[0]
         return scored({"prompt": prompt, "dev": dev.mean().item()}), dev
 
@@ -287,7 +293,7 @@ class Trainer:
         for entry in entries:
             groups.setdefault(tuple(entry.get("label_words") or ()), []).append(entry["prompt"])
         if self._scores_manual():
-            groups.setdefault((), []).append(self.ctx.task.manual_prompt)
+            groups.setdefault((), []).append(self.algorithm.manual_prompt())
         calls = self.ctx.scorer.calls
         for words, prompts in groups.items():
             self.ctx.example_scores(prompts, "test", list(words) or None)

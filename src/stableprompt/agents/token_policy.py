@@ -60,6 +60,10 @@ class TokenPolicy(nn.Module):
         out = (mlp or self.mlp)(hidden.float())
         return head_logits(self.lm.get_output_embeddings(), out)
 
+    def mask(self, rollout: Rollout) -> Tensor:
+        """Allowed actions (the same in every state): see `allowed_prompt_tokens`."""
+        return self.allowed
+
     def _lm_step(self, ids: Tensor, cache):
         out = self.lm.model(input_ids=ids, use_cache=True, **cache_kwarg(self.lm.model, cache))
         return out.last_hidden_state[:, -1], output_cache(out)

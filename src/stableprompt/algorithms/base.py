@@ -55,6 +55,13 @@ class Algorithm(ABC):
     def eval_prompts(self) -> list[str]:
         """Prompts to score on dev now (the greedy prompt for token policies)."""
 
+    def manual_prompt(self) -> str | None:
+        """The prompt a run is checked against: the task's manual prompt (None without one);
+        with --demonstrations the empty prompt, which is the manual prompt with none shown."""
+        if self.config.demonstrations:
+            return ""
+        return self.ctx.task.manual_prompt or None
+
     def dev_scores(self, prompts: list[str]) -> list[float]:
         """The dev metric of each eval prompt (tests script this)."""
         return self.ctx.evaluate(prompts, "dev").values

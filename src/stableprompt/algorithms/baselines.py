@@ -25,7 +25,7 @@ from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
-from stableprompt.tasks.registry import fill_template
+from stableprompt.tasks.demonstrations import render_demonstrations, use_demonstrations
 
 
 class FixedPrompts(Algorithm):
@@ -35,6 +35,12 @@ class FixedPrompts(Algorithm):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
+        if config.algo == "random" and config.demonstrations:
+            texts = use_demonstrations(ctx, config.demonstrations)
+            self.prompts = random_demonstrations(
+                texts, config.num_prompts, config.demonstrations, config.seed
+            )
+            return
         if config.algo == "random":
             self.prompts = random_token_prompts(
                 config.agent,
@@ -88,19 +94,13 @@ def random_token_prompts(
 def in_context_template(ctx, k: int, seed: int) -> str:
     """The task template preceded by k solved train examples, one per line (same prompt)."""
     demos = random.Random(seed).sample(ctx.splits["train"], min(k, len(ctx.splits["train"])))
-    if ctx.generation:  # the first acceptable answer, after a space as the model would write it
-        answers = [
-            " " + (ex.target if isinstance(ex.target, str) else ex.target[0]) for ex in demos
-        ]
-    else:
-        answers = [ctx.label_words[ex.label] for ex in demos]
-    prompt = ctx.task.manual_prompt
-    # Literal braces in the demos would read as placeholders later: drop them.
-    lines = [
-        fill_template(ctx.template, prompt, ex.text.replace("{", "(").replace("}", ")")) + answer
-        for ex, answer in zip(demos, answers, strict=True)
-    ]
-    return "\n".join(lines) + "\n" + ctx.template
+    return render_demonstrations(ctx, demos, ctx.task.manual_prompt) + ctx.template
+
+
+def random_demonstrations(texts: list[str], n: int, k: int, seed: int) -> list[str]:
+    """`n` prompts of `k` distinct demonstrations each, drawn uniformly in random order."""
+    rng = random.Random(seed)
+    return ["".join(rng.sample(texts, k)) for _ in range(n)]
 
 
 class BestOfN(Algorithm):

@@ -28,9 +28,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from stableprompt.agents.demo_policy import DemoPolicy
 from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.models.loading import load_lm
+from stableprompt.tasks.demonstrations import use_demonstrations
 from stableprompt.tasks.rewards import zscore
 
 ValueFn = Callable[[Tensor], Tensor]
@@ -161,10 +163,14 @@ class SoftQLearning(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
-        context = prompt_context(config, ctx)  # the learned tokens may continue the user's prompt
-        self.policy = TokenPolicy(
-            lm, tokenizer, config.prompt_length, config.mlp_hidden, context=context
-        )
+        if config.demonstrations:  # a prompt is K train examples (tasks/demonstrations.py)
+            texts = use_demonstrations(ctx, config.demonstrations)
+            self.policy = DemoPolicy(lm, tokenizer, texts, config.demonstrations, config.mlp_hidden)
+        else:
+            context = prompt_context(config, ctx)  # learned tokens may continue the user's prompt
+            self.policy = TokenPolicy(
+                lm, tokenizer, config.prompt_length, config.mlp_hidden, context=context
+            )
         self.target_mlp = copy.deepcopy(self.policy.mlp).requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.policy.mlp.parameters(), lr=config.lr)
         self.replay = ReplayBuffer(config.replay_size)
@@ -182,7 +188,7 @@ class SoftQLearning(Algorithm):
         return q.argmax(-1)
 
     def loss(self, q: Tensor, q_target: Tensor, rollout: Rollout, rewards: Tensor):
-        return sql_loss(q, q_target, rollout.actions, rewards, mask=self.policy.allowed)
+        return sql_loss(q, q_target, rollout.actions, rewards, mask=self.policy.mask(rollout))
 
     # the step ----------------------------------------------------------------------------------
 

@@ -1,0 +1,67 @@
+"""Labelled train examples shown before the input (in-context demonstrations).
+
+`--demonstrations K` makes a prompt out of K train examples instead of tokens: each is rendered
+as the task's template filled with the manual prompt and the example, then its answer, one per
+line, and the input follows in the same form. The manual prompt stays; what is learned is
+which examples are shown, and in which order. A target's accuracy depends strongly on that
+choice (the same four sentences in another order can flip its predictions), so it is a search
+space with room. The examples the policy may show and the examples that reward it are disjoint
+halves of train: an example scored right after being shown its own label would teach nothing.
+"""
+
+from __future__ import annotations
+
+from stableprompt.errors import UserError
+from stableprompt.tasks import Example
+from stableprompt.tasks.registry import fill_template
+
+
+def render_demonstrations(ctx, examples: list[Example], prompt: str) -> str:
+    """Each example in the task's template with `prompt`, then its answer, one per line."""
+    if ctx.generation:  # the first acceptable answer, after a space as the model would write it
+        answers = [
+            " " + (ex.target if isinstance(ex.target, str) else ex.target[0]) for ex in examples
+        ]
+    else:
+        answers = [ctx.label_words[ex.label] for ex in examples]
+    # Literal braces in an example would read as placeholders later: drop them.
+    return "".join(
+        fill_template(ctx.template, prompt, ex.text.replace("{", "(").replace("}", ")"))
+        + answer
+        + "\n"
+        for ex, answer in zip(examples, answers, strict=True)
+    )
+
+
+def split_for_demonstrations(train: list[Example]) -> tuple[list[Example], list[Example]]:
+    """(examples that may be shown, examples that reward): every other example of each class,
+    in file order, so both halves keep the class balance."""
+    shown, rewarded, seen = [], [], {}
+    for ex in train:
+        key = ex.label if ex.target is None else None
+        (rewarded if seen.get(key, 0) % 2 else shown).append(ex)
+        seen[key] = seen.get(key, 0) + 1
+    return shown, rewarded
+
+
+def use_demonstrations(ctx, k: int) -> list[str]:
+    """Switch `ctx` to prompts made of demonstrations: its template becomes `{prompt}` followed
+    by the task's template with the manual prompt in place, so the empty prompt is the manual
+    prompt alone, and its train split the half that rewards. Returns the other half rendered,
+    one demonstration each: a prompt is K of them joined."""
+    manual = ctx.task.manual_prompt
+    if "{" in manual or "}" in manual:
+        raise UserError(
+            "--demonstrations keeps the manual prompt in the template, so it may not contain "
+            "braces; rephrase the manual prompt"
+        )
+    shown, rewarded = split_for_demonstrations(ctx.splits["train"])
+    if len(shown) < k or not rewarded:
+        raise UserError(
+            f"--demonstrations {k} needs more than {2 * k} train examples (half are shown, half "
+            f"reward them); this task has {len(ctx.splits['train'])} (lower --demonstrations)"
+        )
+    texts = [render_demonstrations(ctx, [ex], manual) for ex in shown]
+    ctx.template = "{prompt}" + fill_template(ctx.template, manual, "{input}")
+    ctx.splits = {**ctx.splits, "train": rewarded}
+    return texts

@@ -1,0 +1,117 @@
+"""--demonstrations: prompts made of labelled train examples, chosen by the SQL policy."""
+
+import pytest
+import torch
+
+from stableprompt.agents.demo_policy import DemoPolicy
+from stableprompt.algorithms.baselines import FixedPrompts, random_demonstrations
+from stableprompt.algorithms.sql import sql_loss
+from stableprompt.config import TrainConfig
+from stableprompt.errors import UserError
+from stableprompt.tasks import Example, get_task
+from stableprompt.tasks.demonstrations import split_for_demonstrations, use_demonstrations
+from stableprompt.tasks.registry import fill_template
+from stableprompt.trainer import Trainer
+from tests.test_trainer import make_config, make_ctx
+
+
+def test_split_keeps_the_classes_balanced_and_the_halves_apart():
+    train = [Example(f"s{i}", label) for i, label in enumerate([0, 0, 1, 1, 0, 1, 1, 0])]
+    shown, rewarded = split_for_demonstrations(train)
+    assert [ex.label for ex in shown].count(0) == 2 and [ex.label for ex in shown].count(1) == 2
+    assert [ex.label for ex in rewarded].count(0) == 2
+    assert {ex.text for ex in shown}.isdisjoint(ex.text for ex in rewarded)
+    assert len(shown) + len(rewarded) == len(train)
+
+
+def test_the_empty_prompt_is_the_manual_prompt_and_demos_precede_the_input(tiny_model_dir):
+    ctx = make_ctx(tiny_model_dir)
+    template, manual = ctx.template, ctx.task.manual_prompt
+    train = list(ctx.splits["train"])
+    texts = use_demonstrations(ctx, 2)
+    shown, rewarded = split_for_demonstrations(train)
+    assert ctx.splits["train"] == rewarded  # only the other half rewards
+    for text, ex in zip(texts, shown, strict=True):
+        assert text == fill_template(template, manual, ex.text) + ctx.label_words[ex.label] + "\n"
+    x = "a new input"
+    assert fill_template(ctx.template, "", x) == fill_template(template, manual, x)
+    prompt = "".join(texts)
+    assert fill_template(ctx.template, prompt, x) == prompt + fill_template(template, manual, x)
+
+
+def test_bad_demonstration_settings_are_refused(tiny_model_dir):
+    with pytest.raises(UserError, match="needs more than 6 train examples"):
+        use_demonstrations(make_ctx(tiny_model_dir), 3)  # 4 train: 2 shown, 2 reward
+    with pytest.raises(UserError, match="--demonstrations applies to sql and random"):
+        TrainConfig(algo="appo", demonstrations=2)
+
+
+def test_demo_policy_draws_distinct_examples_and_replays_its_states(tiny_lm):
+    lm, tokenizer = tiny_lm
+    texts = [f"the movie {w} .\n" for w in ("great", "bad", "fun", "boring", "okay")]
+    policy = DemoPolicy(lm, tokenizer, texts, length=3, mlp_hidden=16)
+    torch.manual_seed(0)
+    rollout = policy.rollout(64, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0])
+    assert rollout.actions.shape == (64, 3)
+    assert all(len(set(row)) == 3 for row in rollout.actions.tolist())  # never shown twice
+    replayed = policy.replay(rollout.actions)
+    assert torch.equal(replayed.hidden, rollout.hidden)
+    assert torch.equal(replayed.base_logits, rollout.base_logits)
+    first = rollout.actions[0].tolist()
+    assert policy.decode(rollout.actions[:1]) == ["".join(texts[i] for i in first)]
+    mask = policy.mask(rollout)  # the second pick may not repeat the first
+    assert not mask[0, 1, first[0]] and mask[0, 1].sum() == len(texts) - 1
+
+
+def test_sql_on_the_demo_policy_learns_which_example_pays(tiny_lm):
+    """Reward 1 when candidate 2 is shown first, else 0: SQL moves probability onto it."""
+    lm, tokenizer = tiny_lm
+    texts = [f"the film {w} .\n" for w in ("great", "bad", "fun", "boring")]
+    policy = DemoPolicy(lm, tokenizer, texts, length=2, mlp_hidden=16)
+    optimizer = torch.optim.Adam(policy.mlp.parameters(), lr=1e-2)
+    torch.manual_seed(0)
+
+    def first_pick_share() -> float:
+        rollout = policy.rollout(400, lambda q, b: torch.multinomial(q.softmax(-1), 1)[:, 0])
+        return (rollout.actions[:, 0] == 2).float().mean().item()
+
+    before = first_pick_share()
+    for _ in range(100):
+        rollout = policy.rollout(16, lambda q, b: torch.multinomial(q.softmax(-1), 1)[:, 0])
+        rewards = (rollout.actions[:, 0] == 2).float() * 5
+        q = policy.q_values(rollout.hidden)
+        loss, _ = sql_loss(q, q.detach(), rollout.actions, rewards, mask=policy.mask(rollout))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert before < 0.4 and first_pick_share() > 0.6
+
+
+def test_random_demonstrations_follow_the_seed():
+    texts = ["a\n", "b\n", "c\n", "d\n"]
+    prompts = random_demonstrations(texts, n=5, k=2, seed=0)
+    assert prompts == random_demonstrations(texts, n=5, k=2, seed=0)
+    assert all(len(p.split("\n")) == 3 and p.split("\n")[0] != p.split("\n")[1] for p in prompts)
+
+
+def test_a_demonstrations_run_is_checked_against_the_manual_prompt(tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir)
+    manual = ctx.task.manual_prompt
+    config = make_config(tiny_model_dir, tmp_path, demonstrations=2, pool_size=2)
+    summary = Trainer(config, ctx, progress=False).train()
+    # the baseline is the empty prompt: the manual prompt with nothing shown before the input
+    assert summary["manual"]["prompt"] == ""
+    assert summary["manual"]["test"] == ctx.report("", "test")["accuracy"]
+    assert ctx.template == "{prompt}" + fill_template(get_task("sst-2").template, manual, "{input}")
+    learned = [e["prompt"] for e in summary["prompts"]]
+    assert all(p.count(manual) == 2 and p.endswith("\n") for p in learned)
+
+
+def test_random_baseline_with_demonstrations(tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir)
+    config = make_config(tiny_model_dir, tmp_path, algo="random", demonstrations=2)
+    baseline = FixedPrompts(config, ctx)
+    assert ctx.template.startswith("{prompt}")
+    shown = {line for p in baseline.prompts for line in p.splitlines()}
+    train_texts = {ex.text for ex in ctx.splits["train"]}  # the rewarding half is never shown
+    assert not any(text in line for line in shown for text in train_texts)
