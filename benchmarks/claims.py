@@ -23,6 +23,9 @@ of ~290 sentences (the split's dev plus the other RLPrompt splits' train and dev
 sentences than 32 lets a run return the gains the test set shows; `c1-continue` has the policy
 write 5 tokens after the user's prompt (`--continue-manual`), and `c1-continue-wide` does so on
 the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the target.
+`c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
+before the input (`--demonstrations 4`), against random demonstration sets at the same budget
+and 4 sentences drawn once (`in-context`), on the wide dev.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -60,6 +63,7 @@ RL = ("sql", "sparse-sql")
 # Per-method settings on top of the library defaults. Trained methods stop at the budget.
 METHODS: dict[str, dict] = {
     "manual": {},
+    "in-context": {},
     "random": {},  # prompts_per_step = budget / |dev|: as many random prompts as the budget buys
     "best-of-n": {"prompts_per_step": 8, "max_new_tokens": 32},
     "sql": {"train_examples": 16},
@@ -211,13 +215,12 @@ def units(only: set[str]) -> list[dict]:
     if "c1-demos" in only:  # the prompt is 4 train examples shown before the input, chosen by RL
         demos = dict(name="demos4-wide-dev", wide_dev=True)
         demos["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
+        shots = dict(name="demos4-wide-dev", wide_dev=True, extra=dict(demos["extra"]))
         demos["extra"] |= {"demonstrations": 4}
-        for split in ("16-42", "16-100", "16-13"):  # one split at a time: ~50 minutes each
-            out += [sst2(split, method, **demos) for method in ("sql", "random")]
-            shots = dict(name="shots4-wide-dev", wide_dev=True)  # 4 random train examples
-            shots["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
-            shots["extra"] |= {"num_shots": 4}
-            out.append(sst2(split, "in-context", **shots))
+        shots["extra"] |= {"num_shots": 4}  # 4 random train examples, as a user might paste
+        splits = ("16-42", "16-100", "16-13")  # each sql or random run takes ~20 minutes
+        out += [sst2(split, method, **demos) for method in ("sql", "random") for split in splits]
+        out += [sst2(split, "in-context", **shots) for split in splits]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -422,6 +425,14 @@ C1_SETTINGS = [
         f"5 learned tokens after `{NATURAL}`, words per prompt, trained on the five splits' 159 "
         "train sentences and chosen on their 155 dev sentences (seeds 0-2)",
     ),
+    (
+        "sst-2",
+        "demos4-wide-dev",
+        "natural-wide-dev",
+        SST2_SPLITS,
+        f"4 labelled train sentences shown before the input and `{NATURAL}` (`--demonstrations "
+        "4`; in-context: 4 drawn at random), words negative/positive, chosen on 282 dev sentences",
+    ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m-refit", "gemma3-270m", SST2_SPLITS, "words per prompt (pool of 4)"),
@@ -523,7 +534,9 @@ def c1_table(
     dev (each with its own words), so a learned prompt is read against every manual prompt."""
     rows = c1_rows(results, task, variant, manual_variant)
     labelled = [
-        (m, rows[m]) for m in ("manual", "random", "best-of-n", "sql", "sparse-sql") if m in rows
+        (m, rows[m])
+        for m in ("manual", "in-context", "random", "best-of-n", "sql", "sparse-sql")
+        if m in rows
     ]
     first = next(iter(rows.values()))[0]
     others: dict[str, list[dict]] = {}
@@ -895,7 +908,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

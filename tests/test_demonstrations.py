@@ -6,6 +6,7 @@ import torch
 from stableprompt.agents.demo_policy import DemoPolicy
 from stableprompt.algorithms.baselines import FixedPrompts, random_demonstrations
 from stableprompt.algorithms.sql import sql_loss
+from stableprompt.cli import format_summary
 from stableprompt.config import TrainConfig
 from stableprompt.errors import UserError
 from stableprompt.tasks import Example, get_task
@@ -105,6 +106,7 @@ def test_a_demonstrations_run_is_checked_against_the_manual_prompt(tiny_model_di
     assert ctx.template == "{prompt}" + fill_template(get_task("sst-2").template, manual, "{input}")
     learned = [e["prompt"] for e in summary["prompts"]]
     assert all(p.count(manual) == 2 and p.endswith("\n") for p in learned)
+    assert "\nmanual  (none shown)" in format_summary(summary, str(tmp_path))
 
 
 def test_random_baseline_with_demonstrations(tiny_model_dir, tmp_path):

@@ -85,10 +85,11 @@ def format_summary(summary: dict, out: str) -> str:
     rows = [("learned" if i == 0 else "", e) for i, e in enumerate(summary["prompts"])]
     if summary.get("manual"):
         rows.append(("manual", summary["manual"]))
-    width = min(60, max([len(repr(e["prompt"])) for _, e in rows] + [6]))
+    width = min(60, max([len(repr(e["prompt"])) for _, e in rows] + [12]))
     lines = [f"{'':8}{'prompt':<{width}}  {'dev':>6}  {'test':>6}  test 95% CI   ({metric})"]
     for kind, e in rows:
-        prompt = repr(e["prompt"])
+        # --demonstrations: the manual prompt is in the template, and its row shows none
+        prompt = repr(e["prompt"]) if e["prompt"] else "(none shown)"
         prompt = prompt if len(prompt) <= width else prompt[: width - 3] + "..."
         test = f"{e['test']:6.3f}" if "test" in e else f"{'-':>6}"
         ci = "[{:.3f}, {:.3f}]".format(*e["test_ci95"]) if "test_ci95" in e else ""
