@@ -502,7 +502,7 @@ def verdict_c1(
             continue
         rl = statistics.mean(r["test"] for r in rows[best_rl] if r["split"] in done)
         b = statistics.mean(done.values())
-        beats_baselines = beats_baselines and rl > b
+        beats_baselines = False if rl <= b else beats_baselines  # one loss decides
         text += f"; vs {base} {rl:.3f} against {b:.3f} on {len(done)} split(s)"
     if any(r.get("check") for r in rows[best_rl]):
         returned = statistics.mean(r["returned_test"] for r in rows[best_rl])
