@@ -221,6 +221,12 @@ def units(only: set[str]) -> list[dict]:
         splits = ("16-42", "16-100", "16-13")  # each sql or random run takes ~20 minutes
         out += [sst2(split, method, **demos) for method in ("sql", "random") for split in splits]
         out += [sst2(split, "in-context", **shots) for split in splits]
+    if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
+        for task, k in (("trec", 6), ("sst-5", 5)):
+            demos = dict(claim="c1", task=task, split="16-42", seed=0, name=f"demos{k}")
+            for method, extra in (("sql", "demonstrations"), ("random", "demonstrations")):
+                out.append(demos | dict(method=method, extra={extra: k}))
+            out.append(demos | dict(method="in-context", extra={"num_shots": k}))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -446,6 +452,22 @@ C1_SETTINGS = [
     ("trec", "", "", ("16-42",), "label words the run's (`auto`)"),
     ("sst-5", "", "", ("16-42",), "label words the run's (`auto`)"),
     ("trec", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
+    (
+        "trec",
+        "demos6",
+        "",
+        ("16-42",),
+        "6 labelled train questions shown before the input (`--demonstrations 6`; in-context: 6 "
+        "drawn at random), label words the run's (`auto`)",
+    ),
+    (
+        "sst-5",
+        "demos5",
+        "",
+        ("16-42",),
+        "5 labelled train sentences shown before the input (`--demonstrations 5`; in-context: 5 "
+        "drawn at random), label words the run's (`auto`)",
+    ),
     ("sst-5", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
 ]
 
@@ -908,7 +930,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
