@@ -25,7 +25,8 @@ write 5 tokens after the user's prompt (`--continue-manual`), and `c1-continue-w
 the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the target.
 `c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
-and 4 sentences drawn once (`in-context`), on the wide dev.
+and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
+TREC and SST-5 (split 16-42, its own dev) with one example per class (6 and 5).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -224,8 +225,8 @@ def units(only: set[str]) -> list[dict]:
     if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
         for task, k in (("trec", 6), ("sst-5", 5)):
             demos = dict(claim="c1", task=task, split="16-42", seed=0, name=f"demos{k}")
-            for method, extra in (("sql", "demonstrations"), ("random", "demonstrations")):
-                out.append(demos | dict(method=method, extra={extra: k}))
+            for method in ("sql", "random"):
+                out.append(demos | dict(method=method, extra={"demonstrations": k}))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
