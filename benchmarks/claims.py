@@ -228,6 +228,9 @@ def units(only: set[str]) -> list[dict]:
             for method in ("sql", "random"):
                 out.append(demos | dict(method=method, extra={"demonstrations": k}))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
+            # best-of-N's prompts are instructions with no demonstrations form: C1's baseline
+            # as it is, at the same budget, filed under this setting
+            out.append(demos | dict(method="best-of-n"))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
