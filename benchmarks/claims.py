@@ -228,9 +228,8 @@ def units(only: set[str]) -> list[dict]:
             for method in ("sql", "random"):
                 out.append(demos | dict(method=method, extra={"demonstrations": k}))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
-            # best-of-N's prompts are instructions with no demonstrations form: C1's baseline
-            # as it is, at the same budget, filed under this setting
-            out.append(demos | dict(method="best-of-n"))
+            # best-of-N writes instructions, with no demonstrations form: the task's own run
+            out.append(dict(claim="c1", task=task, split="16-42", method="best-of-n", seed=0))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -266,7 +265,7 @@ def units(only: set[str]) -> list[dict]:
             for method in ("sparse-sql", "random"):
                 unit = dict(claim="c1", task=task, split="16-42", method=method, seed=0)
                 out.append(unit | dict(name="refit", extra=REFIT))
-    return out
+    return [unit for i, unit in enumerate(out) if unit not in out[:i]]  # a run shared by claims
 
 
 def run_dir(out: Path, unit: dict) -> Path:
@@ -490,13 +489,26 @@ def c1_rows(
     results: list[dict], task: str, variant: str, manual_variant: str
 ) -> dict[str, list[dict]]:
     """C1's runs of one setting: the trained and baseline runs of `variant` on `task`, and the
-    manual prompt's runs of `manual_variant` (the manual prompt spends no budget)."""
+    manual prompt's runs of `manual_variant` (the manual prompt spends no budget). A setting with
+    no best-of-N run of its own takes `manual_variant`'s at the same target and budget, as it
+    is: its instructions have no form of the setting's (e.g. demonstrations)."""
     rows: dict[str, list[dict]] = {}
     for r in results:
         if r["claim"] == "c1" and r["task"] == task:
             manual = r["method"] == "manual"
             if r["variant"] == (manual_variant if manual else variant):
                 rows.setdefault(r["method"], []).append(r)
+    trained = [r for m in RL for r in rows.get(m, [])]
+    if "best-of-n" not in rows and trained:
+        rows["best-of-n"] = [
+            r
+            for r in results
+            if (r["claim"], r["task"], r["method"], r["variant"])
+            == ("c1", task, "best-of-n", manual_variant)
+            and (r["target"], r["budget"]) == (trained[0]["target"], trained[0]["budget"])
+        ]
+        if not rows["best-of-n"]:
+            del rows["best-of-n"]
     return rows
 
 
