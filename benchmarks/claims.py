@@ -223,13 +223,15 @@ def units(only: set[str]) -> list[dict]:
         out += [sst2(split, method, **demos) for method in ("sql", "random") for split in splits]
         out += [sst2(split, "in-context", **shots) for split in splits]
     if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
-        for task, k in (("trec", 6), ("sst-5", 5)):
-            demos = dict(claim="c1", task=task, split="16-42", seed=0, name=f"demos{k}")
+        for task, k, split in (("trec", 6, "16-42"), ("trec", 6, "16-100"), ("sst-5", 5, "16-42")):
+            plain = dict(claim="c1", task=task, split=split, seed=0)
+            demos = plain | dict(name=f"demos{k}")
+            out.append(plain | dict(method="manual"))
             for method in ("sql", "random"):
                 out.append(demos | dict(method=method, extra={"demonstrations": k}))
-            out.append(demos | dict(method="in-context", extra={"num_shots": k}))
             # best-of-N writes instructions, with no demonstrations form: the task's own run
-            out.append(dict(claim="c1", task=task, split="16-42", method="best-of-n", seed=0))
+            out.append(plain | dict(method="best-of-n"))
+            out.append(demos | dict(method="in-context", extra={"num_shots": k}))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -459,7 +461,7 @@ C1_SETTINGS = [
         "trec",
         "demos6",
         "",
-        ("16-42",),
+        ("16-42", "16-100"),
         "6 labelled train questions shown before the input (`--demonstrations 6`; in-context: 6 "
         "drawn at random), label words the run's (`auto`)",
     ),
@@ -486,13 +488,19 @@ def c1_setting(results: list[dict], task: str, variant: str, manual_variant: str
 
 
 def c1_rows(
-    results: list[dict], task: str, variant: str, manual_variant: str
+    results: list[dict],
+    task: str,
+    variant: str,
+    manual_variant: str,
+    splits: tuple[str, ...] | None = None,
 ) -> dict[str, list[dict]]:
     """C1's runs of one setting: the trained and baseline runs of `variant` on `task`, and the
-    manual prompt's runs of `manual_variant` (the manual prompt spends no budget). A setting with
-    no best-of-N run of its own takes `manual_variant`'s at the same target and budget, as it
-    is: its instructions have no form of the setting's (e.g. demonstrations)."""
+    manual prompt's runs of `manual_variant` (the manual prompt spends no budget), on `splits`
+    if given (a task's settings can cover different splits). A setting with no best-of-N run of
+    its own takes `manual_variant`'s at the same target and budget, as it is: its instructions
+    have no form of the setting's (e.g. demonstrations)."""
     rows: dict[str, list[dict]] = {}
+    results = [r for r in results if splits is None or r["split"] in splits]
     for r in results:
         if r["claim"] == "c1" and r["task"] == task:
             manual = r["method"] == "manual"
@@ -513,11 +521,12 @@ def c1_rows(
 
 
 def verdict_c1(
-    results: list[dict], task: str, variant: str, manual_variant: str
+    results: list[dict], task: str, variant: str, manual_variant: str, splits: tuple[str, ...]
 ) -> tuple[str, str]:
-    """The +5 points against the manual prompt need every split of the manual prompt and one RL
-    method; the baselines are compared on the splits where they ran (said in the text)."""
-    rows = c1_rows(results, task, variant, manual_variant)
+    """The +5 points against the manual prompt need every split of the manual prompt (among the
+    setting's `splits`) and one RL method; the baselines are compared on the splits where they
+    ran (said in the text)."""
+    rows = c1_rows(results, task, variant, manual_variant, splits)
     splits = {r["split"] for r in rows.get("manual", [])}
     complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
     if not splits or not complete:
@@ -570,6 +579,7 @@ def c1_table(
 ) -> str:
     """C1's rows, then the other hand-written prompts measured on the same task and target and
     dev (each with its own words), so a learned prompt is read against every manual prompt."""
+    results = [r for r in results if r["split"] in splits]
     rows = c1_rows(results, task, variant, manual_variant)
     labelled = [
         (m, rows[m])
@@ -836,7 +846,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     if rl_prompts:
         lm, tokenizer = load_lm(args.model, shared=True)
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
-    c1_verdicts = {setting: verdict_c1(results, *setting[:3]) for setting in C1_SETTINGS}
+    c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_v, c3_text = c3(results)
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
@@ -858,7 +868,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
     for task, variant, manual_variant, splits, what in C1_SETTINGS:
-        rows = c1_rows(results, task, variant, manual_variant)
+        rows = c1_rows(results, task, variant, manual_variant, splits)
         if len(rows) > 1:  # not the manual prompt alone
             lines += [
                 "",
