@@ -162,6 +162,42 @@ def test_sampling_records_the_policys_logprobs_and_values(tiny_model_dir):
         torch.testing.assert_close(samples.values * mask, values * mask, atol=1e-5, rtol=0)
 
 
+def test_decoding_folds_lora_into_the_weights_and_puts_them_back(tiny_model_dir):
+    """sample() decodes with W + scale * B @ A: with LoRA far from zero its log-probs must still
+    be the adapter's, the parameters afterwards the same objects with the same values, and the
+    fold skipped when the adapter is off (the initial agent) or dropout is on."""
+    algo = make_algo(tiny_model_dir)
+    agent, query = algo.agent, algo.eval_query
+    torch.manual_seed(6)
+    with torch.no_grad():
+        for name, p in agent.named_parameters():
+            if "lora_B" in name:
+                p.normal_(std=0.5)
+    before = {name: (p, p.detach().clone()) for name, p in agent.named_parameters()}
+    q_proj = agent.lm.get_base_model().model.layers[0].self_attn.q_proj
+    base = before["lm.base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight"][0]
+    with agent.merged_lora():
+        assert q_proj.disable_adapters and not q_proj.base_layer.weight.requires_grad
+        assert (q_proj.base_layer.weight - base).abs().max() > 0.01  # the update, folded in
+    for name, p in agent.named_parameters():
+        assert p is before[name][0] and torch.equal(p, before[name][1]), name
+    samples = agent.sample(query, 4, 6)
+    with torch.no_grad():
+        logprobs, values = agent.forward_logprobs_values(query, samples.response)
+        with agent.using_weights(None):
+            initial, _ = agent.forward_logprobs_values(query, samples.response)
+    mask = samples.mask
+    torch.testing.assert_close(samples.logprobs * mask, logprobs * mask, atol=1e-4, rtol=0)
+    torch.testing.assert_close(samples.values * mask, values * mask, atol=1e-4, rtol=0)
+    assert ((logprobs - initial).abs() * mask).max() > 0.1  # LoRA changed the policy
+    with agent.using_weights(None), agent.merged_lora():  # adapter off: nothing to fold
+        assert q_proj.base_layer.weight is base
+    agent.train()
+    with agent.merged_lora():  # dropout on: the fold would drop it
+        assert q_proj.base_layer.weight is base
+    agent.eval()
+
+
 def test_clipped_loss_on_agent_matches_hand_computation(tiny_model_dir):
     algo = make_algo(tiny_model_dir, anchor_every=100)
     agent, query = algo.agent, algo.eval_query

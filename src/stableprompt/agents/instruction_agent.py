@@ -287,33 +287,34 @@ class InstructionAgent(nn.Module):
         finished = torch.zeros(num, dtype=torch.bool, device=device)
         had_text = torch.zeros_like(finished)
         tokens, mask, logprobs, values = [], [], [], []
-        for done in range(max_new_tokens):
-            out = self.decoder(
-                input_ids=token,
-                use_cache=True,
-                **cache_kwarg(self.decoder, cache),
-                **query.attend(done, 1),
-            )
-            cache = output_cache(out)
-            hidden = out.last_hidden_state[:, -1]
-            logits = head_logits(self.head, hidden).float() / (temperature or 1.0)
-            if temperature > 0:
-                nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
-            else:
-                nxt = logits.argmax(-1)
-            nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
-            logprobs.append(F.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1))
-            values.append(self.value_head(hidden.float()).squeeze(-1))
-            mask.append(~finished)
-            stop = self.stop_special[nxt] | (
-                self.has_newline[nxt] & (had_text | self.text_before_newline[nxt])
-            )
-            had_text |= self.has_text[nxt]
-            finished = finished | stop
-            tokens.append(nxt)
-            if finished.all():
-                break
-            token = nxt[:, None]
+        with self.merged_lora():
+            for done in range(max_new_tokens):
+                out = self.decoder(
+                    input_ids=token,
+                    use_cache=True,
+                    **cache_kwarg(self.decoder, cache),
+                    **query.attend(done, 1),
+                )
+                cache = output_cache(out)
+                hidden = out.last_hidden_state[:, -1]
+                logits = head_logits(self.head, hidden).float() / (temperature or 1.0)
+                if temperature > 0:
+                    nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+                else:
+                    nxt = logits.argmax(-1)
+                nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)
+                logprobs.append(F.log_softmax(logits, dim=-1).gather(-1, nxt[:, None]).squeeze(-1))
+                values.append(self.value_head(hidden.float()).squeeze(-1))
+                mask.append(~finished)
+                stop = self.stop_special[nxt] | (
+                    self.has_newline[nxt] & (had_text | self.text_before_newline[nxt])
+                )
+                had_text |= self.has_text[nxt]
+                finished = finished | stop
+                tokens.append(nxt)
+                if finished.all():
+                    break
+                token = nxt[:, None]
         response = torch.stack(tokens, 1)
         mask = torch.stack(mask, 1).long()
         texts = self.decode(response, mask)
@@ -335,6 +336,38 @@ class InstructionAgent(nn.Module):
         return texts
 
     # -- weights ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def merged_lora(self) -> Iterator[None]:
+        """Decode with each LoRA update folded into its base weight (W + scale * B @ A): one
+        matmul per projection instead of three, in eval mode only (the fold has no dropout) and
+        on fp32 weights only (bf16 would round a small update away). The merged weights are new
+        tensors and the original parameters are put back as they were, so the training weights
+        never round (peft's in-place merge/unmerge would)."""
+        from peft.tuners.lora import LoraLayer
+
+        layers = [m for m in self.lm.modules() if isinstance(m, LoraLayer)]
+        weights = [getattr(m.get_base_layer(), "weight", None) for m in layers]
+        fp32 = all(isinstance(w, Tensor) and w.dtype == torch.float32 for w in weights)
+        if self.training or not layers or not fp32 or layers[0].disable_adapters:
+            yield  # dropout on, weights not fp32, or the adapter off (the initial agent)
+            return
+        saved = []
+        with torch.no_grad():
+            for layer in layers:
+                base = layer.get_base_layer()
+                merged = base.weight.detach().clone()
+                for name in layer.active_adapters:
+                    if name in layer.lora_A:
+                        merged += layer.get_delta_weight(name).to(merged.dtype)
+                saved.append((base, base.weight))
+                base.weight = nn.Parameter(merged, requires_grad=False)
+        try:
+            with self.lm.disable_adapter():
+                yield
+        finally:
+            for base, weight in saved:
+                base.weight = weight
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
