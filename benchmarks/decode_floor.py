@@ -5,8 +5,9 @@
 Decoding a few rows reads every weight once per token, so it is bound by memory bandwidth, not
 arithmetic. This prints, in one process: the machine's copy bandwidth (a 512 MiB tensor copy), one
 pass of `F.linear` over all of the model's weight matrices with `rows` input rows in fp32, bf16
-and fp16 (the matmul work of one decoding step), and one real decoding step of the model (4 rows,
-a 220-token KV cache, as APPO's agent decodes), then the APPO agent's own sampling per token
+and fp16 (the matmul work of one decoding step) and in fp32 as `W @ x^T` (the layout of
+`few_row_linears`), one real decoding step of the model (4 rows, a 220-token KV cache, as APPO's
+agent decodes) plain and under `few_row_linears`, then the APPO agent's own sampling per token
 (LoRA, value head, sampling over the vocabulary) with the adapter on and off, on a meta-prompt
 of 5 SST-2 train pairs. The weights, 4 bytes each in fp32, are read from memory at every pass
 since they do not fit in the cache.
@@ -26,6 +27,11 @@ from scoring import ROOT, machine, revision
 
 from stableprompt.agents.instruction_agent import InstructionAgent
 from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
+
+try:
+    from stableprompt.models.compat import few_row_linears
+except ImportError:  # a library older than it (benchmarks/ab.sh's base side)
+    few_row_linears = None
 from stableprompt.models.loading import load_lm
 from stableprompt.tasks import get_task, load_kshot_dir
 
@@ -53,12 +59,18 @@ def main() -> None:
             cast = [w.to(dtype) for w in weights]
             inputs = {w.shape[1]: torch.randn(args.rows, w.shape[1], dtype=dtype) for w in cast}
             nbytes = params * cast[0].element_size()
-            took = seconds(lambda c=cast, x=inputs: [F.linear(x[w.shape[1]], w) for w in c], 3)
-            floor = nbytes / (bandwidth / 2)  # reading only: half of a copy's traffic
-            print(
-                f"{str(dtype)[6:]:9s}  {nbytes / 1e6:8.0f}  {took * 1e3:14.1f}  "
-                f"{nbytes / took / 1e9:14.1f}  {floor * 1e3:26.1f}"
-            )
+            passes = {
+                str(dtype)[6:]: lambda c=cast, x=inputs: [F.linear(x[w.shape[1]], w) for w in c]
+            }
+            if dtype == torch.float32:  # the layout of head_logits and few_row_linears
+                passes["fp32 W@x^T"] = lambda c=cast, x=inputs: [w @ x[w.shape[1]].T for w in c]
+            for name, one_pass in passes.items():
+                took = seconds(one_pass, 3)
+                floor = nbytes / (bandwidth / 2)  # reading only: half of a copy's traffic
+                print(
+                    f"{name:9s}  {nbytes / 1e6:8.0f}  {took * 1e3:14.1f}  "
+                    f"{nbytes / took / 1e9:14.1f}  {floor * 1e3:26.1f}"
+                )
             del cast
 
         decoder = model.model
@@ -74,6 +86,10 @@ def main() -> None:
 
         took = seconds(step, args.repeats)
         print(f"one fp32 decoding step of the model, {args.rows} rows: {took * 1e3:.1f} ms")
+        if few_row_linears is not None:
+            with few_row_linears(model):
+                took = seconds(step, args.repeats)
+            print(f"  the same with few_row_linears (W @ x^T): {took * 1e3:.1f} ms")
     agent_sampling(args)
 
 

@@ -7,7 +7,7 @@ import torch
 
 from stableprompt.errors import UserError
 from stableprompt.models import scoring
-from stableprompt.models.compat import head_logits
+from stableprompt.models.compat import few_row_linears, head_logits
 from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
@@ -272,6 +272,23 @@ def test_head_logits_equals_the_linear_layer(bias):
     torch.testing.assert_close(head_logits(head, hidden), head(hidden), atol=1e-5, rtol=1e-5)
     # float32 hidden states on a bf16 head (the token policy's Q-values) come out float32
     assert head_logits(head.to(torch.bfloat16), hidden).dtype == torch.float32
+
+
+def test_few_row_linears_give_the_models_outputs_and_restore_its_layers(tiny_lm):
+    """Decoding under few_row_linears (weight @ x^T for up to 16 rows) gives the model's own
+    hidden states for a few rows and for many; afterwards no layer keeps the patched forward."""
+    model, _ = tiny_lm
+    torch.manual_seed(0)
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    with torch.no_grad():
+        for rows, length in ((4, 1), (3, 5), (8, 4)):  # 4 and 15 rows patched, 32 not
+            ids = torch.randint(0, 100, (rows, length))
+            plain = model.model(input_ids=ids).last_hidden_state
+            with few_row_linears(model), few_row_linears(model):  # nesting is harmless
+                assert all("forward" in vars(m) for m in linears)
+                fast = model.model(input_ids=ids).last_hidden_state
+            torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
+    assert not any("forward" in vars(m) for m in linears)
 
 
 def test_an_input_longer_than_the_context_is_refused(tiny_lm):

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from transformers.cache_utils import DynamicLayer
 
 from stableprompt.errors import UserError
-from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
+from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
 from stableprompt.models.kv_cache import RoomyLayer
 from stableprompt.tasks import Example
 
@@ -287,7 +287,7 @@ class InstructionAgent(nn.Module):
         finished = torch.zeros(num, dtype=torch.bool, device=device)
         had_text = torch.zeros_like(finished)
         tokens, mask, logprobs, values = [], [], [], []
-        with self.merged_lora():
+        with self.merged_lora(), few_row_linears(self):
             for done in range(max_new_tokens):
                 out = self.decoder(
                     input_ids=token,

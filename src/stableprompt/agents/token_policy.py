@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from stableprompt.models.compat import cache_kwarg, head_logits, output_cache
+from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
 
 
 @dataclass
@@ -76,16 +76,17 @@ class TokenPolicy(nn.Module):
         """
         ids = self.start_ids.expand(batch_size, -1)
         cache, actions, hiddens, bases = None, [], [], []
-        for _ in range(self.prompt_length):
-            h, cache = self._lm_step(ids, cache)
-            base = head_logits(self.lm.get_output_embeddings(), h).float()
-            q = self.q_values(h).masked_fill(~self.allowed, float("-inf"))
-            base = base.masked_fill(~self.allowed, float("-inf"))
-            action = choose(q, base)
-            actions.append(action)
-            hiddens.append(h.float())
-            bases.append(base)
-            ids = action[:, None]
+        with few_row_linears(self):
+            for _ in range(self.prompt_length):
+                h, cache = self._lm_step(ids, cache)
+                base = head_logits(self.lm.get_output_embeddings(), h).float()
+                q = self.q_values(h).masked_fill(~self.allowed, float("-inf"))
+                base = base.masked_fill(~self.allowed, float("-inf"))
+                action = choose(q, base)
+                actions.append(action)
+                hiddens.append(h.float())
+                bases.append(base)
+                ids = action[:, None]
         return Rollout(torch.stack(actions, 1), torch.stack(hiddens, 1), torch.stack(bases, 1))
 
     @torch.no_grad()

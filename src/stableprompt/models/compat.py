@@ -1,12 +1,19 @@
 """Helpers that keep the model code working across transformers versions and head layouts:
 the KV-cache keyword and attribute (renamed between releases), position ids of padded batches,
-and the LM head computed the way CPUs run it fastest. No other module of ours is imported here."""
+and the LM head (and few-row linear layers) computed the way CPUs run them fastest. No other
+module of ours is imported here."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import types
+from collections.abc import Iterator
 
 import torch
+import torch.nn.functional as F
+
+FEW_ROWS = 16  # up to this many rows a linear layer runs faster as weight @ x^T (decode_floor.py)
 
 
 def real_positions(mask: torch.Tensor) -> torch.Tensor:
@@ -40,6 +47,28 @@ def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
     if head.bias is not None:
         logits = logits + head.bias.to(hidden.dtype)
     return logits.reshape(*hidden.shape[:-1], head.weight.shape[0])
+
+
+def _few_row_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    if x.numel() > FEW_ROWS * x.shape[-1]:
+        return F.linear(x, self.weight, self.bias)
+    return head_logits(self, x)
+
+
+@contextlib.contextmanager
+def few_row_linears(model: torch.nn.Module) -> Iterator[None]:
+    """Within: each `nn.Linear` of `model` given at most FEW_ROWS rows (decoding a few
+    sequences a token at a time) computes `weight @ x^T`, the layout `head_logits` uses, which
+    MKL's fp32 GEMM runs faster at that shape than `F.linear`'s; more rows take `F.linear`."""
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    linears = [m for m in linears if "forward" not in vars(m)]  # not already patched (nested)
+    for m in linears:
+        m.forward = types.MethodType(_few_row_forward, m)  # an instance attribute, deleted after
+    try:
+        yield
+    finally:
+        for m in linears:
+            del m.forward
 
 
 def lm_logits(model, hidden: torch.Tensor) -> torch.Tensor:
