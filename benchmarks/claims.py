@@ -26,7 +26,8 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 `c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
-TREC and SST-5 (split 16-42, its own dev) with one example per class (6 and 5).
+TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with one example per
+class (6 and 5).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
