@@ -7,7 +7,7 @@ import torch
 
 from stableprompt.errors import UserError
 from stableprompt.models import scoring
-from stableprompt.models.compat import few_row_linears, head_logits
+from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
 from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
@@ -289,6 +289,24 @@ def test_few_row_linears_give_the_models_outputs_and_restore_its_layers(tiny_lm)
                 fast = model.model(input_ids=ids).last_hidden_state
             torch.testing.assert_close(fast, plain, atol=1e-5, rtol=1e-5)
     assert not any("forward" in vars(m) for m in linears)
+
+
+def test_decoding_under_few_row_linears_keeps_the_fused_attention_kernel(tiny_lm):
+    """`weight @ x^T` is transposed back to row-major: a query whose head dimension is strided
+    sends attention from torch's flash kernel to its unfused math kernel, which cost APPO's
+    agent a quarter of its decoding time."""
+    from torch.profiler import profile
+
+    model, _ = tiny_lm
+    ids = torch.randint(0, 100, (4, 6))
+    with torch.no_grad():
+        cache = output_cache(model.model(input_ids=ids[:, :5], use_cache=True))
+        with few_row_linears(model), profile() as prof:
+            step = {"input_ids": ids[:, 5:], "use_cache": True, **cache_kwarg(model.model, cache)}
+            model.model(**step)
+    kernels = {e.key for e in prof.key_averages() if "attention" in e.key}
+    assert "aten::_scaled_dot_product_flash_attention_for_cpu" in kernels, kernels
+    assert "aten::_scaled_dot_product_attention_math" not in kernels, kernels
 
 
 def test_an_input_longer_than_the_context_is_refused(tiny_lm):

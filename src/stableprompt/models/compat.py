@@ -52,7 +52,9 @@ def head_logits(head: torch.nn.Module, hidden: torch.Tensor) -> torch.Tensor:
 def _few_row_forward(self: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
     if x.numel() > FEW_ROWS * x.shape[-1]:
         return F.linear(x, self.weight, self.bias)
-    return head_logits(self, x)
+    # row-major again (a few rows: a tiny copy): a transposed query would send attention to
+    # torch's unfused math kernel, as the flash kernel wants the head dimension contiguous
+    return head_logits(self, x).contiguous()
 
 
 @contextlib.contextmanager
