@@ -294,7 +294,7 @@ def test_few_row_linears_give_the_models_outputs_and_restore_its_layers(tiny_lm)
 def test_decoding_under_few_row_linears_keeps_the_fused_attention_kernel(tiny_lm):
     """`weight @ x^T` is transposed back to row-major: a query whose head dimension is strided
     sends attention from torch's flash kernel to its unfused math kernel, which cost APPO's
-    agent a quarter of its decoding time."""
+    agent a fifth of its decoding time."""
     from torch.profiler import profile
 
     model, _ = tiny_lm
