@@ -246,6 +246,11 @@ def units(only: set[str]) -> list[dict]:
         splits = ("16-42", "16-100", "16-13")  # each sql or random run takes ~20 minutes
         out += [sst2(split, method, **demos) for method in ("sql", "random") for split in splits]
         out += [sst2(split, "in-context", **shots) for split in splits]
+        # best-of-N writes instructions (no demonstrations form) choosing on the same 282 dev
+        # sentences, each with its own words: the variant c1_rows reads for this setting
+        natural = dict(name="natural-wide-dev", wide_dev=True)
+        natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
+        out += [sst2(split, "best-of-n", **natural) for split in splits]
     if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
         for task, k, split in (("trec", 6, "16-42"), ("trec", 6, "16-100"), ("sst-5", 5, "16-42")):
             plain = dict(claim="c1", task=task, split=split, seed=0)
