@@ -26,9 +26,10 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 `c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
-TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with one example per
-class (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample of
-1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt).
+TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with as many examples as
+classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample
+of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt),
+and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -269,6 +270,11 @@ def units(only: set[str]) -> list[dict]:
             out.append(demos | dict(method=method, extra={"demonstrations": 4}))
         out.append(demos | dict(method="in-context", extra={"num_shots": 4}))
         out.append(plain | dict(method="best-of-n"))
+    if "c1-agnews-balanced" in only:  # c1-agnews showing one article per class (neither showed 4)
+        plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
+        balanced = plain | dict(name="demos4-balanced")
+        balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
+        out += [balanced | dict(method=method) for method in ("sql", "random")]
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
@@ -521,6 +527,15 @@ C1_SETTINGS = [
         "4 labelled train articles shown before the input (`--demonstrations 4`; in-context: 4 "
         "drawn at random), label words the run's (`auto`), test: 250 articles per class drawn "
         "at random (seed 0) from the 7,600",
+    ),
+    (
+        "agnews",
+        "demos4-balanced",
+        "",
+        ("16-42",),
+        "one labelled train article per class shown before the input (`--demonstrations 4 "
+        "--balanced-demonstrations`), label words the run's (`auto`), test: 250 articles per "
+        "class drawn at random (seed 0) from the 7,600",
     ),
 ]
 
@@ -1004,7 +1019,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-32k,c3,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

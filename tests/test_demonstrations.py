@@ -29,7 +29,8 @@ def test_the_empty_prompt_is_the_manual_prompt_and_demos_precede_the_input(tiny_
     ctx = make_ctx(tiny_model_dir)
     template, manual = ctx.template, ctx.task.manual_prompt
     train = list(ctx.splits["train"])
-    texts = use_demonstrations(ctx, 2)
+    texts, classes = use_demonstrations(ctx, 2)
+    assert classes is None  # not balanced
     shown, rewarded = split_for_demonstrations(train)
     assert ctx.splits["train"] == rewarded  # only the other half rewards
     for text, ex in zip(texts, shown, strict=True):
@@ -45,6 +46,40 @@ def test_bad_demonstration_settings_are_refused(tiny_model_dir):
         use_demonstrations(make_ctx(tiny_model_dir), 3)  # 4 train: 2 shown, 2 reward
     with pytest.raises(UserError, match="--demonstrations applies to sql and random"):
         TrainConfig(algo="appo", demonstrations=2)
+    with pytest.raises(UserError, match="--balanced-demonstrations applies with --demon"):
+        TrainConfig(algo="sql", balanced_demonstrations=True)
+    with pytest.raises(UserError, match="too few examples of some classes for at most 2"):
+        ctx = make_ctx(tiny_model_dir)  # shown: 1 negative and 4 positive sentences
+        ctx.splits = {**ctx.splits, "train": [Example("bad", 0), Example("dull", 0)]}
+        ctx.splits["train"] += [Example(f"good {i}", 1) for i in range(8)]
+        use_demonstrations(ctx, 4, balanced=True)  # at most 2 per class: 3 can be shown
+
+
+def test_balanced_demonstrations_show_one_example_of_each_class(tiny_lm):
+    """K = the number of classes: every prompt, sampled or random, shows each class once."""
+    lm, tokenizer = tiny_lm
+    texts = [f"the movie {w} .\n" for w in ("great", "bad", "fun", "boring", "okay", "dull")]
+    classes = [0, 1, 0, 1, 2, 2]
+    policy = DemoPolicy(lm, tokenizer, texts, length=3, mlp_hidden=16, classes=classes)
+    torch.manual_seed(0)
+    rollout = policy.rollout(64, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0])
+    assert all(sorted(classes[i] for i in row) == [0, 1, 2] for row in rollout.actions.tolist())
+    assert len({tuple(row) for row in rollout.actions.tolist()}) > 10  # still a search
+    first = rollout.actions[0].tolist()  # after the first pick its class is closed
+    closed = [i for i, c in enumerate(classes) if c == classes[first[0]]]
+    assert not policy.mask(rollout)[0, 1, closed].any()
+    prompts = random_demonstrations(texts, n=20, k=3, seed=0, classes=classes)
+    assert prompts == random_demonstrations(texts, n=20, k=3, seed=0, classes=classes)
+    for prompt in prompts:
+        shown = [texts.index(line + "\n") for line in prompt.splitlines()]
+        assert sorted(classes[i] for i in shown) == [0, 1, 2]
+    # 4 of 3 classes: at most 2 of one class
+    rollout = policy.__class__(lm, tokenizer, texts, 4, 16, classes).rollout(
+        32, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0]
+    )
+    assert all(
+        max(map([classes[i] for i in row].count, range(3))) <= 2 for row in rollout.actions.tolist()
+    )
 
 
 def test_demo_policy_draws_distinct_examples_and_replays_its_states(tiny_lm):
@@ -117,3 +152,19 @@ def test_random_baseline_with_demonstrations(tiny_model_dir, tmp_path):
     shown = {line for p in baseline.prompts for line in p.splitlines()}
     train_texts = {ex.text for ex in ctx.splits["train"]}  # the rewarding half is never shown
     assert not any(text in line for line in shown for text in train_texts)
+
+
+def test_a_balanced_sql_run_shows_each_class_once(tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir)  # 6 train: 2 of each class shown, a third of pairs one-sided
+    ctx.splits = {**ctx.splits, "train": ctx.splits["test"][:12]}
+    config = make_config(
+        tiny_model_dir, tmp_path, demonstrations=2, balanced_demonstrations=True, pool_size=3
+    )
+    trainer = Trainer(config, ctx, progress=False)
+    summary = trainer.train()
+    words = sorted(w.strip() for w in ctx.label_words)
+    policy = trainer.algorithm.policy  # the trained policy: 64 fresh samples
+    rollout = policy.rollout(64, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0])
+    prompts = policy.decode(rollout.actions) + [e["prompt"] for e in summary["prompts"]]
+    for prompt in prompts:
+        assert sorted(line.rsplit(" ", 1)[-1] for line in prompt.splitlines()) == words

@@ -6,7 +6,8 @@ candidate once (its last hidden state after the rendered demonstration), the sta
 t-th pick is the mean of the start state and the picks so far, and
 Q(s, i) = mlp(state) . e_i, the candidates' encodings (scaled to the norm of the LM's output
 head rows) standing in for that head.
-Its last layer starts near zero, so early prompts are drawn almost uniformly.
+Its last layer starts near zero, so early prompts are drawn almost uniformly. With `classes`
+(`--balanced-demonstrations`) a class already shown `class_cap` times is masked like a repeat.
 """
 
 from __future__ import annotations
@@ -17,15 +18,27 @@ import torch
 from torch import Tensor, nn
 
 from stableprompt.agents.token_policy import Rollout, build_mlp
+from stableprompt.tasks.demonstrations import class_cap
 
 
 class DemoPolicy(nn.Module):
-    def __init__(self, lm, tokenizer, texts: list[str], length: int, mlp_hidden: int = 2048):
-        """`texts`: the rendered candidates; a prompt is `length` of them joined."""
+    def __init__(
+        self,
+        lm,
+        tokenizer,
+        texts: list[str],
+        length: int,
+        mlp_hidden: int = 2048,
+        classes: list[int] | None = None,
+    ):
+        """`texts`: the rendered candidates; a prompt is `length` of them joined. `classes`:
+        each candidate's class, to show each at most `class_cap` times, or None."""
         super().__init__()
         if length > len(texts):
             raise ValueError(f"{length} demonstrations from {len(texts)} candidates")
         self.texts, self.prompt_length = texts, length
+        self.classes = None if classes is None else torch.tensor(classes)
+        self.cap = None if classes is None else class_cap(length, classes)
         for p in lm.parameters():
             p.requires_grad_(False)
         param = next(lm.parameters())
@@ -52,11 +65,17 @@ class DemoPolicy(nn.Module):
 
     def repeats(self, actions: Tensor) -> Tensor:
         """[B, T, N] "base logits": 0 where a candidate is still free, -inf where picked before
-        (the mask the loss and the samplers see, as the token policy's LM logits are)."""
+        or its class is full (the mask the loss and the samplers see, as the token policy's LM
+        logits are)."""
         shape = (*actions.shape, len(self.texts))
         used = torch.zeros(shape, dtype=torch.bool, device=actions.device)
         for t in range(1, actions.shape[1]):
             used[:, t] = used[:, t - 1].scatter(-1, actions[:, t - 1 : t], True)
+        if self.classes is not None:
+            classes = self.classes.to(actions.device)
+            picked = nn.functional.one_hot(classes[actions], int(classes.max()) + 1)  # [B, T, C]
+            shown_before = picked.cumsum(1) - picked
+            used |= (shown_before >= self.cap)[..., classes]
         return torch.zeros(shape, device=actions.device).masked_fill(used, float("-inf"))
 
     def mask(self, rollout: Rollout) -> Tensor:

@@ -25,7 +25,11 @@ from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
-from stableprompt.tasks.demonstrations import render_demonstrations, use_demonstrations
+from stableprompt.tasks.demonstrations import (
+    class_cap,
+    render_demonstrations,
+    use_demonstrations,
+)
 
 
 class FixedPrompts(Algorithm):
@@ -36,9 +40,11 @@ class FixedPrompts(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         if config.algo == "random" and config.demonstrations:
-            texts = use_demonstrations(ctx, config.demonstrations)
+            texts, classes = use_demonstrations(
+                ctx, config.demonstrations, config.balanced_demonstrations
+            )
             self.prompts = random_demonstrations(
-                texts, config.num_prompts, config.demonstrations, config.seed
+                texts, config.num_prompts, config.demonstrations, config.seed, classes
             )
             return
         if config.algo == "random":
@@ -97,10 +103,27 @@ def in_context_template(ctx, k: int, seed: int) -> str:
     return render_demonstrations(ctx, demos, ctx.task.manual_prompt) + ctx.template
 
 
-def random_demonstrations(texts: list[str], n: int, k: int, seed: int) -> list[str]:
-    """`n` prompts of `k` distinct demonstrations each, drawn uniformly in random order."""
+def random_demonstrations(
+    texts: list[str], n: int, k: int, seed: int, classes: list[int] | None = None
+) -> list[str]:
+    """`n` prompts of `k` distinct demonstrations each, drawn uniformly in random order; with
+    `classes`, each pick among the candidates whose class is not yet full (`class_cap`), as the
+    untrained demonstration policy draws them."""
     rng = random.Random(seed)
-    return ["".join(rng.sample(texts, k)) for _ in range(n)]
+    if classes is None:
+        return ["".join(rng.sample(texts, k)) for _ in range(n)]
+    cap, prompts = class_cap(k, classes), []
+    for _ in range(n):
+        picked: list[int] = []
+        for _ in range(k):
+            free = [
+                i
+                for i, c in enumerate(classes)
+                if i not in picked and sum(classes[j] == c for j in picked) < cap
+            ]
+            picked.append(rng.choice(free))
+        prompts.append("".join(texts[i] for i in picked))
+    return prompts
 
 
 class BestOfN(Algorithm):

@@ -164,8 +164,9 @@ class SoftQLearning(Algorithm):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
         if config.demonstrations:  # a prompt is K train examples (tasks/demonstrations.py)
-            texts = use_demonstrations(ctx, config.demonstrations)
-            self.policy = DemoPolicy(lm, tokenizer, texts, config.demonstrations, config.mlp_hidden)
+            k = config.demonstrations
+            texts, classes = use_demonstrations(ctx, k, config.balanced_demonstrations)
+            self.policy = DemoPolicy(lm, tokenizer, texts, k, config.mlp_hidden, classes)
         else:
             context = prompt_context(config, ctx)  # learned tokens may continue the user's prompt
             self.policy = TokenPolicy(
