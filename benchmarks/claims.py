@@ -715,8 +715,9 @@ def c2(results: list[dict], naturalness: dict[str, dict]) -> tuple[str, str, str
     return ("holds" if holds else "does not hold"), text, "\n".join(lines)
 
 
-def pin_recipe(results: list[dict]) -> str:
-    """PIN's published recipe vs the default sparse-sql (spmax, v2-v3 loss), per SST-2 split."""
+def pin_recipe(results: list[dict], naturalness: dict[str, dict]) -> str:
+    """PIN's published recipe vs the default sparse-sql (spmax, v2-v3 loss), per SST-2 split,
+    with the prompts' geometric-mean perplexity and English-word share (as in C2)."""
     rows = {}
     for r in results:
         pin_or_default = r["claim"] == "pin" or not r["variant"]
@@ -726,15 +727,22 @@ def pin_recipe(results: list[dict]) -> str:
     if len(rows) < 2:
         return ""
     lines = [
-        "| sparse-sql variant | " + " | ".join(SST2_SPLITS) + " | mean test |",
-        "|---|" + "---|" * len(SST2_SPLITS) + "---:|",
+        "| sparse-sql variant | "
+        + " | ".join(SST2_SPLITS)
+        + " | mean test | perplexity (geo. mean) | English-word share |",
+        "|---|" + "---|" * len(SST2_SPLITS) + "---:|---:|---:|",
     ]
     for key, by in rows.items():
         cells = [
             f"`{by[s]['prompt']}` {by[s]['test']:.3f}" if s in by else "-" for s in SST2_SPLITS
         ]
         mean = statistics.mean(r["test"] for r in by.values())
-        lines.append(f"| {key} | " + " | ".join(cells) + f" | {mean:.3f} |")
+        nat = [naturalness[r["prompt"]] for r in by.values()]
+        ppl = math.exp(statistics.mean(math.log(n["perplexity"]) for n in nat))
+        words = statistics.mean(n["english_word_share"] for n in nat)
+        lines.append(
+            f"| {key} | " + " | ".join(cells) + f" | {mean:.3f} | {ppl:,.0f} | {words:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -940,7 +948,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
                 "",
                 c1_table(results, task, variant, manual_variant, splits),
             ]
-    pin = pin_recipe(results)
+    pin = pin_recipe(results, natural)
     if pin:
         lines += [
             "",

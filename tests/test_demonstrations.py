@@ -73,13 +73,14 @@ def test_balanced_demonstrations_show_one_example_of_each_class(tiny_lm):
     for prompt in prompts:
         shown = [texts.index(line + "\n") for line in prompt.splitlines()]
         assert sorted(classes[i] for i in shown) == [0, 1, 2]
-    # 4 of 3 classes: at most 2 of one class
-    rollout = policy.__class__(lm, tokenizer, texts, 4, 16, classes).rollout(
-        32, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0]
-    )
-    assert all(
-        max(map([classes[i] for i in row].count, range(3))) <= 2 for row in rollout.actions.tolist()
-    )
+    # 4 of 3 classes, three candidates of class 0: at most 2 of any class (unmasked, a fifth of
+    # the draws would show all three)
+    classes = [0, 0, 0, 1, 1, 2]
+    policy = DemoPolicy(lm, tokenizer, texts, length=4, mlp_hidden=16, classes=classes)
+    rollout = policy.rollout(64, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0])
+    assert all([classes[i] for i in row].count(0) <= 2 for row in rollout.actions.tolist())
+    for prompt in random_demonstrations(texts, n=64, k=4, seed=0, classes=classes):
+        assert [classes[texts.index(line + "\n")] for line in prompt.splitlines()].count(0) <= 2
 
 
 def test_demo_policy_draws_distinct_examples_and_replays_its_states(tiny_lm):
@@ -156,7 +157,7 @@ def test_random_baseline_with_demonstrations(tiny_model_dir, tmp_path):
 
 def test_a_balanced_sql_run_shows_each_class_once(tiny_model_dir, tmp_path):
     ctx = make_ctx(tiny_model_dir)  # 6 train: 2 of each class shown, a third of pairs one-sided
-    ctx.splits = {**ctx.splits, "train": ctx.splits["test"][:12]}
+    ctx.splits = {**ctx.splits, "train": ctx.splits["test"]}
     config = make_config(
         tiny_model_dir, tmp_path, demonstrations=2, balanced_demonstrations=True, pool_size=3
     )

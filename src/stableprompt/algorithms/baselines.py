@@ -17,6 +17,7 @@ The first three are not trained: the trainer scores them on dev at step 0 and on
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import torch
 
@@ -116,11 +117,8 @@ def random_demonstrations(
     for _ in range(n):
         picked: list[int] = []
         for _ in range(k):
-            free = [
-                i
-                for i, c in enumerate(classes)
-                if i not in picked and sum(classes[j] == c for j in picked) < cap
-            ]
+            shown = Counter(classes[i] for i in picked)
+            free = [i for i, c in enumerate(classes) if i not in picked and shown[c] < cap]
             picked.append(rng.choice(free))
         prompts.append("".join(texts[i] for i in picked))
     return prompts
