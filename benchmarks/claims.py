@@ -29,7 +29,8 @@ and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` doe
 TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with as many examples as
 classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample
 of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt),
-and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class).
+and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class),
+on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -271,10 +272,13 @@ def units(only: set[str]) -> list[dict]:
         out.append(demos | dict(method="in-context", extra={"num_shots": 4}))
         out.append(plain | dict(method="best-of-n"))
     if "c1-agnews-balanced" in only:  # c1-agnews showing one article per class (neither showed 4)
-        plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
-        balanced = plain | dict(name="demos4-balanced")
-        balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
-        out += [balanced | dict(method=method) for method in ("sql", "random")]
+        for split in ("16-42", "16-100", "16-13"):  # 16-42 first: the split c1-agnews ran on
+            plain = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
+            balanced = plain | dict(name="demos4-balanced")
+            balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
+            out.append(plain | dict(method="manual"))
+            out += [balanced | dict(method=method) for method in ("sql", "random")]
+            out.append(plain | dict(method="best-of-n"))
     if "c1-32k" in only:  # C1 at four times the budget: the trained runs' reward still rises at 8k
         for method in ("sparse-sql", "random"):
             out += [sst2(split, method, budget=32768, name="32k") for split in SST2_SPLITS]
