@@ -162,6 +162,32 @@ def test_sampling_records_the_policys_logprobs_and_values(tiny_model_dir):
         torch.testing.assert_close(samples.values * mask, values * mask, atol=1e-5, rtol=0)
 
 
+def test_packed_rows_give_the_padded_forwards_values_and_gradients(tiny_model_dir):
+    """With the response mask the rows run packed into one sequence (no compute on padding):
+    log-probs, values and the LoRA gradients of a masked loss must be the padded forward's."""
+    algo = make_algo(tiny_model_dir, anchor_every=100)
+    algo.train_step(0)  # LoRA B away from zero, so that the adapter's gradients all flow
+    agent, query = algo.agent, algo.eval_query
+    torch.manual_seed(7)
+    samples = agent.sample(query, 4, 8)
+    # rows ending after 8, 3, 5 and 1 tokens (a random tiny model rarely writes a stop token)
+    mask = (torch.arange(8) < torch.tensor([[8], [3], [5], [1]])).long()
+    results = []
+    for packed in (False, True):
+        agent.zero_grad()
+        logprobs, values = agent.forward_logprobs_values(
+            query, samples.response, mask=mask if packed else None
+        )
+        (masked_mean(logprobs, mask) + masked_mean(values**2, mask)).backward()
+        grads = {n: p.grad.clone() for n, p in agent.named_parameters() if p.requires_grad}
+        results.append((logprobs * mask, values * mask, grads))
+    (logprobs, values, grads), (packed_lp, packed_values, packed_grads) = results
+    torch.testing.assert_close(packed_lp, logprobs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(packed_values, values, atol=1e-5, rtol=0)
+    for name, grad in grads.items():
+        torch.testing.assert_close(packed_grads[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def test_decoding_folds_lora_into_the_weights_and_puts_them_back(tiny_model_dir):
     """sample() decodes with W + scale * B @ A: with LoRA far from zero its log-probs must still
     be the adapter's, the parameters afterwards the same objects with the same values, and the

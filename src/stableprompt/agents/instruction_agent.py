@@ -259,11 +259,52 @@ class InstructionAgent(nn.Module):
         )
         return out.last_hidden_state
 
+    def _packed_hidden(self, query: Query, tokens: Tensor, row_of: Tensor, offset: Tensor):
+        """`_hidden`'s states at the positions (row_of[i], offset[i]) only, [N, H]: the rows run
+        as one sequence after a single copy of the context, each token attending to the context
+        and its own row's earlier tokens (a block-diagonal causal mask, positions restarting per
+        row), so the padding after short rows costs no compute."""
+        inputs = torch.cat([query.ids[:, -1:].expand(tokens.shape[0], 1), tokens], dim=1)
+        own = (row_of[:, None] == row_of[None, :]) & (offset[:, None] >= offset[None, :])
+        context = query.cache.get_seq_length()
+        mask = torch.cat([own.new_ones(len(row_of), context), own], 1)
+        out = self.decoder(
+            input_ids=inputs[row_of, offset][None],
+            use_cache=True,
+            **cache_kwarg(self.decoder, repeat_cache(query.cache, 1)),
+            attention_mask=mask[None, None],
+            position_ids=(context + offset)[None],
+        )
+        return out.last_hidden_state[0]
+
+    def packable(self, query: Query, length: int) -> bool:
+        """Whether `_packed_hidden` computes what `_hidden` does: one unpadded context, and no
+        sliding window it could reach (a custom mask replaces the model's window masks)."""
+        window = getattr(self.causal.config, "sliding_window", None)
+        context = query.cache.get_seq_length()
+        return query.ids.shape[0] == 1 and (window is None or context + length <= window)
+
     def forward_logprobs_values(
-        self, query: Query, response: Tensor, temperature: float = 1.0, full: bool = False
+        self,
+        query: Query,
+        response: Tensor,
+        temperature: float = 1.0,
+        full: bool = False,
+        mask: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Log-probs [B, L] of `response` under the policy (or [B, L, V] with `full`), and the
-        value [B, L] of the state before each response token. Grad flows to LoRA and the head."""
+        value [B, L] of the state before each response token. Grad flows to LoRA and the head.
+        With the response `mask`, only its tokens are computed (rows packed into one sequence;
+        0 at padded positions): what PPO's masked losses read, for a third less work when rows
+        differ in length."""
+        if mask is not None and not full and self.packable(query, response.shape[1]):
+            where = mask.nonzero(as_tuple=True)  # (row, offset) of each token, row after row
+            hidden = self._packed_hidden(query, response[:, :-1], *where)
+            logprobs = F.log_softmax(head_logits(self.head, hidden).float() / temperature, dim=-1)
+            chosen = logprobs.gather(-1, response[where][:, None]).squeeze(-1)
+            values = self.value_head(hidden.float()).squeeze(-1)
+            zeros = chosen.new_zeros(response.shape)
+            return zeros.index_put(where, chosen), zeros.index_put(where, values)
         hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
         logprobs = F.log_softmax(head_logits(self.head, hidden).float() / temperature, dim=-1)
         values = self.value_head(hidden.float()).squeeze(-1)

@@ -403,12 +403,12 @@ class AdaptivePPO(Algorithm):
             old_logprobs, old_values = samples.logprobs, samples.values
         else:
             with torch.no_grad():
-                old_logprobs, old_values = agent.forward_logprobs_values(query, response)
+                old_logprobs, old_values = agent.forward_logprobs_values(query, response, mask=mask)
         if self.version == self.reference_version:
             ref_logprobs = old_logprobs
         else:
             with torch.no_grad(), agent.using_weights(self.reference_weights()):
-                ref_logprobs, _ = agent.forward_logprobs_values(query, response)
+                ref_logprobs, _ = agent.forward_logprobs_values(query, response, mask=mask)
         kl_coef = self.kl_ctl.value
         rewards = token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef)
         kl = (kl_per_token(old_logprobs, ref_logprobs) * mask).sum(1).mean().item()
@@ -424,7 +424,7 @@ class AdaptivePPO(Algorithm):
         agent.train()  # LoRA dropout on
         epoch_stats = []
         for _ in range(c.ppo_epochs):
-            logprobs, values = agent.forward_logprobs_values(query, response)
+            logprobs, values = agent.forward_logprobs_values(query, response, mask=mask)
             loss, stats = ppo_loss(
                 logprobs,
                 old_logprobs,
