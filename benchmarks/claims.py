@@ -37,7 +37,8 @@ Claims (issue 13):
      and beats best-of-N and random prompts at the same target-call budget; with smollm2-135m
      as the target, and (`--only c1-gemma`) with gemma3-270m as the target (agent smollm2-135m).
   C2 PIN: sparse-sql prompts have perplexity <= 1/3 of sql's, test accuracy within 2 points.
-  C3 StablePrompt: appo vs ppo over 3 seeds: appo's mean >= ppo's, its std lower.
+  C3 StablePrompt: appo vs ppo over 3 seeds: appo's mean >= ppo's, its std lower (at 3,072
+     calls, and with `--only c3-long` at 12,288, where training may outgrow the first samples).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target.
 """
 
@@ -289,6 +290,10 @@ def units(only: set[str]) -> list[dict]:
         for seed in (0, 1, 2):
             # 3/8 of the budget: an APPO step (4 generated prompts, anchor checks) takes ~25 s
             first = dict(name="prompt-first-3k", budget=3072, extra={"template": PROMPT_FIRST})
+            out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
+    if "c3-long" in only:  # at 3,072 calls the first samples won and the anchor decided nothing
+        for seed in (0, 1, 2):
+            first = dict(name="prompt-first-12k", budget=12288, extra={"template": PROMPT_FIRST})
             out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
@@ -750,9 +755,13 @@ def pin_recipe(results: list[dict], naturalness: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def c3(results: list[dict]) -> tuple[str, str]:
+def c3(results: list[dict], budget: int) -> tuple[str, str]:
     by = {
-        m: [r["test"] for r in results if r["claim"] == "c3" and r["method"] == m]
+        m: [
+            r["test"]
+            for r in results
+            if r["claim"] == "c3" and r["method"] == m and r["budget"] == budget
+        ]
         for m in ("appo", "ppo")
     }
     if min(len(v) for v in by.values()) < 3:
@@ -923,7 +932,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
     c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
-    c3_v, c3_text = c3(results)
+    c3_budgets = sorted({r["budget"] for r in results if r["claim"] == "c3"})
     t = transfer(results, out, args.transfer_target) if args.transfer_target != "none" else None
     c4_v, c4_text, c4_table = c4(t, results, args.transfer_target)
     lines = [
@@ -939,7 +948,10 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         lines.append(f"| C1 RLPrompt, {task}, {setting}, {what} | {v} | {text} |")
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
-        f"| C3 StablePrompt APPO vs PPO | {c3_v} | {c3_text} |",
+        *(
+            f"| C3 StablePrompt APPO vs PPO, {budget:,} calls | {' | '.join(c3(results, budget))} |"
+            for budget in c3_budgets
+        ),
         f"| C4 transfer to {args.transfer_target} | {c4_v} | {c4_text} |",
     ]
     for task, variant, manual_variant, splits, what in C1_SETTINGS:
@@ -1031,7 +1043,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-32k,c3,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-32k,c3,c3-long,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
