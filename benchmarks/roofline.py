@@ -110,10 +110,8 @@ def decode_step(model, rows: int, repeats: int) -> float:
     return seconds(step, repeats)
 
 
-def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
-    """(seconds, FLOPs, token rows) of one PPO epoch of the APPO agent on a real rollout: the
-    response tokens' forward over the meta-prompt's cached keys/values, the clipped loss, and the
-    backward into LoRA and the value head, then the optimizer step (as `train_step` does)."""
+def appo_agent(model_name: str):
+    """The APPO algorithm as `train` builds it for SST-2 16-42 (fp32, 32 new tokens)."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
             algo="appo",
@@ -126,13 +124,20 @@ def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
             max_new_tokens=32,
             out=out,
         )
-        algo = build_algorithm(config, build_context(config))
-    query, samples, _ = algo.rollout()
-    agent, mask = algo.agent, samples.mask.float()
+        return build_algorithm(config, build_context(config))
+
+
+def ppo_epoch_seconds(algo, query, samples, repeats: int, packed: bool = True) -> float:
+    """Seconds of one PPO epoch on a rollout: the response tokens' forward over the meta-prompt's
+    cached keys/values (rows packed into one sequence, as `train_step` runs it, or padded to the
+    longest), the clipped loss, the backward into LoRA and the value head, the optimizer step."""
+    agent, mask = algo.agent, samples.mask
     advantages = torch.randn_like(samples.values)  # any advantages: the arithmetic is the same
 
     def epoch() -> None:
-        logprobs, values = agent.forward_logprobs_values(query, samples.response)
+        logprobs, values = agent.forward_logprobs_values(
+            query, samples.response, mask=mask if packed else None
+        )
         old_logprobs, old_values = samples.logprobs, samples.values
         loss, _ = ppo_loss(logprobs, old_logprobs, advantages, values, old_values, old_values, mask)
         algo.optimizer.zero_grad()
@@ -141,7 +146,17 @@ def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
 
     agent.train()
     took = seconds(epoch, repeats)
-    rows = samples.response.numel()  # every row runs the batch's longest response
+    agent.eval()
+    return took
+
+
+def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
+    """(seconds, FLOPs, token rows) of one PPO epoch of the APPO agent on a real rollout."""
+    algo = appo_agent(model_name)
+    query, samples, _ = algo.rollout()
+    took = ppo_epoch_seconds(algo, query, samples, repeats)
+    rows = int(samples.mask.sum())  # packed: only the generated tokens run
+    agent = algo.agent
     vocab, hidden = agent.head.weight.shape
     base = agent.lm.get_base_model().model.named_modules()
     linears = [m for name, m in base if isinstance(m, torch.nn.Linear) and "lora_" not in name]
