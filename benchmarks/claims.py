@@ -541,7 +541,7 @@ C1_SETTINGS = [
         "agnews",
         "demos4-balanced",
         "",
-        ("16-42",),
+        ("16-42", "16-100", "16-13"),
         "one labelled train article per class shown before the input (`--demonstrations 4 "
         "--balanced-demonstrations`), label words the run's (`auto`), test: 250 articles per "
         "class drawn at random (seed 0) from the 7,600",
