@@ -259,7 +259,9 @@ class InstructionAgent(nn.Module):
         )
         return out.last_hidden_state
 
-    def _packed_hidden(self, query: Query, tokens: Tensor, row_of: Tensor, offset: Tensor):
+    def _packed_hidden(
+        self, query: Query, tokens: Tensor, row_of: Tensor, offset: Tensor
+    ) -> Tensor:
         """`_hidden`'s states at the positions (row_of[i], offset[i]) only, [N, H]: the rows run
         as one sequence after a single copy of the context, each token attending to the context
         and its own row's earlier tokens (a block-diagonal causal mask, positions restarting per

@@ -418,7 +418,8 @@ class AdaptivePPO(Algorithm):
         if mask.sum() > 1:
             advantages = masked_whiten(advantages, mask)
 
-        # 5. PPO epochs: clipped policy loss + vf_coef * clipped value loss, full batch.
+        # 5. PPO epochs: clipped policy loss + vf_coef * clipped value loss, full batch. With the
+        # mask only the generated tokens run (the rows packed into one sequence, no padding).
         if self.reference == "previous":
             self.previous_state = copy_trainable_state(agent)  # the reference of the next step
         agent.train()  # LoRA dropout on
