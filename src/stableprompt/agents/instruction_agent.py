@@ -299,20 +299,22 @@ class InstructionAgent(nn.Module):
         With the response `mask`, only its tokens are computed (rows packed into one sequence;
         0 at padded positions): what PPO's masked losses read, for a third less work when rows
         differ in length."""
-        if mask is not None and not full and self.packable(query, response.shape[1]):
+        packed = mask is not None and not full and self.packable(query, response.shape[1])
+        if packed:
             where = mask.nonzero(as_tuple=True)  # (row, offset) of each token, row after row
-            hidden = self._packed_hidden(query, response[:, :-1], *where)
-            logprobs = F.log_softmax(head_logits(self.head, hidden).float() / temperature, dim=-1)
-            chosen = logprobs.gather(-1, response[where][:, None]).squeeze(-1)
-            values = self.value_head(hidden.float()).squeeze(-1)
-            zeros = chosen.new_zeros(response.shape)
-            return zeros.index_put(where, chosen), zeros.index_put(where, values)
-        hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
+            hidden = self._packed_hidden(query, response[:, :-1], *where)  # [N, H]
+            response = response[where]
+        else:
+            hidden = self._hidden(query, response[:, :-1])  # position t predicts response[:, t]
         logprobs = F.log_softmax(head_logits(self.head, hidden).float() / temperature, dim=-1)
         values = self.value_head(hidden.float()).squeeze(-1)
         if full:
             return logprobs, values
-        return logprobs.gather(-1, response[..., None]).squeeze(-1), values
+        chosen = logprobs.gather(-1, response[..., None]).squeeze(-1)
+        if packed:  # back to [B, L], 0 at the padding
+            zeros = chosen.new_zeros(mask.shape)
+            return zeros.index_put(where, chosen), zeros.index_put(where, values)
+        return chosen, values
 
     @torch.no_grad()
     def sample(
