@@ -331,6 +331,14 @@ def run_dir(out: Path, unit: dict) -> Path:
     return out / unit["task"] / unit["split"] / f"{unit['method']}-s{unit['seed']}{tag}"
 
 
+def shared_scorer(scorers: dict, target: str):
+    """One scorer per target across runs, so that each input is encoded once."""
+    if target not in scorers:
+        scorers[target] = build_scorer(target, "auto")
+        scorers[target].prefix_store_tokens = 120_000  # every encoded test input stays
+    return scorers[target]
+
+
 def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
     """Train (or read back) one unit; returns its result row. `scorers` holds one scorer per
     target, kept across runs so that each test input is encoded once."""
@@ -339,10 +347,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
     target = unit.get("target", args.model)
     budget = unit.get("budget", args.budget)
     if not done.is_file():
-        if target not in scorers:
-            scorers[target] = build_scorer(target, "auto")
-            scorers[target].prefix_store_tokens = 120_000  # every encoded test input stays
-        scorer = scorers[target]
+        scorer = shared_scorer(scorers, target)
         method = unit["method"]
         data = unit.get("data") or DATA / unit["task"] / unit["split"]
         if unit.get("wide_dev"):
@@ -425,9 +430,7 @@ def add_manual_check(path: Path, summary: dict, scorers: dict) -> dict:
     for a run finished before it existed, the same way (both prompts on dev, the run's config)
     and recorded in its best_prompts.json with a note."""
     config = TrainConfig.from_dict(yaml.safe_load((path / "config.yaml").read_text()))
-    if config.target not in scorers:
-        scorers[config.target] = build_scorer(config.target, "auto")
-    ctx = build_context(config, scorers[config.target])
+    ctx = build_context(config, shared_scorer(scorers, config.target))
     learned, manual = summary["prompts"][0], summary["manual"]
     manual_dev = ctx.example_scores([manual["prompt"]], "dev", summary["label_words"] or None)[0]
     check = against_manual(ctx, learned, manual_dev)
@@ -817,10 +820,9 @@ def _wide_dev_context(run_dir: str, split: str, scorers: dict) -> tuple:
     config["data"] = str(wide_dev_data(WIDE_CHECK[0], split))
     config["template"] = summary["template"]  # a demonstrations run's, which its config lacks
     config = TrainConfig.from_dict(config)
-    if config.target not in scorers:
-        scorers[config.target] = build_scorer(config.target, "auto")
     words = tuple(summary["label_words"])
-    return build_context(config, scorers[config.target], ("dev",), label_words=words), summary
+    scorer = shared_scorer(scorers, config.target)
+    return build_context(config, scorer, ("dev",), label_words=words), summary
 
 
 def wide_check(results: list[dict], out: Path, scorers: dict) -> str:
