@@ -38,7 +38,8 @@ Claims (issue 13):
      as the target, and (`--only c1-gemma`) with gemma3-270m as the target (agent smollm2-135m).
   C2 PIN: sparse-sql prompts have perplexity <= 1/3 of sql's, test accuracy within 2 points.
   C3 StablePrompt: appo vs ppo over 3 seeds: appo's mean >= ppo's, its std lower (at 3,072
-     calls, and with `--only c3-long` at 12,288, where training may outgrow the first samples).
+     calls, and with `--only c3-long` at 12,288, where training may outgrow the first samples;
+     `--only c3-anchor-1` checks the anchor after every step, so that it can act from step 1).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target
      (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` next to
      the best random set).
@@ -147,14 +148,15 @@ def pooled_data(task: str) -> Path:
     return out
 
 
-def test_subset_data(task: str, split: str, per_class: int) -> Path:
-    """The split's train and dev with `per_class` test rows of each class drawn at random (seed
-    0) from the test set, in file order: AG News's 7,600 test articles cost ~10 minutes per
-    prompt on this machine, 1,000 cost ~1.3 (95% interval about +-3 points). Written once."""
-    out = WIDE_DEV / f"{task}-test{per_class}" / split
+def test_subset_data(task: str, split: str, per_class: int, wide_dev: bool = False) -> Path:
+    """The split's train and dev (`wide_dev`: `wide_dev_data`'s) with `per_class` test rows of
+    each class drawn at random (seed 0) from the test set, in file order: AG News's 7,600 test
+    articles cost ~10 minutes per prompt on this machine, 1,000 cost ~1.3 (95% interval about
+    +-3 points). Written once."""
+    out = WIDE_DEV / f"{task}{'-wide-dev' if wide_dev else ''}-test{per_class}" / split
     if (out / "test.tsv").is_file():
         return out
-    src = ROOT / DATA / task / split
+    src = wide_dev_data(task, split) if wide_dev else ROOT / DATA / task / split
     header, *rows = (src / "test.tsv").read_text().splitlines()
     by_class: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
@@ -274,6 +276,15 @@ def units(only: set[str]) -> list[dict]:
             out.append(demos | dict(method=method, extra={"demonstrations": 4}))
         out.append(demos | dict(method="in-context", extra={"num_shots": 4}))
         out.append(plain | dict(method="best-of-n"))
+    if "c1-agnews-wide-dev" in only:  # c1-agnews-balanced choosing on wide_check's 574 articles
+        for split in ("16-42", "16-100", "16-13"):
+            plain = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
+            plain |= dict(wide_dev=True)
+            balanced = plain | dict(name="demos4-balanced-wide-dev")
+            balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
+            out.append(plain | dict(method="manual", name="wide-dev"))
+            out += [balanced | dict(method=method) for method in ("sql", "random")]
+            out.append(plain | dict(method="best-of-n", name="wide-dev"))
     if "c1-agnews-balanced" in only:  # c1-agnews showing one article per class (neither showed 4)
         for split in ("16-42", "16-100", "16-13"):  # 16-42 first: the split c1-agnews ran on
             plain = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
@@ -299,6 +310,11 @@ def units(only: set[str]) -> list[dict]:
             extra = {"template": PROMPT_FIRST, "save_every": 10}
             first = dict(name="prompt-first-12k", budget=12288, extra=extra)
             out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
+    if "c3-anchor-1" in only:  # the anchor checked after every step, so it acts from step 1
+        for seed in (0, 1, 2):  # ppo has no anchor: c3's ppo runs are its comparison
+            extra = {"template": PROMPT_FIRST, "anchor_every": 1}
+            first = dict(name="prompt-first-3k-anchor-1", budget=3072, extra=extra)
+            out.append(sst2("16-42", "appo", claim="c3", seed=seed, **first))
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
         # step here, ~55 s), so 3,072 calls (c3's) would take ~95 minutes
@@ -355,7 +371,8 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
         if unit.get("pooled"):
             data = pooled_data(unit["task"])
         if unit.get("test_per_class"):
-            data = test_subset_data(unit["task"], unit["split"], unit["test_per_class"])
+            wide = bool(unit.get("wide_dev"))
+            data = test_subset_data(unit["task"], unit["split"], unit["test_per_class"], wide)
         settings = {**METHODS[method], **unit.get("extra", {})}
         if method == "random":  # after the label-word search (train+dev) and the refit's
             splits = load_kshot_dir(data)
@@ -552,6 +569,14 @@ C1_SETTINGS = [
         "one labelled train article per class shown before the input (`--demonstrations 4 "
         "--balanced-demonstrations`), label words the run's (`auto`), test: 250 articles per "
         "class drawn at random (seed 0) from the 7,600",
+    ),
+    (
+        "agnews",
+        "demos4-balanced-wide-dev",
+        "wide-dev",
+        ("16-42", "16-100", "16-13"),
+        "one labelled train article per class shown before the input, chosen on 574 dev "
+        "articles (the split's dev and the other splits' train+dev), test as above",
     ),
 ]
 
@@ -762,14 +787,23 @@ def pin_recipe(results: list[dict], naturalness: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def c3(results: list[dict], budget: int) -> tuple[str, str]:
+# C3 rows: (what, the appo runs' variant, the ppo runs' variant). ppo runs no anchor, so a row
+# that changes only the anchor's settings reuses the ppo runs of the row with the same budget.
+C3_SETTINGS = (
+    ("3,072 calls", "prompt-first-3k", "prompt-first-3k"),
+    ("12,288 calls", "prompt-first-12k", "prompt-first-12k"),
+    ("3,072 calls, anchor checked every step", "prompt-first-3k-anchor-1", "prompt-first-3k"),
+)
+
+
+def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, str]:
     by = {
         m: [
             r["test"]
             for r in results
-            if r["claim"] == "c3" and r["method"] == m and r["budget"] == budget
+            if r["claim"] == "c3" and r["method"] == m and r["variant"] == variant
         ]
-        for m in ("appo", "ppo")
+        for m, variant in (("appo", appo_variant), ("ppo", ppo_variant))
     }
     if min(len(v) for v in by.values()) < 3:
         return "not yet measured", f"{sum(map(len, by.values()))} of 6 runs done"
@@ -1021,7 +1055,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
     c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
-    c3_budgets = sorted({r["budget"] for r in results if r["claim"] == "c3"})
+    c3_variants = {r["variant"] for r in results if r["claim"] == "c3"}
     c4s = []  # (what, verdict, text, table) per C4 setting
     for setting in C4_SETTINGS if args.transfer_target != "none" else []:
         t = transfer(results, out, args.transfer_target, setting)
@@ -1040,8 +1074,9 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         *(
-            f"| C3 StablePrompt APPO vs PPO, {budget:,} calls | {' | '.join(c3(results, budget))} |"
-            for budget in c3_budgets
+            f"| C3 StablePrompt APPO vs PPO, {what} | {' | '.join(c3(results, *variants))} |"
+            for what, *variants in C3_SETTINGS
+            if variants[0] in c3_variants
         ),
         *(
             f"| C4 transfer to {args.transfer_target}, {what} | {v} | {text} |"
@@ -1150,7 +1185,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-32k,c3,c3-long,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

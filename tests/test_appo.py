@@ -261,8 +261,12 @@ def test_clipped_loss_on_agent_matches_hand_computation(tiny_model_dir):
 def test_anchor_update_and_rollback_fire_exactly_at_thresholds(tiny_model_dir):
     algo = make_algo(tiny_model_dir, anchor_every=1)
     initial = copy_trainable_state(algo.agent)
-    script = iter([(0.55, 0.50), (0.5501, 0.50), (0.40, 0.50), (0.3999, 0.50), (0.5, 0.5)])
-    algo.dev_scores = lambda prompts: list(next(script))
+    # the anchor's prompt scores 0.50 when first scored; after the update it is the agent's
+    agent_scores = iter([0.55, 0.5501, 0.4501, 0.4500, 0.5])
+    algo.greedy_prompt = lambda weights: "anchor" if weights is not None else f"v{algo.version}"
+    algo.dev_scores = lambda prompts: [
+        0.50 if p == "anchor" else next(agent_scores) for p in prompts
+    ]
 
     def same(a: dict, b: dict) -> bool:
         return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -272,17 +276,33 @@ def test_anchor_update_and_rollback_fire_exactly_at_thresholds(tiny_model_dir):
     assert algo.train_step(1)["anchor_event"] == "update"
     anchor = {k: v.clone() for k, v in algo.anchor_state.items()}
     assert same(anchor, copy_trainable_state(algo.agent)) and not same(anchor, initial)
-    assert algo.train_step(2)["anchor_event"] == "keep"  # -0.1 exactly: no rollback
+    assert algo.train_step(2)["anchor_event"] == "keep"  # -0.1 exactly (0.4501 vs 0.5501)
     assert same(algo.anchor_state, anchor)  # a real copy: training the agent left it alone
     assert not same(copy_trainable_state(algo.agent), anchor)
     assert algo.optimizer.state
     metrics = algo.train_step(3)
     assert metrics["anchor_event"] == "rollback"
-    assert metrics["agent_dev"] == 0.3999 and metrics["anchor_dev"] == 0.5
+    assert metrics["agent_dev"] == 0.45 and metrics["anchor_dev"] == 0.5501
     assert same(copy_trainable_state(algo.agent), anchor)  # bit for bit
     assert not algo.optimizer.state  # Adam moments reset
     algo.train_step(4)  # and training goes on from the anchor with the fresh optimizer
     assert all(p.grad is not None for p in algo.optimizer.param_groups[0]["params"])
+
+
+def test_an_agent_that_writes_the_anchors_prompt_is_kept_without_target_calls(tiny_model_dir):
+    """The anchor's prompt is scored once; a check whose agent writes the same text scores
+    nothing (same text, same dev score) and keeps; a different text is scored alone."""
+    algo = make_algo(tiny_model_dir, anchor_every=1)
+    scored = []
+    algo.dev_scores = lambda prompts: scored.extend(prompts) or [0.5] * len(prompts)
+    algo.greedy_prompt = lambda weights: "same"
+    metrics = [algo.train_step(step) for step in range(3)]
+    assert scored == ["same"]  # the anchor's, at the first check only
+    assert [m["anchor_event"] for m in metrics] == ["keep"] * 3
+    assert all(m["agent_dev"] == m["anchor_dev"] == 0.5 for m in metrics)
+    algo.greedy_prompt = lambda weights: "same" if weights is not None else "new"
+    assert algo.train_step(3)["anchor_event"] == "keep"
+    assert scored == ["same", "new"]
 
 
 def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):

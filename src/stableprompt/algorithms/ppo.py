@@ -296,7 +296,8 @@ class AdaptivePPO(Algorithm):
 
     Anchor (APPO): a real copy of the trainable weights (LoRA + value head), initially the
     agent's. Every `anchor_every` steps the agent and the anchor each write a greedy prompt for
-    the fixed evaluation meta-prompt, both are scored on dev, and `anchor_decision` either moves
+    the fixed evaluation meta-prompt, both are scored on dev (the anchor's once per anchor, the
+    agent's unless it is the anchor's text: a keep for free), and `anchor_decision` either moves
     the anchor to the agent ("update"), restores the agent from the anchor bit for bit and resets
     the optimizer ("rollback"), or does nothing ("keep").
 
@@ -350,6 +351,7 @@ class AdaptivePPO(Algorithm):
         self.reference_version = 0
         self.greedy_cache: tuple[int, str] = (-1, "")
         self.anchor_prompt: str | None = None
+        self.anchor_dev = 0.0  # the anchor prompt's dev score, set with anchor_prompt
         self.top_sampled: list[tuple[float, str]] = []  # (train reward, prompt), best first
 
     def make_optimizer(self) -> torch.optim.Optimizer:
@@ -473,18 +475,23 @@ class AdaptivePPO(Algorithm):
         return metrics
 
     def anchor_due(self, step: int) -> bool:
-        """Whether `train_step(step)` ends with an anchor comparison (2 prompts on dev)."""
+        """Whether `train_step(step)` ends with an anchor comparison (at most 2 prompts on dev:
+        the anchor's is scored once per anchor, the agent's only when it differs)."""
         return self.use_anchor and (step + 1) % self.config.anchor_every == 0
 
     def anchor_step(self) -> dict:
         agent_prompt = self.greedy_prompt(None)
         if self.anchor_prompt is None:  # cached: the anchor's weights change only on an update
             self.anchor_prompt = self.greedy_prompt(self.anchor_state)
-        anchor_prompt = self.anchor_prompt
-        agent_dev, anchor_dev = self.dev_scores([agent_prompt, anchor_prompt])
+            self.anchor_dev = self.dev_scores([self.anchor_prompt])[0]
+        anchor_prompt, anchor_dev = self.anchor_prompt, self.anchor_dev
+        # The scorer is deterministic: the same text scores the same, so an agent that still
+        # writes the anchor's prompt is a keep that costs no target calls.
+        same = agent_prompt == anchor_prompt
+        agent_dev = anchor_dev if same else self.dev_scores([agent_prompt])[0]
         event = self.move_anchor(agent_dev, anchor_dev)
         if event == "update":
-            self.anchor_prompt = agent_prompt
+            self.anchor_prompt, self.anchor_dev = agent_prompt, agent_dev
         return {
             "anchor_event": event,
             "agent_dev": agent_dev,
