@@ -30,7 +30,8 @@ TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with as many
 classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample
 of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt),
 and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class),
-on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs.
+on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
+`c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -281,7 +282,9 @@ def units(only: set[str]) -> list[dict]:
             plain = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
             plain |= dict(wide_dev=True)
             balanced = plain | dict(name="demos4-balanced-wide-dev")
+            # ~35 minutes a run: a checkpoint every 5 steps, so that a run can span sittings
             balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
+            balanced["extra"] |= {"save_every": 5}
             out.append(plain | dict(method="manual", name="wide-dev"))
             out += [balanced | dict(method=method) for method in ("sql", "random")]
             out.append(plain | dict(method="best-of-n", name="wide-dev"))
@@ -311,10 +314,10 @@ def units(only: set[str]) -> list[dict]:
             first = dict(name="prompt-first-12k", budget=12288, extra=extra)
             out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
     if "c3-anchor-1" in only:  # the anchor checked after every step, so it acts from step 1
-        for seed in (0, 1, 2):  # ppo has no anchor: c3's ppo runs are its comparison
-            extra = {"template": PROMPT_FIRST, "anchor_every": 1}
+        for seed in (0, 1, 2):  # ppo has no anchor (anchor_every is unused): the same library
+            extra = {"template": PROMPT_FIRST, "anchor_every": 1}  # code as appo's, c3's did not
             first = dict(name="prompt-first-3k-anchor-1", budget=3072, extra=extra)
-            out.append(sst2("16-42", "appo", claim="c3", seed=seed, **first))
+            out += [sst2("16-42", m, claim="c3", seed=seed, **first) for m in ("appo", "ppo")]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
         # step here, ~55 s), so 3,072 calls (c3's) would take ~95 minutes
@@ -787,12 +790,15 @@ def pin_recipe(results: list[dict], naturalness: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-# C3 rows: (what, the appo runs' variant, the ppo runs' variant). ppo runs no anchor, so a row
-# that changes only the anchor's settings reuses the ppo runs of the row with the same budget.
+# C3 rows: (what, the appo runs' variant, the ppo runs' variant)
 C3_SETTINGS = (
     ("3,072 calls", "prompt-first-3k", "prompt-first-3k"),
     ("12,288 calls", "prompt-first-12k", "prompt-first-12k"),
-    ("3,072 calls, anchor checked every step", "prompt-first-3k-anchor-1", "prompt-first-3k"),
+    (
+        "3,072 calls, anchor checked after every step",
+        "prompt-first-3k-anchor-1",
+        "prompt-first-3k-anchor-1",
+    ),
 )
 
 
