@@ -26,12 +26,12 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 `c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
-TREC (splits 16-42, 16-100) and SST-5 (16-42), each on its own dev, with as many examples as
-classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample
-of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt),
-and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class),
-on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
-`c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
+TREC (splits 16-42, 16-100, 16-13) and SST-5 (16-42), each on its own dev, with as many
+examples as classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored
+on a fixed sample of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10
+minutes per prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one
+article of each class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N
+runs; `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -260,7 +260,12 @@ def units(only: set[str]) -> list[dict]:
         natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
         out += [sst2(split, "best-of-n", **natural) for split in splits]
     if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
-        for task, k, split in (("trec", 6, "16-42"), ("trec", 6, "16-100"), ("sst-5", 5, "16-42")):
+        for task, k, split in (
+            ("trec", 6, "16-42"),
+            ("trec", 6, "16-100"),
+            ("sst-5", 5, "16-42"),
+            ("trec", 6, "16-13"),  # TREC's third split, added a sitting later
+        ):
             plain = dict(claim="c1", task=task, split=split, seed=0)
             demos = plain | dict(name=f"demos{k}")
             out.append(plain | dict(method="manual"))
@@ -542,7 +547,7 @@ C1_SETTINGS = [
         "trec",
         "demos6",
         "",
-        ("16-42", "16-100"),
+        ("16-42", "16-100", "16-13"),
         "6 labelled train questions shown before the input (`--demonstrations 6`; in-context: 6 "
         "drawn at random), label words the run's (`auto`)",
     ),
