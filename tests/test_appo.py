@@ -331,6 +331,7 @@ def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
     assert [r["step"] for r in rb] == [0, 1, 2, 3, 4]
     assert [r.get("prompts") for r in ra] == [r.get("prompts") for r in rb]
     assert [r.get("anchor_event") for r in ra] == [r.get("anchor_event") for r in rb]
+    assert [r["calls"] for r in ra] == [r["calls"] for r in rb]  # the anchor's score is kept
     assert all("anchor_event" in r for r in ra[1:])
 
 

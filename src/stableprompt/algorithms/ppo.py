@@ -586,6 +586,9 @@ class AdaptivePPO(Algorithm):
             "version": self.version,
             "reference_version": self.reference_version,
             "top_sampled": [[score, prompt] for score, prompt in self.top_sampled],
+            # so that a resumed run does not spend calls re-scoring the anchor's prompt
+            "anchor_prompt": self.anchor_prompt,
+            "anchor_dev": self.anchor_dev,
         }
 
     def load_state(self, state: dict) -> None:
@@ -596,3 +599,5 @@ class AdaptivePPO(Algorithm):
         self.reference_version = int(state.get("reference_version", -1))
         self.greedy_cache = (-1, "")
         self.top_sampled = [(float(score), str(p)) for score, p in state.get("top_sampled", [])]
+        self.anchor_prompt = state.get("anchor_prompt")  # None (older checkpoints): re-scored
+        self.anchor_dev = float(state.get("anchor_dev", 0.0))
