@@ -27,11 +27,13 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
 TREC (splits 16-42, 16-100, 16-13) and SST-5 (16-42), each on its own dev, with as many
-examples as classes (6 and 5); `c1-agnews` does so on AG News (16-42, 4 articles), scored
-on a fixed sample of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10
-minutes per prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one
-article of each class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N
-runs; `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
+examples as classes (6 and 5), and `c1-trec-balanced` repeats TREC's sql and random runs
+with `--balanced-demonstrations` (one question per class; sql also at learning rate 1e-3);
+`c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample of 1,000 of its
+7,600 test articles (250 per class; the full set costs ~10 minutes per prompt), and
+`c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class), on
+16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
+`c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -274,6 +276,14 @@ def units(only: set[str]) -> list[dict]:
             # best-of-N writes instructions, with no demonstrations form: the task's own run
             out.append(plain | dict(method="best-of-n"))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
+    if "c1-trec-balanced" in only:  # c1-demos-other's TREC sets showing one question per class
+        for split in ("16-42", "16-100", "16-13"):
+            balanced = dict(claim="c1", task="trec", split=split, seed=0, name="demos6-balanced")
+            balanced["extra"] = {"demonstrations": 6, "balanced_demonstrations": True}
+            out += [balanced | dict(method=method) for method in ("sql", "random")]
+            # the policy's learning rate tuned on split 16-87's dev (RESULTS.md); random has none
+            fast = balanced | dict(method="sql", name="demos6-balanced-lr1e-3")
+            out.append(fast | dict(extra=balanced["extra"] | {"lr": 1e-3}))
     if "c1-agnews" in only:  # a third task for C1, where demonstrations may matter as on TREC
         plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
         demos = plain | dict(name="demos4")
@@ -552,6 +562,22 @@ C1_SETTINGS = [
         "drawn at random), label words the run's (`auto`)",
     ),
     (
+        "trec",
+        "demos6-balanced",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "one labelled train question per class shown before the input (`--demonstrations 6 "
+        "--balanced-demonstrations`), label words the run's (`auto`)",
+    ),
+    (
+        "trec",
+        "demos6-balanced-lr1e-3",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "as above, the policy's learning rate 1e-3 (tuned on split 16-87's dev) instead of "
+        "5e-5; random sets: the row above's",
+    ),
+    (
         "sst-5",
         "demos5",
         "",
@@ -599,6 +625,11 @@ def c1_setting(results: list[dict], task: str, variant: str, manual_variant: str
     return f"target {manual[0]['target']}, not yet run" if manual else "not yet run"
 
 
+# Settings whose trained runs differ from another's only in an option the baselines do not
+# have (the policy's learning rate) take that setting's baseline runs.
+SHARED_BASELINES = {"demos6-balanced-lr1e-3": "demos6-balanced"}
+
+
 def c1_rows(
     results: list[dict],
     task: str,
@@ -610,7 +641,8 @@ def c1_rows(
     manual prompt's runs of `manual_variant` (the manual prompt spends no budget), on `splits`
     if given (a task's settings can cover different splits). A setting with no best-of-N run of
     its own takes `manual_variant`'s at the same target and budget, as it is: its instructions
-    have no form of the setting's (e.g. demonstrations)."""
+    have no form of the setting's (e.g. demonstrations); one in SHARED_BASELINES takes the
+    baseline runs of the setting named there."""
     rows: dict[str, list[dict]] = {}
     results = [r for r in results if splits is None or r["split"] in splits]
     for r in results:
@@ -618,6 +650,12 @@ def c1_rows(
             manual = r["method"] == "manual"
             if r["variant"] == (manual_variant if manual else variant):
                 rows.setdefault(r["method"], []).append(r)
+    own = {*RL, "manual", *rows}  # a baseline run of the setting's own wins
+    shared = SHARED_BASELINES.get(variant)
+    for r in results:
+        same = (r["claim"], r["task"], r["variant"]) == ("c1", task, shared)
+        if shared and same and r["method"] not in own:
+            rows.setdefault(r["method"], []).append(r)
     trained = [r for m in RL for r in rows.get(m, [])]
     if "best-of-n" not in rows and trained:
         rows["best-of-n"] = [
@@ -1196,7 +1234,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-trec-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
