@@ -27,9 +27,9 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
 TREC (splits 16-42, 16-100, 16-13) and SST-5 (16-42), each on its own dev, with as many
-examples as classes (6 and 5), and `c1-trec-balanced` repeats TREC's sql and random runs
-with `--balanced-demonstrations` (one question per class; sql also at learning rate 1e-3);
-`c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample of 1,000 of its
+examples as classes (6 and 5), and `c1-demos-balanced` repeats their sql and random runs
+with `--balanced-demonstrations` (one example per class; on TREC sql also at learning rate
+1e-3); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample of 1,000 of its
 7,600 test articles (250 per class; the full set costs ~10 minutes per prompt), and
 `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class), on
 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
@@ -261,7 +261,7 @@ def units(only: set[str]) -> list[dict]:
         natural = dict(name="natural-wide-dev", wide_dev=True)
         natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
         out += [sst2(split, "best-of-n", **natural) for split in splits]
-    if "c1-demos-other" in only:  # c1-demos on the other two tasks: one shown example per class
+    if "c1-demos-other" in only:  # c1-demos on the other two tasks: as many examples as classes
         for task, k, split in (
             ("trec", 6, "16-42"),
             ("trec", 6, "16-100"),
@@ -276,7 +276,7 @@ def units(only: set[str]) -> list[dict]:
             # best-of-N writes instructions, with no demonstrations form: the task's own run
             out.append(plain | dict(method="best-of-n"))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
-    if "c1-trec-balanced" in only:  # c1-demos-other's TREC sets showing one question per class
+    if "c1-demos-balanced" in only:  # c1-demos-other showing one example per class
         for split in ("16-42", "16-100", "16-13"):
             balanced = dict(claim="c1", task="trec", split=split, seed=0, name="demos6-balanced")
             balanced["extra"] = {"demonstrations": 6, "balanced_demonstrations": True}
@@ -284,6 +284,10 @@ def units(only: set[str]) -> list[dict]:
             # the policy's learning rate tuned on split 16-87's dev (RESULTS.md); random has none
             fast = balanced | dict(method="sql", name="demos6-balanced-lr1e-3")
             out.append(fast | dict(extra=balanced["extra"] | {"lr": 1e-3}))
+        # SST-5's 16-42 (c1-demos-other's one split) likewise: one sentence per class
+        balanced = dict(claim="c1", task="sst-5", split="16-42", seed=0, name="demos5-balanced")
+        balanced["extra"] = {"demonstrations": 5, "balanced_demonstrations": True}
+        out += [balanced | dict(method=method) for method in ("sql", "random")]
     if "c1-agnews" in only:  # a third task for C1, where demonstrations may matter as on TREC
         plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
         demos = plain | dict(name="demos4")
@@ -584,6 +588,14 @@ C1_SETTINGS = [
         ("16-42",),
         "5 labelled train sentences shown before the input (`--demonstrations 5`; in-context: 5 "
         "drawn at random), label words the run's (`auto`)",
+    ),
+    (
+        "sst-5",
+        "demos5-balanced",
+        "",
+        ("16-42",),
+        "one labelled train sentence per class shown before the input (`--demonstrations 5 "
+        "--balanced-demonstrations`), label words the run's (`auto`)",
     ),
     ("sst-5", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
     (
@@ -1234,7 +1246,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-trec-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
