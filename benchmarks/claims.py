@@ -962,6 +962,40 @@ def wide_check(results: list[dict], out: Path, scorers: dict) -> str:
     return "\n".join(lines)
 
 
+def mean_train_reward(run_dir: str) -> float | None:
+    """A trained run's train reward averaged over its steps (metrics.jsonl); None untrained."""
+    lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
+    rewards = [row["reward_mean"] for row in map(json.loads, lines) if "reward_mean" in row]
+    return sum(rewards) / len(rewards) if rewards else None
+
+
+def balanced_effect(results: list[dict]) -> str:
+    """Each C1 demonstrations run next to its `--balanced-demonstrations` repeat, on what a
+    user can see before test: the mean train reward and the pool's best dev score."""
+    balanced = {
+        (r["task"], r["split"], r["method"], r["variant"].removesuffix("-balanced")): r
+        for r in results
+        if r["claim"] == "c1" and r["variant"].endswith("-balanced")
+    }
+    lines = [
+        "| task | split | method | K | mean train reward: any sets / balanced | best dev: any "
+        "sets / balanced |",
+        "|---|---|---|---:|---|---|",
+    ]
+    for r in results:
+        b = balanced.get((r["task"], r["split"], r["method"], r["variant"]))
+        if r["claim"] != "c1" or b is None:
+            continue
+        rewards = [mean_train_reward(x["run_dir"]) for x in (r, b)]
+        reward = " / ".join(f"{x:.1f}" for x in rewards) if None not in rewards else "-"
+        k = r["variant"].removeprefix("demos")
+        lines.append(
+            f"| {r['task']} | {r['split']} | {r['method']} | {k} | {reward} | "
+            f"{r['dev']:.3f} / {b['dev']:.3f} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def ceiling(results: list[dict], runs: dict[str, dict]) -> str:
     """How far any learned prompt went on C1's SST-2 runs, per target: the best test score over
     every pool prompt of the sql and sparse-sql runs (each scored on test with its own words),
@@ -1189,6 +1223,16 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
             "retrained):",
             "",
             wide,
+        ]
+    effect = balanced_effect(results)
+    if effect:
+        lines += [
+            "",
+            "Demonstration sets of any classes against one example per class "
+            "(`--balanced-demonstrations`), on train and dev only (the runs above, nothing "
+            "retrained; mean train reward: sql's, over its steps):",
+            "",
+            effect,
         ]
     top = ceiling(results, runs)
     if top:
