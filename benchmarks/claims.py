@@ -284,6 +284,12 @@ def units(only: set[str]) -> list[dict]:
             # the policy's learning rate tuned on split 16-87's dev (RESULTS.md); random has none
             fast = balanced | dict(method="sql", name="demos6-balanced-lr1e-3")
             out.append(fast | dict(extra=balanced["extra"] | {"lr": 1e-3}))
+        # SST-2's c1-demos likewise: 4 sentences, at most 2 per class (16-13 first: the fastest)
+        demos = dict(name="demos4-balanced-wide-dev", wide_dev=True)
+        demos["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
+        demos["extra"] |= {"demonstrations": 4, "balanced_demonstrations": True}
+        for split in ("16-13", "16-42", "16-100"):
+            out += [sst2(split, method, **demos) for method in ("sql", "random")]
         # SST-5's 16-42 (c1-demos-other's one split) likewise: one sentence per class
         balanced = dict(claim="c1", task="sst-5", split="16-42", seed=0, name="demos5-balanced")
         balanced["extra"] = {"demonstrations": 5, "balanced_demonstrations": True}
@@ -972,10 +978,10 @@ def mean_train_reward(run_dir: str) -> float | None:
 def balanced_effect(results: list[dict]) -> str:
     """Each C1 demonstrations run next to its `--balanced-demonstrations` repeat, on what a
     user can see before test: the mean train reward and the pool's best dev score."""
-    balanced = {
-        (r["task"], r["split"], r["method"], r["variant"].removesuffix("-balanced")): r
+    balanced = {  # `demos4-balanced-wide-dev` repeats `demos4-wide-dev`
+        (r["task"], r["split"], r["method"], r["variant"].replace("-balanced", "")): r
         for r in results
-        if r["claim"] == "c1" and r["variant"].endswith("-balanced")
+        if r["claim"] == "c1" and "-balanced" in r["variant"]
     }
     lines = [
         "| task | split | method | K | mean train reward: any sets / balanced | best dev: any "
@@ -988,7 +994,7 @@ def balanced_effect(results: list[dict]) -> str:
             continue
         rewards = [mean_train_reward(x["run_dir"]) for x in (r, b)]
         reward = " / ".join(f"{x:.1f}" for x in rewards) if None not in rewards else "-"
-        k = r["variant"].removeprefix("demos")
+        k = r["variant"].removeprefix("demos").split("-")[0]
         lines.append(
             f"| {r['task']} | {r['split']} | {r['method']} | {k} | {reward} | "
             f"{r['dev']:.3f} / {b['dev']:.3f} |"
