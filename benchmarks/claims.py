@@ -26,13 +26,13 @@ the wide dev; `c1-gemma-refit` is the `c1-refit` configuration with Gemma as the
 `c1-demos` keeps the user's prompt and has the policy choose 4 labelled train sentences to show
 before the input (`--demonstrations 4`), against random demonstration sets at the same budget
 and 4 sentences drawn once (`in-context`), on the wide dev; `c1-demos-other` does the same on
-TREC (splits 16-42, 16-100, 16-13) and SST-5 (16-42), each on its own dev, with as many
-examples as classes (6 and 5), and `c1-demos-balanced` repeats their and `c1-demos`'s sql
-and random runs with `--balanced-demonstrations` (one example per class, on SST-2 at most two;
-on TREC sql also at learning rate 1e-3); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed sample of 1,000 of its
-7,600 test articles (250 per class; the full set costs ~10 minutes per prompt), and
-`c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each class), on
-16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
+TREC (splits 16-42, 16-100, 16-13) and SST-5 (16-42), each on its own dev, with as many examples
+as classes (6 and 5), and `c1-demos-balanced` repeats their and `c1-demos`'s sql and random runs
+with `--balanced-demonstrations` (one example per class, on SST-2 at most two; on TREC sql also
+at learning rate 1e-3); `c1-agnews` does so on AG News (16-42, 4 articles), scored on a fixed
+sample of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per
+prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each
+class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
 
 Claims (issue 13):
