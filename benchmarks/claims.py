@@ -65,6 +65,7 @@ import yaml
 from scoring import ROOT, machine, revision
 
 from stableprompt.models import build_scorer
+from stableprompt.report import load_run, reward_windows
 from stableprompt.rundir import atomic_write_text, best_words
 from stableprompt.selection import against_manual, returned_prompt
 from stableprompt.tasks import load_kshot_dir
@@ -968,37 +969,45 @@ def wide_check(results: list[dict], out: Path, scorers: dict) -> str:
     return "\n".join(lines)
 
 
-def mean_train_reward(run_dir: str) -> float | None:
-    """A trained run's train reward averaged over its steps (metrics.jsonl); None untrained."""
-    lines = Path(run_dir, "metrics.jsonl").read_text().splitlines()
-    rewards = [row["reward_mean"] for row in map(json.loads, lines) if "reward_mean" in row]
-    return sum(rewards) / len(rewards) if rewards else None
+def reward_thirds(run_dir: str) -> str:
+    """A trained run's mean train reward over each third of its steps (report.py's windows)."""
+    return " / ".join(row[1] for row in reward_windows(load_run(run_dir), windows=3)) or "-"
 
 
 def balanced_effect(results: list[dict]) -> str:
     """Each C1 demonstrations run next to its `--balanced-demonstrations` repeat, on what a
-    user can see before test: the mean train reward and the pool's best dev score."""
+    user can see before test: the train reward per third of the steps and the pool's best dev."""
     balanced = {  # `demos4-balanced-wide-dev` repeats `demos4-wide-dev`
         (r["task"], r["split"], r["method"], r["variant"].replace("-balanced", "")): r
         for r in results
         if r["claim"] == "c1" and "-balanced" in r["variant"]
     }
     lines = [
-        "| task | split | method | K | mean train reward: any sets / balanced | best dev: any "
-        "sets / balanced |",
+        "| task | split | method | K | train reward per third: any sets; balanced | best dev: "
+        "any sets / balanced |",
         "|---|---|---|---:|---|---|",
     ]
     for r in results:
         b = balanced.get((r["task"], r["split"], r["method"], r["variant"]))
         if r["claim"] != "c1" or b is None:
             continue
-        rewards = [mean_train_reward(x["run_dir"]) for x in (r, b)]
-        reward = " / ".join(f"{x:.1f}" for x in rewards) if None not in rewards else "-"
+        reward = f"{reward_thirds(r['run_dir'])}; {reward_thirds(b['run_dir'])}"
         k = r["variant"].removeprefix("demos").split("-")[0]
         lines.append(
             f"| {r['task']} | {r['split']} | {r['method']} | {k} | {reward} | "
             f"{r['dev']:.3f} / {b['dev']:.3f} |"
         )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def demo_rewards(results: list[dict]) -> str:
+    """The train reward per third of every C1 sql run that shows demonstrations: whether the
+    policy's sets get better as it trains."""
+    lines = ["| task | split | variant | train reward per third |", "|---|---|---|---|"]
+    for r in results:
+        if (r["claim"], r["method"]) == ("c1", "sql") and r["variant"].startswith("demos"):
+            row = (r["task"], r["split"], r["variant"], reward_thirds(r["run_dir"]))
+            lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
 
@@ -1236,9 +1245,18 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
             "",
             "Demonstration sets of any classes against one example per class "
             "(`--balanced-demonstrations`), on train and dev only (the runs above, nothing "
-            "retrained; mean train reward: sql's, over its steps):",
+            "retrained; random sets have no train reward):",
             "",
             effect,
+        ]
+    rewards = demo_rewards(results)
+    if rewards:
+        lines += [
+            "",
+            "The train reward of C1's sql runs that show demonstrations, per third of their "
+            "steps (`stableprompt report` shows the same by sixths):",
+            "",
+            rewards,
         ]
     top = ceiling(results, runs)
     if top:
