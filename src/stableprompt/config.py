@@ -149,9 +149,10 @@ class TrainConfig:
         min=0,
     )
     balanced_demonstrations: bool = option(
-        False,
-        "with --demonstrations: show each class at most ceil(K / classes) times, so K = the "
-        "number of classes shows one example of each (the order is still chosen)",
+        True,
+        "with --demonstrations on a classification task: show each class at most ceil(K / "
+        "classes) times, so K = the number of classes shows one example of each (the order is "
+        "still chosen); --no-balanced-demonstrations lets a prompt show any classes",
     )
     top_k: int = option(256, "sampling filter while training (sql)", min=1)
     eval_samples: int = option(
@@ -238,11 +239,6 @@ class TrainConfig:
             raise UserError(
                 f"--demonstrations applies to sql and random without --continue-manual, not "
                 f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
-            )
-        if self.balanced_demonstrations and not self.demonstrations:
-            raise UserError(
-                "--balanced-demonstrations applies with --demonstrations K (add it, or drop "
-                "--balanced-demonstrations)"
             )
         if self.add_manual and self.conditioning != "input":
             raise UserError(

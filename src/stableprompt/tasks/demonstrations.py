@@ -45,12 +45,13 @@ def split_for_demonstrations(train: list[Example]) -> tuple[list[Example], list[
     return shown, rewarded
 
 
-def use_demonstrations(ctx, k: int, balanced: bool = False) -> tuple[list[str], list[int] | None]:
+def use_demonstrations(ctx, k: int, balanced: bool) -> tuple[list[str], list[int] | None]:
     """Switch `ctx` to prompts made of demonstrations: its template becomes `{prompt}` followed
     by the task's template with the manual prompt in place, so the empty prompt is the manual
     prompt alone, and its train split the half that rewards. Returns the other half rendered,
-    one demonstration each (a prompt is K of them joined), and with `balanced` each one's class
-    (a prompt then shows each class at most `class_cap(k, classes)` times)."""
+    one demonstration each (a prompt is K of them joined), and with `balanced` on a
+    classification task each one's class (a prompt then shows each class at most
+    `class_cap(k, classes)` times)."""
     manual = ctx.task.manual_prompt
     if "{" in manual or "}" in manual:
         raise UserError(
@@ -64,18 +65,14 @@ def use_demonstrations(ctx, k: int, balanced: bool = False) -> tuple[list[str], 
             f"reward them); this task has {len(ctx.splits['train'])} (lower --demonstrations)"
         )
     classes = None
-    if balanced:
-        if ctx.generation:
-            raise UserError(
-                "--balanced-demonstrations needs a classification task, whose examples have "
-                "classes (drop --balanced-demonstrations)"
-            )
+    if balanced and not ctx.generation:  # a generation task's examples have no classes
         classes = [ex.label for ex in shown]
         cap = class_cap(k, classes)
         if sum(min(classes.count(c), cap) for c in set(classes)) < k:
             raise UserError(
-                f"--balanced-demonstrations {k}: the shown half of train has too few examples of "
-                f"some classes for at most {cap} of each (lower --demonstrations)"
+                f"--demonstrations {k}: the shown half of train has too few examples of some "
+                f"classes for at most {cap} of each (lower --demonstrations, or add "
+                "--no-balanced-demonstrations)"
             )
     texts = [render_demonstrations(ctx, [ex], manual) for ex in shown]
     ctx.template = "{prompt}" + fill_template(ctx.template, manual, "{input}")
