@@ -34,7 +34,8 @@ at learning rate 1e-3; SST-5 also on 16-100 and 16-13, with their manual and bes
 sample of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per
 prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each
 class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
-`c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s).
+`c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
+`c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -312,13 +313,18 @@ def units(only: set[str]) -> list[dict]:
             out.append(demos | dict(method=method, extra=extra))
         out.append(demos | dict(method="in-context", extra={"num_shots": 4}))
         out.append(plain | dict(method="best-of-n"))
-    if "c1-agnews-wide-dev" in only:  # c1-agnews-balanced choosing on wide_check's 574 articles
+    # c1-demos-balanced's AG News and SST-5 settings choosing on wide_check's dev (574 articles,
+    # 675 sentences), not the split's 64 or 80
+    for key, task, k in (("c1-agnews-wide-dev", "agnews", 4), ("c1-sst5-wide-dev", "sst-5", 5)):
+        if key not in only:
+            continue
         for split in ("16-42", "16-100", "16-13"):
-            plain = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
-            plain |= dict(wide_dev=True)
-            balanced = plain | dict(name="demos4-balanced-wide-dev")
-            # ~35 minutes a run: a checkpoint every 5 steps, so that a run can span sittings
-            balanced["extra"] = {"demonstrations": 4, "balanced_demonstrations": True}
+            plain = dict(claim="c1", task=task, split=split, seed=0, wide_dev=True)
+            if task == "agnews":
+                plain["test_per_class"] = 250
+            balanced = plain | dict(name=f"demos{k}-balanced-wide-dev")
+            # AG News ~35 minutes a run: a checkpoint every 5 steps, so a run can span sittings
+            balanced["extra"] = {"demonstrations": k, "balanced_demonstrations": True}
             balanced["extra"] |= {"save_every": 5}
             out.append(plain | dict(method="manual", name="wide-dev"))
             out += [balanced | dict(method=method) for method in ("sql", "random")]
@@ -648,6 +654,14 @@ C1_SETTINGS = [
         ("16-42", "16-100", "16-13"),
         "one labelled train article per class shown before the input, chosen on 574 dev "
         "articles (the split's dev and the other splits' train+dev), test as above",
+    ),
+    (
+        "sst-5",
+        "demos5-balanced-wide-dev",
+        "wide-dev",
+        ("16-42", "16-100", "16-13"),
+        "one labelled train sentence per class shown before the input, chosen on 675 dev "
+        "sentences (the split's dev and the other splits' train+dev)",
     ),
 ]
 
@@ -1343,7 +1357,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
