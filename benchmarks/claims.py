@@ -295,7 +295,7 @@ def units(only: set[str]) -> list[dict]:
         for split in ("16-13", "16-42", "16-100"):
             out += [sst2(split, method, **demos) for method in ("sql", "random")]
         # SST-5's 16-42 (c1-demos-other's one split) likewise: one sentence per class; then
-        # two more splits, with their manual prompt, and best-of-N last (~20 minutes a run)
+        # two more splits, with their manual prompt, and best-of-N last (5-9 minutes a run)
         splits = ("16-42", "16-100", "16-13")
         for split in splits:
             plain = dict(claim="c1", task="sst-5", split=split, seed=0)
