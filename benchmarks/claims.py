@@ -728,9 +728,10 @@ def verdict_c1(
     setting's `splits`) and one RL method; the baselines are compared on the splits where they
     ran (said in the text)."""
     rows = c1_rows(results, task, variant, manual_variant, splits)
+    todo = {s for s in splits if (ROOT / DATA / task / s).is_dir()}  # ("pooled" is no folder)
     splits = {r["split"] for r in rows.get("manual", [])}
     complete = [m for m in RL if {r["split"] for r in rows.get(m, [])} == splits]
-    if not splits or not complete:
+    if not splits or not complete or todo - splits:
         return "not yet measured", f"{sum(map(len, rows.values()))} runs done"
     mean = {m: statistics.mean(r["test"] for r in rows[m]) for m in ("manual", *complete)}
     best_rl = max(complete, key=mean.__getitem__)
