@@ -984,7 +984,8 @@ def _wide_check_rows(
     splits = next(setting[3] for setting in C1_SETTINGS if setting[:2] == (task, variant))
     rows = [r for r in results if r["claim"] == "c1" and r["task"] == task and r["split"] in splits]
     manuals = {r["split"]: r for r in rows if r["method"] == "manual" and not r["variant"]}
-    rows = [r for r in rows if r["variant"] == variant or r["method"] == "best-of-n"]
+    baseline = [r for r in rows if r["method"] == "best-of-n" and not r["variant"]]
+    rows = [r for r in rows if r["variant"] == variant] + baseline
     rows = [r for r in rows if r["method"] != "manual" and r["split"] in manuals]
     cache_file = out / f"wide-check-{task}.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
