@@ -90,6 +90,7 @@ METHODS: dict[str, dict] = {
 PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
 REFIT = {"refit_label_words": True, "pool_size": 4}  # each pool prompt gets its own words
 NATURAL = "The sentiment of this review is"  # a manual prompt a user might write (c1-natural)
+ANY_CLASSES = {"balanced_demonstrations": False}  # units run before balanced sets were default
 
 
 def sst2(split: str, method: str, claim: str = "c1", seed: int = 0, **variant) -> dict:
@@ -254,7 +255,7 @@ def units(only: set[str]) -> list[dict]:
         demos = dict(name="demos4-wide-dev", wide_dev=True)
         demos["extra"] = {"manual_prompt": NATURAL, "label_words": "negative,positive"}
         shots = dict(name="demos4-wide-dev", wide_dev=True, extra=dict(demos["extra"]))
-        demos["extra"] |= {"demonstrations": 4, "balanced_demonstrations": False}  # the old default
+        demos["extra"] |= {"demonstrations": 4, **ANY_CLASSES}
         shots["extra"] |= {"num_shots": 4}  # 4 random train examples, as a user might paste
         splits = ("16-42", "16-100", "16-13")  # each sql or random run takes ~20 minutes
         out += [sst2(split, method, **demos) for method in ("sql", "random") for split in splits]
@@ -275,8 +276,7 @@ def units(only: set[str]) -> list[dict]:
             demos = plain | dict(name=f"demos{k}")
             out.append(plain | dict(method="manual"))
             for method in ("sql", "random"):
-                extra = {"demonstrations": k, "balanced_demonstrations": False}  # old default
-                out.append(demos | dict(method=method, extra=extra))
+                out.append(demos | dict(method=method, extra={"demonstrations": k, **ANY_CLASSES}))
             # best-of-N writes instructions, with no demonstrations form: the task's own run
             out.append(plain | dict(method="best-of-n"))
             out.append(demos | dict(method="in-context", extra={"num_shots": k}))
@@ -309,8 +309,7 @@ def units(only: set[str]) -> list[dict]:
         demos = plain | dict(name="demos4")
         out.append(plain | dict(method="manual"))
         for method in ("sql", "random"):
-            extra = {"demonstrations": 4, "balanced_demonstrations": False}  # the old default
-            out.append(demos | dict(method=method, extra=extra))
+            out.append(demos | dict(method=method, extra={"demonstrations": 4, **ANY_CLASSES}))
         out.append(demos | dict(method="in-context", extra={"num_shots": 4}))
         out.append(plain | dict(method="best-of-n"))
     # c1-demos-balanced's AG News and SST-5 settings choosing on wide_check's dev (574 articles,
