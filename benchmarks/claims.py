@@ -34,6 +34,8 @@ at learning rate 1e-3; SST-5 also on 16-100 and 16-13, with their manual and bes
 sample of 1,000 of its 7,600 test articles (250 per class; the full set costs ~10 minutes per
 prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one article of each
 class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
+`c1-demos-all` repeats the TREC and SST-5 balanced sql and random runs drawing the examples
+from all of train, each set rewarded on the train examples it does not show;
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
 `c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences.
 
@@ -304,6 +306,13 @@ def units(only: set[str]) -> list[dict]:
             out.append(plain | dict(method="manual"))
             out += [balanced | dict(method=method) for method in ("sql", "random")]
         out += [dict(claim="c1", task="sst-5", split=s, seed=0, method="best-of-n") for s in splits]
+    if "c1-demos-all" in only:  # c1-demos-balanced choosing from, and rewarded on, all of train
+        for task, k in (("trec", 6), ("sst-5", 5)):
+            for split in ("16-42", "16-100", "16-13"):
+                unit = dict(claim="c1", task=task, split=split, seed=0)
+                unit["name"] = f"demos{k}-balanced-all"
+                unit["extra"] = {"demonstrations": k, "demonstrations_from": "all"}
+                out += [unit | dict(method=method) for method in ("sql", "random")]
     if "c1-agnews" in only:  # a third task for C1, where demonstrations may matter as on TREC
         plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
         demos = plain | dict(name="demos4")
@@ -612,6 +621,14 @@ C1_SETTINGS = [
         "5e-5; random sets: the row above's",
     ),
     (
+        "trec",
+        "demos6-balanced-all",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "one labelled train question per class, from all 96 train questions, each set rewarded "
+        "on the questions it does not show (`--demonstrations-from all`; above: 48 and 48)",
+    ),
+    (
         "sst-5",
         "demos5",
         "",
@@ -626,6 +643,14 @@ C1_SETTINGS = [
         ("16-42", "16-100", "16-13"),
         "one labelled train sentence per class shown before the input (`--demonstrations 5 "
         "--balanced-demonstrations`), label words the run's (`auto`)",
+    ),
+    (
+        "sst-5",
+        "demos5-balanced-all",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "one labelled train sentence per class, from all 80 train sentences, each set rewarded "
+        "on the sentences it does not show (`--demonstrations-from all`; above: 40 and 40)",
     ),
     ("sst-5", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
     (
@@ -1358,7 +1383,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

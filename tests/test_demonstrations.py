@@ -1,5 +1,7 @@
 """--demonstrations: prompts made of labelled train examples, chosen by the SQL policy."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -10,8 +12,13 @@ from stableprompt.cli import format_summary
 from stableprompt.config import TrainConfig
 from stableprompt.errors import UserError
 from stableprompt.tasks import Example, get_task
-from stableprompt.tasks.demonstrations import split_for_demonstrations, use_demonstrations
+from stableprompt.tasks.demonstrations import (
+    split_for_demonstrations,
+    unshown,
+    use_demonstrations,
+)
 from stableprompt.tasks.registry import fill_template
+from stableprompt.tasks.rewards import appo_reward, rlprompt_reward, worst_class_reward
 from stableprompt.trainer import Trainer
 from tests.test_trainer import make_config, make_ctx
 
@@ -175,3 +182,57 @@ def test_a_default_sql_run_shows_each_class_once(tiny_model_dir, tmp_path):
     prompts = policy.decode(rollout.actions) + [e["prompt"] for e in summary["prompts"]]
     for prompt in prompts:
         assert sorted(line.rsplit(" ", 1)[-1] for line in prompt.splitlines()) == words
+
+
+@pytest.mark.parametrize("reward", [rlprompt_reward, worst_class_reward, appo_reward])
+def test_a_reward_with_keep_is_the_reward_on_the_kept_examples(reward):
+    torch.manual_seed(0)
+    logprobs, labels = torch.randn(3, 6, 2).log_softmax(-1), torch.tensor([0, 1, 0, 1, 0, 1])
+    keep = torch.tensor(
+        [[1, 1, 1, 1, 1, 1], [0, 1, 1, 0, 1, 1], [0, 1, 0, 1, 0, 1]], dtype=torch.bool
+    )  # the last prompt keeps no example of class 0: its worst class is class 1
+    got = reward(logprobs, labels, keep=keep)
+    for p in range(3):
+        alone = reward(logprobs[p : p + 1, keep[p]], labels[keep[p]])[0]
+        torch.testing.assert_close(got[p], alone)
+    everything = torch.ones(3, 6, dtype=torch.bool)
+    torch.testing.assert_close(reward(logprobs, labels, keep=everything), reward(logprobs, labels))
+
+
+def test_demonstrations_from_all_train_keeps_train_whole(tiny_model_dir):
+    ctx = make_ctx(tiny_model_dir)
+    train = ctx.splits["train"]
+    texts, _ = use_demonstrations(ctx, 2, balanced=False, pool="all")
+    assert ctx.splits["train"] is train and len(texts) == len(train)  # candidate i is example i
+    keep = unshown(torch.tensor([[0, 1], [3, 2]]), [train[2], train[0], train[1]], train)
+    assert keep.tolist() == [[True, False, False], [False, True, True]]
+    with pytest.raises(UserError, match="needs more than 4 train examples .* has 4"):
+        use_demonstrations(make_ctx(tiny_model_dir), 4, balanced=False, pool="all")
+
+
+def test_sql_from_all_train_is_not_rewarded_on_the_examples_a_prompt_shows(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    ctx = make_ctx(tiny_model_dir)
+    config = make_config(
+        tiny_model_dir, tmp_path, demonstrations=2, demonstrations_from="all", steps=2
+    )
+    seen = []
+    rewards = type(ctx).rewards
+
+    def spy(self, prompts, examples, kind="rlprompt", keep=None):
+        seen.append((prompts, examples, keep))
+        return rewards(self, prompts, examples, kind, keep)
+
+    monkeypatch.setattr(type(ctx), "rewards", spy)
+    Trainer(config, ctx, progress=False).train()
+    assert len(seen) == 2
+    for prompts, examples, keep in seen:
+        assert len(examples) == len(ctx.splits["train"]) == 4  # every example rewards
+        for prompt, row in zip(prompts, keep.tolist(), strict=True):
+            shown = [f"{ex.text} " in prompt for ex in examples]
+            assert sum(shown) == 2 and row == [not s for s in shown]
+    # random sets draw from the same candidates: every train example
+    baseline = FixedPrompts(dataclasses.replace(config, algo="random"), make_ctx(tiny_model_dir))
+    shown = {ex.text for ex in ctx.splits["train"] if any(ex.text in p for p in baseline.prompts)}
+    assert len(shown) > 2

@@ -145,7 +145,7 @@ class TrainConfig:
         0,
         "sql, random: a prompt is this many labelled train examples shown before the input "
         "(the manual prompt stays; the policy chooses which examples and their order, from "
-        "half of train, and the other half rewards); 0: token prompts",
+        "the train examples --demonstrations-from names); 0: token prompts",
         min=0,
     )
     balanced_demonstrations: bool = option(
@@ -153,6 +153,13 @@ class TrainConfig:
         "with --demonstrations on a classification task: show each class at most ceil(K / "
         "classes) times, so K = the number of classes shows one example of each (the order is "
         "still chosen); --no-balanced-demonstrations lets a prompt show any classes",
+    )
+    demonstrations_from: str = option(
+        "half",
+        "with --demonstrations: the train examples a prompt may show. half: every other example "
+        "of each class, and the other half rewards; all: any, and each prompt is rewarded on the "
+        "train examples it does not show (twice the candidates and the rewarding examples)",
+        choices=("half", "all"),
     )
     top_k: int = option(256, "sampling filter while training (sql)", min=1)
     eval_samples: int = option(

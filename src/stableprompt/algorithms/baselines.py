@@ -41,9 +41,8 @@ class FixedPrompts(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         if config.algo == "random" and config.demonstrations:
-            texts, classes = use_demonstrations(
-                ctx, config.demonstrations, config.balanced_demonstrations
-            )
+            k, pool = config.demonstrations, config.demonstrations_from
+            texts, classes = use_demonstrations(ctx, k, config.balanced_demonstrations, pool)
             self.prompts = random_demonstrations(
                 texts, config.num_prompts, config.demonstrations, config.seed, classes
             )

@@ -32,7 +32,7 @@ from stableprompt.agents.demo_policy import DemoPolicy
 from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.models.loading import load_lm
-from stableprompt.tasks.demonstrations import use_demonstrations
+from stableprompt.tasks.demonstrations import unshown, use_demonstrations
 from stableprompt.tasks.rewards import zscore
 
 ValueFn = Callable[[Tensor], Tensor]
@@ -165,7 +165,9 @@ class SoftQLearning(Algorithm):
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
         if config.demonstrations:  # a prompt is K train examples (tasks/demonstrations.py)
             k = config.demonstrations
-            texts, classes = use_demonstrations(ctx, k, config.balanced_demonstrations)
+            texts, classes = use_demonstrations(
+                ctx, k, config.balanced_demonstrations, config.demonstrations_from
+            )
             self.policy = DemoPolicy(lm, tokenizer, texts, k, config.mlp_hidden, classes)
         else:
             context = prompt_context(config, ctx)  # learned tokens may continue the user's prompt
@@ -213,7 +215,11 @@ class SoftQLearning(Algorithm):
         rollout = self.policy.rollout(self.num_prompts, self.choose)
         prompts = self.policy.decode(rollout.actions)
         sampled = time.perf_counter()
-        raw = self.ctx.rewards(prompts, self.train_examples(), self.config.classification_reward)
+        examples = self.train_examples()
+        keep = None  # a prompt is not rewarded on the train examples it shows
+        if c.demonstrations and c.demonstrations_from == "all":
+            keep = unshown(rollout.actions, examples, self.ctx.splits["train"])
+        raw = self.ctx.rewards(prompts, examples, c.classification_reward, keep)
         rewarded = time.perf_counter()
         metrics = self.update(rollout, zscore(raw) * c.reward_scale)
         if c.replay:  # off-policy: replay stored prompts with their stored rewards

@@ -41,8 +41,16 @@ class TaskContext(Protocol):
         """Name of the metric `evaluate` returns."""
         ...
 
-    def rewards(self, prompts: list[str], examples: Sequence, kind: str = "rlprompt") -> Tensor:
-        """[prompts] raw train reward; `kind` names an algorithm's reward where tasks have one."""
+    def rewards(
+        self,
+        prompts: list[str],
+        examples: Sequence,
+        kind: str = "rlprompt",
+        keep: Tensor | None = None,
+    ) -> Tensor:
+        """[prompts] raw train reward; `kind` names an algorithm's reward where tasks have one.
+        `keep` [prompts, examples]: False leaves that pair out of the prompt's reward (an example
+        the prompt shows as a demonstration); only text tasks take it."""
         ...
 
     def example_scores(

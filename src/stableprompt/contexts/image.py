@@ -25,6 +25,7 @@ from stableprompt.tasks.images import (
     split_images,
 )
 from stableprompt.tasks.registry import TaskSpec
+from stableprompt.tasks.rewards import example_mean
 
 
 def check_image_template(template: str | None) -> str:
@@ -74,11 +75,15 @@ class ImageTaskContext(TaskContext):
         return self.scorer.similarities(texts, self.image_embeddings[rows])
 
     def rewards(
-        self, prompts: list[str], examples: Sequence[ImageExample], kind: str = "rlprompt"
+        self,
+        prompts: list[str],
+        examples: Sequence[ImageExample],
+        kind: str = "rlprompt",
+        keep: Tensor | None = None,
     ) -> Tensor:
         """[prompts] raw reward: REWARD_SCALE x mean cosine similarity (`kind` is ignored: one
-        reward serves every algorithm)."""
-        return REWARD_SCALE * self.similarities(prompts, examples).mean(-1)
+        reward serves every algorithm); `keep` leaves pairs out of the mean."""
+        return REWARD_SCALE * example_mean(self.similarities(prompts, examples), keep)
 
     @property
     def metric(self) -> str:

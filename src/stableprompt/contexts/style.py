@@ -154,13 +154,19 @@ class StyleTransferContext(TaskContext):
         return 100 * content.masked_fill(empty, 0.0), 100 * style.masked_fill(empty, 0.0)
 
     def rewards(
-        self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
+        self,
+        prompts: list[str],
+        examples: list[Example],
+        kind: str = "rlprompt",
+        keep: Tensor | None = None,
     ) -> Tensor:
         """Reward per prompt: RLPrompt's input-level z-scored best-of-samples mean of content and
         style (`rlprompt`, and `worst-class`, a classification setting that does not apply here);
         the same unnormalised on 0..100 (`raw`) or 0..10 (`appo`)."""
         if kind not in ("rlprompt", "worst-class", "raw", "appo"):
             raise ValueError(f"unknown reward kind {kind!r}")
+        if keep is not None:  # the reward is z-scored per input: no pair can leave it
+            raise ValueError("style transfer rewards every prompt on every input (no `keep`)")
         rows = self.rewrites(prompts, examples, self.settings.num_samples)
         content, style = self.score_rewrites(examples, rows)
         # The z-scored reward averages ~0 at every step by construction; the trainer logs this

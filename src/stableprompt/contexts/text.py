@@ -13,7 +13,12 @@ from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
 from stableprompt.tasks.metrics import generation_report, generation_score
 from stableprompt.tasks.registry import check_template, fill_template
-from stableprompt.tasks.rewards import appo_reward, rlprompt_reward, worst_class_reward
+from stableprompt.tasks.rewards import (
+    appo_reward,
+    example_mean,
+    rlprompt_reward,
+    worst_class_reward,
+)
 from stableprompt.tasks.verbalizers import candidates, search_label_words
 
 # Log-probability floor of an answer: one hopeless example (log p = -60) should not outweigh
@@ -110,24 +115,29 @@ class TextContext(TaskContext):
         return torch.stack(columns, dim=1)
 
     def rewards(
-        self, prompts: list[str], examples: list[Example], kind: str = "rlprompt"
+        self,
+        prompts: list[str],
+        examples: list[Example],
+        kind: str = "rlprompt",
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Raw (unnormalised) reward per prompt: RLPrompt's shaped gap, or StablePrompt's; for
-        generation tasks the metric's mean, the answer likelihood or its log (whatever `kind`)."""
+        generation tasks the metric's mean, the answer likelihood or its log (whatever `kind`).
+        `keep` [prompts, examples]: False leaves that pair out of the prompt's mean."""
         if self.generation and self.generation_reward == "likelihood":
-            return self.answer_logprobs(prompts, examples).exp().mean(-1)
+            return example_mean(self.answer_logprobs(prompts, examples).exp(), keep)
         if self.generation and self.generation_reward == "loglikelihood":
-            return self.answer_logprobs(prompts, examples).mean(-1)
+            return example_mean(self.answer_logprobs(prompts, examples), keep)
         if self.generation:
-            return self.generation_scores(prompts, examples).mean(-1)
+            return example_mean(self.generation_scores(prompts, examples), keep)
         labels = torch.tensor([ex.label for ex in examples])
         logprobs = self.logprobs(prompts, examples)
         if kind == "rlprompt":
-            return rlprompt_reward(logprobs, labels)
+            return rlprompt_reward(logprobs, labels, keep=keep)
         if kind == "worst-class":
-            return worst_class_reward(logprobs, labels)
+            return worst_class_reward(logprobs, labels, keep=keep)
         if kind == "appo":
-            return appo_reward(logprobs, labels)
+            return appo_reward(logprobs, labels, keep=keep)
         raise ValueError(f"unknown reward kind {kind!r}")
 
     # -- prompts written per input (--conditioning input): prompts[i] serves examples[i] alone --

@@ -12,6 +12,8 @@ label would teach nothing.
 
 from __future__ import annotations
 
+import torch
+
 from stableprompt.errors import UserError
 from stableprompt.tasks import Example
 from stableprompt.tasks.registry import fill_template
@@ -45,25 +47,38 @@ def split_for_demonstrations(train: list[Example]) -> tuple[list[Example], list[
     return shown, rewarded
 
 
-def use_demonstrations(ctx, k: int, balanced: bool) -> tuple[list[str], list[int] | None]:
+def use_demonstrations(
+    ctx, k: int, balanced: bool, pool: str = "half"
+) -> tuple[list[str], list[int] | None]:
     """Switch `ctx` to prompts made of demonstrations: its template becomes `{prompt}` followed
     by the task's template with the manual prompt in place, so the empty prompt is the manual
-    prompt alone, and its train split the half that rewards. Returns the other half rendered,
-    one demonstration each (a prompt is K of them joined), and with `balanced` on a
-    classification task each one's class (a prompt then shows each class at most
-    `class_cap(k, classes)` times)."""
+    prompt alone. With `pool` "half" its train split becomes the half that rewards and the other
+    half are the candidates; with "all" every train example is both (train order: candidate i
+    is train example i, see `unshown`). Returns the candidates rendered, one demonstration each
+    (a prompt is K of them joined), and with `balanced` on a classification task each one's
+    class (a prompt then shows each class at most `class_cap(k, classes)` times)."""
     manual = ctx.task.manual_prompt
     if "{" in manual or "}" in manual:
         raise UserError(
             "--demonstrations keeps the manual prompt in the template, so it may not contain "
             "braces; rephrase the manual prompt"
         )
-    shown, rewarded = split_for_demonstrations(ctx.splits["train"])
-    if len(shown) < k or not rewarded:
-        raise UserError(
-            f"--demonstrations {k} needs more than {2 * k} train examples (half are shown, half "
-            f"reward them); this task has {len(ctx.splits['train'])} (lower --demonstrations)"
-        )
+    train = ctx.splits["train"]
+    if pool == "all":
+        shown, rewarded = train, train
+        if len(train) <= k:
+            raise UserError(
+                f"--demonstrations {k} needs more than {k} train examples (a prompt is rewarded "
+                f"on those it does not show); this task has {len(train)} (lower --demonstrations)"
+            )
+    else:
+        shown, rewarded = split_for_demonstrations(train)
+        if len(shown) < k or not rewarded:
+            raise UserError(
+                f"--demonstrations {k} needs more than {2 * k} train examples (half are shown, "
+                f"half reward them); this task has {len(train)} (lower --demonstrations, or "
+                "add --demonstrations-from all)"
+            )
     classes = None
     if balanced and not ctx.generation:  # a generation task's examples have no classes
         classes = [ex.label for ex in shown]
@@ -84,3 +99,12 @@ def class_cap(k: int, classes: list[int]) -> int:
     """How often a balanced prompt of `k` demonstrations may show one class: once each when
     k equals the number of classes."""
     return -(-k // len(set(classes)))
+
+
+def unshown(actions: torch.Tensor, examples: list[Example], train: list[Example]) -> torch.Tensor:
+    """[prompts, examples] True where prompt p (`actions` [P, K]: the candidates it shows, train
+    indices under `--demonstrations-from all`) does not show `examples[n]`: its reward keeps
+    that pair."""
+    index = {id(ex): i for i, ex in enumerate(train)}
+    rows = torch.tensor([index[id(ex)] for ex in examples], device=actions.device)
+    return ~(actions[:, :, None] == rows[None, None, :]).any(1)
