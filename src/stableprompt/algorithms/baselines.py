@@ -106,21 +106,29 @@ def in_context_template(ctx, k: int, seed: int) -> str:
 def random_demonstrations(
     texts: list[str], n: int, k: int, seed: int, classes: list[int] | None = None
 ) -> list[str]:
-    """`n` prompts of `k` distinct demonstrations each, drawn uniformly in random order; with
-    `classes`, each pick among the candidates whose class is not yet full (`class_cap`), as the
-    untrained demonstration policy draws them."""
+    """`n` prompts of `k` distinct demonstrations each (`random_demonstration_sets`)."""
+    sets = random_demonstration_sets(len(texts), n, k, seed, classes)
+    return ["".join(texts[i] for i in picked) for picked in sets]
+
+
+def random_demonstration_sets(
+    size: int, n: int, k: int, seed: int, classes: list[int] | None = None
+) -> list[list[int]]:
+    """`n` sets of `k` distinct indices into `size` candidates, drawn uniformly in random order;
+    with `classes`, each pick among the candidates whose class is not yet full (`class_cap`), as
+    the untrained demonstration policy draws them."""
     rng = random.Random(seed)
     if classes is None:
-        return ["".join(rng.sample(texts, k)) for _ in range(n)]
-    cap, prompts = class_cap(k, classes), []
+        return [rng.sample(range(size), k) for _ in range(n)]
+    cap, sets = class_cap(k, classes), []
     for _ in range(n):
         picked: list[int] = []
         for _ in range(k):
             shown = Counter(classes[i] for i in picked)
             free = [i for i, c in enumerate(classes) if i not in picked and shown[c] < cap]
             picked.append(rng.choice(free))
-        prompts.append("".join(texts[i] for i in picked))
-    return prompts
+        sets.append(picked)
+    return sets
 
 
 class BestOfN(Algorithm):
