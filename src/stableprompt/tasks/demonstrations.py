@@ -5,9 +5,10 @@ as the task's template filled with the manual prompt and the example, then its a
 line, and the input follows in the same form. The manual prompt stays; what is learned is
 which examples are shown, and in which order. A small target's accuracy depends strongly on
 that choice (Zhao et al. 2021, "Calibrate Before Use"; Lu et al. 2022, "Fantastically Ordered
-Prompts"), so it is a search space with room. The examples the policy may show and the examples
-that reward it are disjoint halves of train: an example scored right after being shown its own
-label would teach nothing.
+Prompts"), so it is a search space with room. By default the examples the policy may show and the
+examples that reward it are disjoint halves of train; with `--demonstrations-from all` any may
+be shown and a prompt is rewarded on the ones it does not show: an example scored right after
+being shown its own label would teach nothing.
 """
 
 from __future__ import annotations
