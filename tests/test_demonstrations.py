@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from stableprompt.agents.demo_policy import DemoPolicy
-from stableprompt.algorithms.baselines import FixedPrompts, random_demonstrations
+from stableprompt.algorithms.baselines import (
+    FixedPrompts,
+    random_demonstration_sets,
+    random_demonstrations,
+)
 from stableprompt.algorithms.sql import sql_loss
 from stableprompt.cli import format_summary
 from stableprompt.config import TrainConfig
@@ -236,3 +240,16 @@ def test_sql_from_all_train_is_not_rewarded_on_the_examples_a_prompt_shows(
     baseline = FixedPrompts(dataclasses.replace(config, algo="random"), make_ctx(tiny_model_dir))
     shown = {ex.text for ex in ctx.splits["train"] if any(ex.text in p for p in baseline.prompts)}
     assert len(shown) > 2
+
+
+def test_random_demonstration_sets_are_the_random_baselines_draws():
+    """The index sets (what demo_headroom.py scores) are distinct, in range, within the class
+    cap, and are exactly the sets the random baseline renders."""
+    texts = [f"example {i}\n" for i in range(12)]
+    classes = [i % 3 for i in range(12)]
+    sets = random_demonstration_sets(len(texts), n=30, k=3, seed=1, classes=classes)
+    for picked in sets:
+        assert len(set(picked)) == 3 and all(0 <= i < 12 for i in picked)
+        assert sorted(classes[i] for i in picked) == [0, 1, 2]  # cap 1: one of each class
+    rendered = ["".join(texts[i] for i in picked) for picked in sets]
+    assert rendered == random_demonstrations(texts, n=30, k=3, seed=1, classes=classes)
