@@ -36,7 +36,8 @@ prompt), and `c1-agnews-balanced` again with `--balanced-demonstrations` (one ar
 class), on 16-42 and then on 16-100 and 16-13 with their manual and best-of-N runs;
 `c1-demos-all` repeats the TREC and SST-5 balanced sql and random runs drawing the examples
 from all of train, each set rewarded on the train examples it does not show (on TREC sql also
-at learning rate 1e-3);
+at learning rate 1e-3), and `c1-select-train` repeats those sql and random runs choosing
+sets on dev and the train examples each does not show (`--select-on dev+train`);
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
 `c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences.
 
@@ -77,6 +78,9 @@ from stableprompt.tasks import load_kshot_dir
 from stableprompt.trainer import TrainConfig, Trainer, build_context
 
 DATA = Path("../shared/data/fsc/16-shot")  # relative to the repository root, as run dirs record it
+# Every run so far was measured in fp32 (`auto` on machines without native bf16); a machine with
+# it would pick bf16 under `auto` and mix two dtypes into one table.
+DTYPE = "float32"
 SST2_SPLITS = ("16-100", "16-13", "16-42")
 RL = ("sql", "sparse-sql")
 # Per-method settings on top of the library defaults. Trained methods stop at the budget.
@@ -321,6 +325,14 @@ def units(only: set[str]) -> list[dict]:
             unit["name"] = "demos6-balanced-all-lr1e-3"
             unit["extra"] = {"demonstrations": 6, "demonstrations_from": "all", "lr": 1e-3}
             out.append(unit)
+    if "c1-select-train" in only:  # c1-demos-all choosing sets on dev and the unshown train
+        for task, k in (("trec", 6), ("sst-5", 5)):
+            for split in ("16-42", "16-100", "16-13"):
+                unit = dict(claim="c1", task=task, split=split, seed=0)
+                unit["name"] = f"demos{k}-balanced-all-select-train"
+                unit["extra"] = {"demonstrations": k, "demonstrations_from": "all"}
+                unit["extra"] |= {"select_on": "dev+train"}
+                out += [unit | dict(method=method) for method in ("sql", "random")]
     if "c1-agnews" in only:  # a third task for C1, where demonstrations may matter as on TREC
         plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
         demos = plain | dict(name="demos4")
@@ -410,7 +422,7 @@ def run_dir(out: Path, unit: dict) -> Path:
 def shared_scorer(scorers: dict, target: str):
     """One scorer per target across runs, so that each input is encoded once."""
     if target not in scorers:
-        scorers[target] = build_scorer(target, "auto")
+        scorers[target] = build_scorer(target, DTYPE)
         scorers[target].prefix_store_tokens = 120_000  # every encoded test input stays
     return scorers[target]
 
@@ -440,7 +452,8 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
             refit = settings.get("refit_label_words") and settings.get("pool_size", 1) * (
                 n_train + 2 * n_dev
             )
-            settings["prompts_per_step"] = (budget - n_train - n_dev - (refit or 0)) // n_dev
+            per_set = n_dev + n_train * (settings.get("select_on") == "dev+train")
+            settings["prompts_per_step"] = (budget - n_train - n_dev - (refit or 0)) // per_set
         config = TrainConfig.from_dict(
             {
                 "algo": method,
@@ -448,6 +461,7 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
                 "data": str(data),
                 "target": target,
                 "agent": args.model,
+                "dtype": DTYPE,
                 "seed": unit["seed"],
                 "steps": 10**6,
                 "eval_every": args.eval_every,
@@ -510,7 +524,8 @@ def add_manual_check(path: Path, summary: dict, scorers: dict) -> dict:
     ctx = build_context(config, shared_scorer(scorers, config.target))
     learned, manual = summary["prompts"][0], summary["manual"]
     manual_dev = ctx.example_scores([manual["prompt"]], "dev", summary["label_words"] or None)[0]
-    check = against_manual(ctx, learned, manual_dev)
+    learned_dev = ctx.example_scores([learned["prompt"]], "dev", learned.get("label_words"))[0]
+    check = against_manual(learned_dev, manual_dev)
     best = returned_prompt(summary["prompts"], manual, check, config.replace_manual_p)
     summary |= {"best_prompt": best["prompt"], "best": best}
     summary["best_note"] = f"check added after the run by benchmarks/claims.py at {revision()}"
@@ -644,6 +659,14 @@ C1_SETTINGS = [
         "as above, the policy's learning rate 1e-3 instead of 5e-5; random sets: the row above's",
     ),
     (
+        "trec",
+        "demos6-balanced-all-select-train",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "as `demos6-balanced-all`, sets chosen on the 96 dev questions and the ~90 train "
+        "questions each does not show (`--select-on dev+train`; above: dev alone)",
+    ),
+    (
         "sst-5",
         "demos5",
         "",
@@ -666,6 +689,14 @@ C1_SETTINGS = [
         ("16-42", "16-100", "16-13"),
         "one labelled train sentence per class, from all 80 train sentences, each set rewarded "
         "on the sentences it does not show (`--demonstrations-from all`; above: 40 and 40)",
+    ),
+    (
+        "sst-5",
+        "demos5-balanced-all-select-train",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "as `demos5-balanced-all`, sets chosen on the 80 dev sentences and the ~75 train "
+        "sentences each does not show (`--select-on dev+train`; above: dev alone)",
     ),
     ("sst-5", "refit", "", ("16-42",), "words per prompt (pool of 4)"),
     (
@@ -1041,7 +1072,9 @@ def _wide_check_rows(
             )
             words = manual_summary["label_words"]
             manual_dev = manual_ctx.example_scores([manual["prompt"]], "dev", words)[0]
-            check = against_manual(ctx, summary["prompts"][0], manual_dev)
+            learned = summary["prompts"][0]
+            learned_dev = ctx.example_scores([learned["prompt"]], "dev", learned.get("label_words"))
+            check = against_manual(learned_dev[0], manual_dev)
             cache[r["run_dir"]] = check | {"dev": len(ctx.splits["dev"])}
             atomic_write_text(cache_file, json.dumps(cache, indent=2))
         check = cache[r["run_dir"]]
@@ -1401,7 +1434,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

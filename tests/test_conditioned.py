@@ -219,6 +219,8 @@ def test_conditioning_input_is_refused_for_other_algorithms(capsys, tmp_path, fl
     assert message in err and not (tmp_path / "run").exists()
     with pytest.raises(UserError, match="--add-manual applies to --conditioning input"):
         TrainConfig.from_dict({"algo": "appo", "add_manual": True})
+    with pytest.raises(UserError, match="--select-on dev.train scores fixed prompts"):
+        TrainConfig.from_dict({"algo": "appo", "conditioning": "input", "select_on": "dev+train"})
 
 
 def test_train_then_eval_agent_on_the_command_line(capsys, tiny_model_dir, tmp_path):

@@ -253,3 +253,39 @@ def test_random_demonstration_sets_are_the_random_baselines_draws():
         assert sorted(classes[i] for i in picked) == [0, 1, 2]  # cap 1: one of each class
     rendered = ["".join(texts[i] for i in picked) for picked in sets]
     assert rendered == random_demonstrations(texts, n=30, k=3, seed=1, classes=classes)
+
+
+def scores_without_shown(ctx, prompt: str) -> torch.Tensor:
+    """`prompt` scored on dev, then on the train examples it does not show."""
+    unshown_train = [ex for ex in ctx.splits["train"] if f"{ex.text} " not in prompt]
+    ctx.splits = {**ctx.splits, "unshown": unshown_train}
+    return torch.cat([ctx.example_scores([prompt], s)[0] for s in ("dev", "unshown")])
+
+
+def test_select_on_dev_and_train_leaves_out_the_train_examples_a_set_shows(
+    tiny_model_dir, tmp_path
+):
+    ctx = make_ctx(tiny_model_dir)
+    kw = dict(demonstrations=2, demonstrations_from="all", select_on="dev+train", pool_size=3)
+    config = make_config(tiny_model_dir, tmp_path, algo="random", prompts_per_step=3, **kw)
+    summary = Trainer(config, ctx, progress=False).train()
+    assert len(summary["prompts"]) >= 2  # 3 draws, distinct ones scored
+    for entry in summary["prompts"]:  # dev (4) and the 2 of 4 train examples not shown
+        want = scores_without_shown(ctx, entry["prompt"])
+        assert len(want) == 6 and entry["dev"] == pytest.approx(want.mean().item())
+    # the shown examples are scored, then masked
+    assert summary["target_calls"] == len(summary["prompts"]) * (4 + 4)
+    # sql: the manual prompt (nothing shown) counts all of train, the check the pairs the
+    # learned prompt does not show; evaluations are budgeted on dev and train
+    ctx = make_ctx(tiny_model_dir)
+    trainer = Trainer(make_config(tiny_model_dir, tmp_path / "sql", **kw), ctx, progress=False)
+    assert trainer.eval_calls() == trainer.algorithm.prompts_per_eval() * 8
+    summary = trainer.train()
+    manual = torch.cat([ctx.example_scores([""], s)[0] for s in ("dev", "train")])
+    assert summary["manual"]["dev"] == pytest.approx(manual.mean().item())
+    best = summary["prompts"][0]
+    assert best["dev"] == pytest.approx(scores_without_shown(ctx, best["prompt"]).mean().item())
+    check = summary["best"]["check"]
+    assert check["wins"] + check["losses"] <= 6
+    printed = format_summary(summary, str(tmp_path))
+    assert "dev: on dev and the train examples a prompt does not show" in printed

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+import torch
 
 from stableprompt.contexts import TextContext
 from stableprompt.selection import against_manual, returned_prompt
@@ -27,14 +28,19 @@ def test_against_manual_counts_the_dev_examples_each_prompt_wins():
     examples = sentiment_examples()
     task = get_task("sst-2")
     ctx = TextContext(task, {"train": examples, "dev": examples}, PromptDependentTarget())
-    learned = {"prompt": "Rated:", "label_words": [" awful", " wonderful"]}
-    manual_dev = ctx.example_scores(["It was"], "dev", [" bad", " good"])[0]
-    check = against_manual(ctx, learned, manual_dev)
-    assert check == {"wins": 2, "losses": 0, "p": 0.25}
-    # the other way round the learned prompt never wins
     rated_dev = ctx.example_scores(["Rated:"], "dev", [" awful", " wonderful"])[0]
-    swapped = against_manual(ctx, {"prompt": "It was", "label_words": [" bad", " good"]}, rated_dev)
-    assert swapped == {"wins": 0, "losses": 2, "p": 1.0}
+    manual_dev = ctx.example_scores(["It was"], "dev", [" bad", " good"])[0]
+    assert against_manual(rated_dev, manual_dev) == {"wins": 2, "losses": 0, "p": 0.25}
+    # the other way round the learned prompt never wins
+    assert against_manual(manual_dev, rated_dev) == {"wins": 0, "losses": 2, "p": 1.0}
+
+
+def test_against_manual_leaves_out_the_examples_the_learned_prompt_shows():
+    """NaN marks a train example the learned prompt shows as a demonstration: its pair is not
+    compared (else showing an example's answer would win it)."""
+    learned = torch.tensor([1.0, float("nan"), float("nan"), 0.0, 1.0])
+    manual = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0])
+    assert against_manual(learned, manual) == {"wins": 1, "losses": 0, "p": 0.5}
 
 
 def test_returned_prompt_keeps_the_manual_one_without_evidence():

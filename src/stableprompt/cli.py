@@ -106,9 +106,13 @@ def format_summary(summary: dict, out: str) -> str:
         if e.get("label_words") and e["label_words"] != summary.get("label_words"):
             words = ", ".join(w.strip() for w in e["label_words"])
             lines.append(f"  {e['prompt'][:40]!r} is scored with its own words: {words}")
+    pooled = summary.get("select_on") == "dev+train"
+    if pooled:
+        lines.append("dev: on dev and the train examples a prompt does not show (--select-on)")
     check = (summary.get("best") or {}).get("check")
     if check:  # why the run returns what it returns
-        odds = f"higher on {check['wins']} dev examples, lower on {check['losses']}"
+        where = "dev and train" if pooled else "dev"
+        odds = f"higher on {check['wins']} {where} examples, lower on {check['losses']}"
         if summary["best"]["source"] == "manual":
             lines.append(
                 f"returned: the manual prompt. The learned one scored {odds} (sign test p = "

@@ -74,7 +74,8 @@ class TrainConfig:
         True,
         "with --label-words auto, at the end: re-choose the words for each pool prompt on "
         "train+dev (as for the manual prompt), rank the pool by dev with them and score each "
-        "prompt on test with its own words (costs |train|+2|dev| calls per pool prompt)",
+        "prompt on test with its own words (costs |train|+2|dev| calls per pool prompt; not "
+        "with --select-on dev+train, whose words were chosen on train already)",
     )
     preset: str | None = option(
         None,
@@ -96,6 +97,14 @@ class TrainConfig:
     save_every: int = option(10, "checkpoint every N steps", min=1)
     pool_size: int = option(5, "best prompts kept (by dev) and scored on test", min=1)
     score_manual: bool = option(True, "at the end, score the task's manual prompt too")
+    select_on: str = option(
+        "dev",
+        "the examples that choose prompts (the pool, the returned prompt, the check against "
+        "the manual prompt): dev | dev+train: train too, which also rewards training, so a "
+        "few-shot split gives twice the examples (a demonstrations prompt is not scored on the "
+        "train examples it shows)",
+        choices=("dev", "dev+train"),
+    )
     replace_manual_p: float = option(
         0.1,
         "the run returns its best learned prompt instead of the scored manual prompt only if "
@@ -246,6 +255,11 @@ class TrainConfig:
             raise UserError(
                 f"--demonstrations applies to sql and random without --continue-manual, not "
                 f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
+            )
+        if self.select_on != "dev" and self.conditioning == "input":
+            raise UserError(
+                "--select-on dev+train scores fixed prompts; --conditioning input writes one "
+                "per input, scored on dev (drop --select-on)"
             )
         if self.add_manual and self.conditioning != "input":
             raise UserError(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from stableprompt.contexts import TaskContext
 from stableprompt.tasks.metrics import sign_test
 
 
@@ -34,14 +33,13 @@ class PromptPool:
         del self.entries[self.size :]
 
 
-def against_manual(ctx: TaskContext, learned: dict, manual_dev: Tensor) -> dict:
-    """The paired comparison on dev of the pool's best (`learned`, with its own label words if
-    it has them) and the manual prompt (its dev score per example, `manual_dev`): on how many
-    dev examples each scores higher, and the one-sided sign-test p that the learned one is
-    better."""
-    words = learned.get("label_words")
-    scores = ctx.example_scores([learned["prompt"]], "dev", words)[0]
-    wins, losses = int((scores > manual_dev).sum()), int((scores < manual_dev).sum())
+def against_manual(learned: Tensor, manual: Tensor) -> dict:
+    """The paired comparison of the pool's best and the manual prompt from their scores on each
+    example that chooses prompts (NaN where the learned prompt shows the example): on how many
+    each scores higher, and the one-sided sign-test p that the learned one is better."""
+    both = ~learned.isnan()
+    learned, manual = learned[both], manual[both]
+    wins, losses = int((learned > manual).sum()), int((learned < manual).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
 
 

@@ -87,14 +87,14 @@ class Trainer:
 
     def eval_calls(self) -> int:
         """Target calls of one dev evaluation, at most."""
-        return self.algorithm.prompts_per_eval() * len(self.ctx.splits["dev"])
+        return self.algorithm.prompts_per_eval() * self.algorithm.selection_size()
 
     def projected_calls(self) -> int:
         """Every call of the whole run: steps, dev evaluations and the final test scoring."""
         train = sum(self.algorithm.step_calls(step) for step in range(self.steps))
         every = self.config.eval_every  # step 0, every `every` steps, and the last one
         evals = 1 + self.steps // every + (self.steps % every != 0)
-        dev, test = len(self.ctx.splits["dev"]), len(self.ctx.splits.get("test") or [])
+        dev, test = self.algorithm.selection_size(), len(self.ctx.splits.get("test") or [])
         # the manual prompt on dev and test; then the check scores the pool's best on dev again
         check = dev if self.config.conditioning == "task" else 0
         manual = dev + test + check if self._scores_manual() else 0
@@ -116,6 +116,7 @@ class Trainer:
             self.config.refit_label_words
             and self.config.conditioning == "task"
             and not self.config.demonstrations
+            and self.config.select_on == "dev"  # the words would be ranked on dev alone
         )
         return self.config.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
 
@@ -281,8 +282,8 @@ class Trainer:
         if not self._scores_manual():
             return None, None
         prompt = self.algorithm.manual_prompt()
-        dev = self.ctx.example_scores([prompt], "dev")[0]
-        return scored({"prompt": prompt, "dev": dev.mean().item()}), dev
+        dev = self.algorithm.selection_scores([prompt])[0]
+        return scored({"prompt": prompt, "dev": dev.nanmean().item()}), dev
 
     def _score_test_together(self, entries: list[dict]) -> None:
         """Score the pool and the manual prompt on test in one pass per label-word set, so that
@@ -333,11 +334,15 @@ class Trainer:
         manual, manual_dev = self._manual_baseline(scored)
         check = None
         if manual and results and self.config.conditioning == "task":
-            check = against_manual(self.ctx, results[0], manual_dev)
+            learned = self.algorithm.selection_scores(
+                [results[0]["prompt"]], results[0].get("label_words")
+            )[0]
+            check = against_manual(learned, manual_dev)
         best = returned_prompt(results, manual, check, self.config.replace_manual_p)
         summary = {
             "algo": self.config.algo,
             "metric": self.ctx.metric,  # what dev and test report
+            "select_on": self.config.select_on,  # what "dev" scores: dev, or dev and train
             "template": self.ctx.template,  # in-context baselines change it
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,

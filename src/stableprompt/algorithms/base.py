@@ -11,6 +11,7 @@ import torch
 from stableprompt.config import TrainConfig
 from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
+from stableprompt.tasks.demonstrations import shows, use_demonstrations
 
 
 class Algorithm(ABC):
@@ -32,6 +33,9 @@ class Algorithm(ABC):
     """
 
     trainable = True  # False: fixed-prompt baselines, scored at step 0 and never stepped
+    # Under --demonstrations-from all: the candidates, candidate i being train example i (a
+    # prompt is not scored for selection on the train examples it shows).
+    shown_texts: list[str] | None = None
 
     def __init__(self, config: TrainConfig, ctx: TaskContext):
         self.config, self.ctx = config, ctx
@@ -62,9 +66,40 @@ class Algorithm(ABC):
             return ""
         return self.ctx.task.manual_prompt or None
 
+    def use_demonstrations(self) -> tuple[list[str], list[int] | None]:
+        """Switch the context to prompts made of demonstrations (tasks/demonstrations.py);
+        returns the candidates rendered and their classes."""
+        c = self.config
+        texts, classes = use_demonstrations(
+            self.ctx, c.demonstrations, c.balanced_demonstrations, c.demonstrations_from
+        )
+        if c.demonstrations_from == "all":
+            self.shown_texts = texts
+        return texts, classes
+
+    def selection_size(self) -> int:
+        """How many examples `selection_scores` scores a prompt on (target calls)."""
+        dev = len(self.ctx.splits["dev"])
+        return dev + len(self.ctx.splits["train"]) if self.config.select_on == "dev+train" else dev
+
+    def selection_scores(
+        self, prompts: list[str], label_words: list[str] | None = None
+    ) -> torch.Tensor:
+        """[prompts, examples] each prompt's score on the examples that choose prompts
+        (`--select-on`): dev, then train; NaN on a train example the prompt shows."""
+        dev = self.ctx.example_scores(prompts, "dev", label_words)
+        if self.config.select_on == "dev":
+            return dev
+        train = self.ctx.example_scores(prompts, "train", label_words)
+        if self.shown_texts is not None:
+            train = train.masked_fill(shows(prompts, self.shown_texts), float("nan"))
+        return torch.cat([dev, train], 1)
+
     def dev_scores(self, prompts: list[str]) -> list[float]:
-        """The dev metric of each eval prompt (tests script this)."""
-        return self.ctx.evaluate(prompts, "dev").values
+        """The selection score of each eval prompt: its mean over `selection_scores` (the dev
+        metric by default; tests script this)."""
+        scores = self.selection_scores(prompts)
+        return (scores.nanmean(1) if self.shown_texts else scores.mean(1)).tolist()
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """A pool prompt scored once on a split (`TaskContext.report`)."""

@@ -29,7 +29,6 @@ from stableprompt.models.loading import load_lm, trainable_dtype
 from stableprompt.tasks.demonstrations import (
     class_cap,
     render_demonstrations,
-    use_demonstrations,
 )
 
 
@@ -41,8 +40,7 @@ class FixedPrompts(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         if config.algo == "random" and config.demonstrations:
-            k, pool = config.demonstrations, config.demonstrations_from
-            texts, classes = use_demonstrations(ctx, k, config.balanced_demonstrations, pool)
+            texts, classes = self.use_demonstrations()
             self.prompts = random_demonstrations(
                 texts, config.num_prompts, config.demonstrations, config.seed, classes
             )
@@ -148,7 +146,7 @@ class BestOfN(Algorithm):
         shown = random.sample(train, min(c.num_shots, len(train)))
         query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
         prompts = self.agent.sample(query, self.num_prompts, c.max_new_tokens).texts
-        scores = self.ctx.evaluate(prompts, "dev").values
+        scores = self.dev_scores(prompts)
         for prompt, score in zip(prompts, scores, strict=True):
             if self.best is None or score > self.best[0]:
                 self.best = (score, prompt)
@@ -167,7 +165,7 @@ class BestOfN(Algorithm):
         return []  # each step scores its draws on dev: an evaluation would re-spend those calls
 
     def calls_per_step(self) -> int:
-        return self.num_prompts * len(self.ctx.splits["dev"])
+        return self.num_prompts * self.selection_size()
 
     def tensors(self) -> dict[str, torch.Tensor]:
         return {}

@@ -553,7 +553,7 @@ class AdaptivePPO(Algorithm):
         return self.num_prompts * self.examples_per_step()
 
     def step_calls(self, step: int) -> int:
-        anchor = 2 * len(self.ctx.splits["dev"]) if self.anchor_due(step) else 0
+        anchor = 2 * self.selection_size() if self.anchor_due(step) else 0
         return self.calls_per_step() + anchor
 
     # checkpoint --------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from stableprompt.agents.demo_policy import DemoPolicy
 from stableprompt.agents.token_policy import Rollout, TokenPolicy, sample_top_k
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.models.loading import load_lm
-from stableprompt.tasks.demonstrations import unshown, use_demonstrations
+from stableprompt.tasks.demonstrations import unshown
 from stableprompt.tasks.rewards import zscore
 
 ValueFn = Callable[[Tensor], Tensor]
@@ -164,11 +164,10 @@ class SoftQLearning(Algorithm):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
         if config.demonstrations:  # a prompt is K train examples (tasks/demonstrations.py)
-            k = config.demonstrations
-            texts, classes = use_demonstrations(
-                ctx, k, config.balanced_demonstrations, config.demonstrations_from
+            texts, classes = self.use_demonstrations()
+            self.policy = DemoPolicy(
+                lm, tokenizer, texts, config.demonstrations, config.mlp_hidden, classes
             )
-            self.policy = DemoPolicy(lm, tokenizer, texts, k, config.mlp_hidden, classes)
         else:
             context = prompt_context(config, ctx)  # learned tokens may continue the user's prompt
             self.policy = TokenPolicy(

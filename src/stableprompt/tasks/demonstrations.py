@@ -109,3 +109,9 @@ def unshown(actions: torch.Tensor, examples: list[Example], train: list[Example]
     index = {id(ex): i for i, ex in enumerate(train)}
     rows = torch.tensor([index[id(ex)] for ex in examples], device=actions.device)
     return ~(actions[:, :, None] == rows[None, None, :]).any(1)
+
+
+def shows(prompts: list[str], texts: list[str]) -> torch.Tensor:
+    """[prompts, candidates] True where the prompt contains candidate n's demonstration (read
+    from the text, so a candidate whose text another contains counts as shown: never less)."""
+    return torch.tensor([[text in prompt for text in texts] for prompt in prompts])
