@@ -268,8 +268,13 @@ def test_select_on_dev_and_train_leaves_out_the_train_examples_a_set_shows(
     ctx = make_ctx(tiny_model_dir)
     kw = dict(demonstrations=2, demonstrations_from="all", select_on="dev+train", pool_size=3)
     config = make_config(tiny_model_dir, tmp_path, algo="random", prompts_per_step=3, **kw)
-    summary = Trainer(config, ctx, progress=False).train()
+    trainer = Trainer(config, ctx, progress=False)
+    summary = trainer.train()
     assert len(summary["prompts"]) >= 2  # 3 draws, distinct ones scored
+    prompts = [e["prompt"] for e in summary["prompts"]]
+    shown = [[f"{ex.text} " in p for ex in ctx.splits["train"]] for p in prompts]
+    left_out = trainer.algorithm.selection_scores(prompts)[:, 4:].isnan()  # after dev's 4
+    assert left_out.tolist() == shown and all(sum(row) == 2 for row in shown)
     for entry in summary["prompts"]:  # dev (4) and the 2 of 4 train examples not shown
         want = scores_without_shown(ctx, entry["prompt"])
         assert len(want) == 6 and entry["dev"] == pytest.approx(want.mean().item())
@@ -285,7 +290,12 @@ def test_select_on_dev_and_train_leaves_out_the_train_examples_a_set_shows(
     assert summary["manual"]["dev"] == pytest.approx(manual.mean().item())
     best = summary["prompts"][0]
     assert best["dev"] == pytest.approx(scores_without_shown(ctx, best["prompt"]).mean().item())
+    # the check pairs the two on dev and the train examples the learned set does not show
+    learned = scores_without_shown(ctx, best["prompt"])
+    unshown_train = ctx.splits["unshown"]
+    manual_pairs = torch.cat([ctx.example_scores([""], s)[0] for s in ("dev", "unshown")])
+    wins, losses = int((learned > manual_pairs).sum()), int((learned < manual_pairs).sum())
     check = summary["best"]["check"]
-    assert check["wins"] + check["losses"] <= 6
+    assert len(unshown_train) == 2 and (check["wins"], check["losses"]) == (wins, losses)
     printed = format_summary(summary, str(tmp_path))
     assert "dev: on dev and the train examples a prompt does not show" in printed

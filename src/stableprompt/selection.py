@@ -37,8 +37,7 @@ def against_manual(learned: Tensor, manual: Tensor) -> dict:
     """The paired comparison of the pool's best and the manual prompt from their scores on each
     example that chooses prompts (NaN where the learned prompt shows the example): on how many
     each scores higher, and the one-sided sign-test p that the learned one is better."""
-    both = ~learned.isnan()
-    learned, manual = learned[both], manual[both]
+    # NaN compares false both ways: an example the learned prompt shows is neither
     wins, losses = int((learned > manual).sum()), int((learned < manual).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}
 
