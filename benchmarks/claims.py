@@ -333,6 +333,13 @@ def units(only: set[str]) -> list[dict]:
                 unit["extra"] = {"demonstrations": k, "demonstrations_from": "all"}
                 unit["extra"] |= {"select_on": "dev+train"}
                 out += [unit | dict(method=method) for method in ("sql", "random")]
+    if "c1-demos-32k" in only:  # c1-demos-all at four times the budget: does the policy learn
+        # to propose better sets than uniform draws? (its reward was flat over 21 steps at 8k)
+        for split in ("16-42", "16-100", "16-13"):
+            unit = dict(claim="c1", task="trec", split=split, seed=0, budget=32768)
+            unit["name"] = "demos6-balanced-all-32k"
+            unit["extra"] = {"demonstrations": 6, "demonstrations_from": "all", "save_every": 5}
+            out += [unit | dict(method=method) for method in ("sql", "random")]
     if "c1-agnews" in only:  # a third task for C1, where demonstrations may matter as on TREC
         plain = dict(claim="c1", task="agnews", split="16-42", seed=0, test_per_class=250)
         demos = plain | dict(name="demos4")
@@ -665,6 +672,13 @@ C1_SETTINGS = [
         ("16-42", "16-100", "16-13"),
         "as `demos6-balanced-all`, sets chosen on the 96 dev questions and the ~90 train "
         "questions each does not show (`--select-on dev+train`; above: dev alone)",
+    ),
+    (
+        "trec",
+        "demos6-balanced-all-32k",
+        "",
+        ("16-42", "16-100", "16-13"),
+        "as `demos6-balanced-all` at four times the budget (random: four times the sets)",
     ),
     (
         "sst-5",
