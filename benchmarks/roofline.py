@@ -1,6 +1,6 @@
 """The machine's peaks at the engine's real shapes, and how close the engine comes to them.
 
-    python benchmarks/roofline.py [--model smollm2-135m] [--repeats 5]
+    python benchmarks/roofline.py [--model smollm2-135m] [--repeats 5] [--dtype auto]
 
 Part 1, kernel peaks on this CPU (one process, nothing else should run): memory copy bandwidth;
 matmul throughput of every transformer-block weight of the model, in fp32, bf16 and int8 (torch's
@@ -8,14 +8,15 @@ dynamic int8 linear layers, as `--dtype int8` uses), at two shapes: the scorer's
 (`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape; the decode shape is
 also given as weight bytes read per second, since a few rows are bound by memory, not arithmetic.
 
-Part 2, the engine against those peaks: the scoring engine on 16 prompts x 32 SST-2 inputs (the
-inputs encoded beforehand, as every step after a run's first), counted as 2 FLOPs per block
-parameter per suffix token plus the LM head at the label positions, as a share of the fp32
-prefill peak; one real 4-row decoding step of the model, as a share of the fp32 decode peak; and
-one PPO epoch of the APPO agent on a real rollout (4 prompts of up to 32 tokens written for
-SST-2), counted as 4 FLOPs per block and LM-head parameter per response token (the forward, and
-the backward to the activations: the frozen weights get no gradient; LoRA's few are left out),
-as a share of the fp32 peak measured at its own number of rows.
+Part 2, the engine against those peaks, in the dtype `--dtype` resolves to (auto: what a run
+here uses): the scoring engine on 16 prompts x 32 SST-2 inputs (the inputs encoded beforehand, as
+every step after a run's first), counted as 2 FLOPs per block parameter per suffix token plus the
+LM head at the label positions, as a share of that dtype's prefill peak; one real 4-row decoding
+step of the model, as a share of its decode peak; and one PPO epoch of the APPO agent on a real
+rollout (4 prompts of up to 32 tokens written for SST-2), counted as 4 FLOPs per block and
+LM-head parameter per response token (the forward, and the backward to the activations: the
+frozen weights get no gradient; LoRA's few are left out), as a share of the peak measured at its
+own number of rows.
 Prints a markdown table with the date, the CPU flags and the git revision.
 """
 
@@ -38,7 +39,7 @@ from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
 from stableprompt.models import LocalScorer
 from stableprompt.models.compat import cache_kwarg, output_cache
-from stableprompt.models.loading import load_lm
+from stableprompt.models.loading import dtype_name, load_lm
 from stableprompt.tasks import get_task, load_kshot_dir
 
 
@@ -110,8 +111,8 @@ def decode_step(model, rows: int, repeats: int) -> float:
     return seconds(step, repeats)
 
 
-def appo_agent(model_name: str):
-    """The APPO algorithm as `train` builds it for SST-2 16-42 (fp32, 32 new tokens)."""
+def appo_agent(model_name: str, dtype: str):
+    """The APPO algorithm as `train` builds it for SST-2 16-42 (32 new tokens)."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
             algo="appo",
@@ -119,7 +120,7 @@ def appo_agent(model_name: str):
             data=str(ROOT.parent / "shared/data/fsc/16-shot/sst-2/16-42"),
             agent=model_name,
             target=model_name,
-            dtype="float32",
+            dtype=dtype,
             label_words="task",
             max_new_tokens=32,
             out=out,
@@ -150,9 +151,9 @@ def ppo_epoch_seconds(algo, query, samples, repeats: int, packed: bool = True) -
     return took
 
 
-def ppo_update(model_name: str, repeats: int) -> tuple[float, float, int]:
+def ppo_update(model_name: str, dtype: str, repeats: int) -> tuple[float, float, int]:
     """(seconds, FLOPs, token rows) of one PPO epoch of the APPO agent on a real rollout."""
-    algo = appo_agent(model_name)
+    algo = appo_agent(model_name, dtype)
     query, samples, _ = algo.rollout()
     took = ppo_epoch_seconds(algo, query, samples, repeats)
     rows = int(samples.mask.sum())  # packed: only the generated tokens run
@@ -169,7 +170,12 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--rows", type=int, default=512, help="prefill rows (suffix tokens)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--dtype", default="auto", help="engine dtype: auto, float32, bfloat16")
     args = parser.parse_args()
+    engine = dtype_name(args.dtype)
+    if engine not in ("float32", "bfloat16"):
+        parser.error(f"--dtype {args.dtype}: the engine parts are measured in float32 or bfloat16")
+    peak_of = {"float32": "fp32", "bfloat16": "bf16"}[engine]
     model, tokenizer = load_lm(args.model, dtype="float32")
     linears = block_linears(model)
     params = sum(lin.weight.numel() for lin in linears)
@@ -192,11 +198,14 @@ def main() -> None:
                 "decode_gflops": 2 * params * 4 / decode / 1e9,
                 "decode_gbs": params * nbytes / decode / 1e9,
             }
+        if engine != "float32":
+            model, tokenizer = load_lm(args.model, dtype=engine)
         score_s, score_flops = engine_scoring(model, tokenizer, args.repeats)
         step_s = decode_step(model, 4, args.repeats * 4)
-    update_s, update_flops, update_rows = ppo_update(args.model, args.repeats)
+    update_s, update_flops, update_rows = ppo_update(args.model, engine, args.repeats)
     with torch.no_grad():
-        update_peak = 2 * params * update_rows / matmul_pass(linears, update_rows, torch.float32, 5)
+        dtype = kernels[peak_of][1]
+        update_peak = 2 * params * update_rows / matmul_pass(linears, update_rows, dtype, 5)
 
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
     print(f"{args.model}: {len(linears)} block weight matrices, {params / 1e6:.1f} M parameters")
@@ -217,15 +226,17 @@ def main() -> None:
     achieved = score_flops / score_s / 1e9
     decode_gflops = 2 * params * 4 / step_s / 1e9
     print()
-    print("| engine part (fp32) | achieved GFLOP/s | share of the fp32 peak at its shape |")
+    print(
+        f"| engine part ({peak_of}) | achieved GFLOP/s | share of the {peak_of} peak at its shape |"
+    )
     print("|---|---:|---:|")
     print(
         f"| scoring 16 prompts x 32 inputs ({score_s:.2f} s) | {achieved:.1f} | "
-        f"{achieved / peaks['fp32']['prefill_gflops']:.0%} |"
+        f"{achieved / peaks[peak_of]['prefill_gflops']:.0%} |"
     )
     print(
         f"| one 4-row decoding step, 220-token context ({step_s * 1e3:.1f} ms) | "
-        f"{decode_gflops:.2f} | {decode_gflops / peaks['fp32']['decode_gflops']:.0%} |"
+        f"{decode_gflops:.2f} | {decode_gflops / peaks[peak_of]['decode_gflops']:.0%} |"
     )
     achieved = update_flops / update_s / 1e9
     print(

@@ -1,11 +1,14 @@
-"""--dtype int8: dynamic int8 linear layers for frozen models, checked against fp32."""
+"""--dtype int8 (dynamic int8 linear layers for frozen models, checked against fp32) and
+--dtype auto (bf16 where this machine measured it faster, cached per machine)."""
+
+import json
 
 import pytest
 import torch
 
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer, load_lm
-from stableprompt.models.loading import resolve_dtype, trainable_dtype
+from stableprompt.models.loading import dtype_name, resolve_dtype, trainable_dtype
 
 TEXTS = ["the film was great", "boring plot", "I love it", "bad acting", "very fun", "not good"]
 PROMPTS = ["It was", "Sentiment:", "the movie is"]
@@ -62,3 +65,34 @@ def test_int8_is_refused_for_a_model_it_would_change(tiny_model_dir, monkeypatch
         load_lm(tiny_model_dir, dtype="int8")
     model, _ = load_lm(tiny_model_dir, dtype="int8", check_int8=False)  # benchmarks measure it
     assert type(model.model.layers[0].mlp.up_proj).__module__.startswith("torch.ao")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto measures the CPU")
+def test_auto_measures_bf16_once_per_machine_and_reads_the_cache_after(tmp_path, monkeypatch):
+    import stableprompt.models.loading as loading
+
+    monkeypatch.setenv("STABLEPROMPT_CACHE", str(tmp_path))
+    monkeypatch.setattr(loading, "_measure_bf16_speedup", lambda: 3.0)  # native bf16
+    assert resolve_dtype("auto") == torch.bfloat16 and dtype_name("auto") == "bfloat16"
+    cache = tmp_path / "dtype-speed.json"
+    (key,) = json.loads(cache.read_text())
+    assert "threads" in key and torch.__version__ in key
+
+    def measure_again() -> float:
+        raise AssertionError("measured a second time on the same machine")
+
+    monkeypatch.setattr(loading, "_measure_bf16_speedup", measure_again)
+    assert resolve_dtype("auto") == torch.bfloat16  # from the cache
+    cache.write_text(json.dumps({key: 0.2}))  # emulated bf16: five times slower
+    assert resolve_dtype("auto") == torch.float32 and dtype_name("auto") == "float32"
+    assert dtype_name("int8") == "int8" and dtype_name("bfloat16") == "bfloat16"
+    cache.write_text("{not json")  # a damaged cache is measured afresh, not trusted
+    monkeypatch.setattr(loading, "_measure_bf16_speedup", lambda: 1.1)  # too small a gain
+    assert resolve_dtype("auto") == torch.float32
+    assert json.loads(cache.read_text()) == {key: 1.1}
+
+
+def test_the_bf16_measurement_times_both_dtypes():
+    from stableprompt.models.loading import _measure_bf16_speedup
+
+    assert 0.01 < _measure_bf16_speedup(repeats=2) < 100

@@ -73,6 +73,7 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     assert summary["target_calls"] == 6 * 4 * 4 + 4 + 3 * 4 * 4
     assert summary["test_calls"] == len(best["prompts"]) * 6 + 4 + 6 + 4  # + the check
     assert summary["manual"]["prompt"] == "It was" and 0 <= summary["manual"]["test"] <= 1
+    assert summary["dtype"] == "float32"  # what the models ran in, recorded with the run
 
 
 def test_the_final_test_scoring_encodes_each_test_input_once(tiny_model_dir, tmp_path):

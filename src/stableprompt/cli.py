@@ -131,6 +131,7 @@ def format_summary(summary: dict, out: str) -> str:
         f"{summary['steps']} steps; target calls: {summary['target_calls']:,} for training and "
         f"dev, {summary.get('test_calls', 0):,} for the final scoring"
         + (f"; {summary['seconds'] / 60:.1f} min" if summary.get("seconds") else "")
+        + (f"; local models in {summary['dtype']}" if summary.get("dtype") else "")
     )
     lines.append(
         f"run written to {out} (best_prompts.json, metrics.jsonl; `stableprompt report "

@@ -28,6 +28,7 @@ from stableprompt.config import TrainConfig
 from stableprompt.contexts import TaskContext, TextContext, build_context, load_task  # noqa: F401
 from stableprompt.errors import UserError
 from stableprompt.loggers import make_logger
+from stableprompt.models.loading import dtype_name
 from stableprompt.rundir import (
     RUN_FILES,
     Interrupted,
@@ -343,6 +344,7 @@ class Trainer:
             "algo": self.config.algo,
             "metric": self.ctx.metric,  # what dev and test report
             "select_on": self.config.select_on,  # what "dev" scores: dev, or dev and train
+            "dtype": dtype_name(self.config.dtype),  # what local models ran in (auto resolved)
             "template": self.ctx.template,  # in-context baselines change it
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,
