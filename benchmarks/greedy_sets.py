@@ -1,0 +1,62 @@
+"""Test accuracy of a demonstrations run's greedy set at each of its dev evaluations.
+
+    python benchmarks/greedy_sets.py docs/results/claims/trec/16-42/sql-s0-demos6-balanced-all-32k
+
+Reads the run's metrics.jsonl (the policy's greedy set at every evaluation, `dev_prompt`, with
+its dev accuracy) and best_prompts.json (template, label words), scores each greedy set on the
+split's test set in fp32, and prints step, dev, test accuracy and test balanced accuracy (the
+mean of the per-class recalls; TREC's test is skewed, its train and dev are not). It reads test
+to see whether the policy proposes better sets as it trains; no method chooses on it. Writes the
+rows as JSON to `--out`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+import yaml
+from scoring import machine, revision
+
+from stableprompt.models import build_scorer
+from stableprompt.tasks import load_kshot_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir")
+    parser.add_argument("--out", help="write the rows here as JSON")
+    args = parser.parse_args()
+    run = Path(args.run_dir)
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    summary = json.loads((run / "best_prompts.json").read_text())
+    test = load_kshot_dir(config["data"])["test"]
+    texts, labels = [e.text for e in test], torch.tensor([e.label for e in test])
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    evals = [(r["step"], r["dev_accuracy"], r["dev_prompt"]) for r in rows if "dev_prompt" in r]
+    prompts = sorted({p for _, _, p in evals})
+    scorer = build_scorer(config["target"], "float32")
+    scores = scorer.score(prompts, texts, summary["template"], summary["label_words"])
+    classes = range(len(summary["label_words"]))
+    print(f"{run}  rev {revision()}  {machine()}")
+    out = []
+    for step, dev, prompt in evals:
+        pred = scores[prompts.index(prompt)].argmax(-1)
+        recall = [
+            ((pred == c) & (labels == c)).sum().item() / (labels == c).sum().item() for c in classes
+        ]
+        row = dict(
+            step=step, dev=round(dev, 3), test=round((pred == labels).float().mean().item(), 3)
+        )
+        row["test_balanced"] = round(sum(recall) / len(recall), 3)
+        out.append(row)
+        print(row)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
