@@ -92,7 +92,21 @@ def test_auto_measures_bf16_once_per_machine_and_reads_the_cache_after(tmp_path,
     assert json.loads(cache.read_text()) == {key: 1.1}
 
 
-def test_the_bf16_measurement_times_both_dtypes():
+def test_the_bf16_measurement_times_fp32_over_bf16(monkeypatch):
+    import time
+
+    import torch.nn.functional as F
+
     from stableprompt.models.loading import _measure_bf16_speedup
 
-    assert 0.01 < _measure_bf16_speedup(repeats=2) < 100
+    linear, seen = F.linear, []
+
+    def slow_fp32(x, w):  # fp32 0.2 s slower a call (emulated bf16 takes ~0.03 s): ratio > 1
+        seen.append(x.dtype)
+        if x.dtype == torch.float32:
+            time.sleep(0.2)
+        return linear(x, w)
+
+    monkeypatch.setattr(F, "linear", slow_fp32)
+    assert _measure_bf16_speedup(repeats=2) > 1
+    assert seen == [torch.float32] * 3 + [torch.bfloat16] * 3  # warm-up and 2 timed calls each
