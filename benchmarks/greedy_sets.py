@@ -1,13 +1,18 @@
-"""Test accuracy of a demonstrations run's greedy set at each of its dev evaluations.
+"""Test accuracy of a demonstrations run's best set at each of its dev evaluations.
 
     python benchmarks/greedy_sets.py docs/results/claims/trec/16-42/sql-s0-demos6-balanced-all-32k
 
-Reads the run's metrics.jsonl (the policy's greedy set at every evaluation, `dev_prompt`, with
-its dev accuracy) and best_prompts.json (template, label words), scores each greedy set on the
-split's test set in fp32, and prints step, dev, test accuracy and test balanced accuracy (the
+Reads the run's metrics.jsonl (at every evaluation `dev_prompt`, the best on dev among the
+policy's greedy set and the `--eval-samples` best sets sampled since the evaluation before, with
+its dev accuracy) and best_prompts.json (template, label words), scores each on the split's test
+set in fp32, and prints step, dev, test accuracy and test balanced accuracy (the
 mean of the per-class recalls; TREC's test is skewed, its train and dev are not). It reads test
 to see whether the policy proposes better sets as it trains; no method chooses on it. Writes the
 rows as JSON to `--out`.
+
+It also prints what three ways of choosing among the run's sets would have returned: the dev
+maximum over the run's pool (what the trainer returns), the last evaluation's, and the dev-best
+of the last third of evaluations' (each chooses on dev; test only reports).
 """
 
 from __future__ import annotations
@@ -53,9 +58,22 @@ def main() -> None:
         row["test_balanced"] = round(sum(recall) / len(recall), 3)
         out.append(row)
         print(row)
+    choices = selection_choices(out, summary["best"]["test"])
+    for name, test in choices.items():
+        print(f"test of the set chosen as the {name}: {test:.3f}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(out, indent=1))
+        Path(args.out).write_text(json.dumps({"rows": out, "choices": choices}, indent=1))
+
+
+def selection_choices(rows: list[dict], returned_test: float) -> dict[str, float]:
+    """Test accuracy of the set each way of choosing returns (each chooses on dev only)."""
+    late = rows[-max(1, len(rows) // 3) :]
+    return {
+        "pool's dev maximum": returned_test,
+        "last evaluation's": rows[-1]["test"],
+        "dev-best of the last third's evaluations": max(late, key=lambda r: r["dev"])["test"],
+    }
 
 
 if __name__ == "__main__":
