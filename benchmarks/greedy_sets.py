@@ -10,15 +10,19 @@ mean of the per-class recalls; TREC's test is skewed, its train and dev are not)
 to see whether the policy proposes better sets as it trains; no method chooses on it. Writes the
 rows as JSON to `--out`.
 
-It also prints what three ways of choosing among the run's sets would have returned: the dev
-maximum over the run's pool (what the trainer returns), the last evaluation's, and the dev-best
-of the last third of evaluations' (each chooses on dev; test only reports).
+It also prints a summary: the mean test and balanced test accuracy per third of the
+evaluations, Pearson r of dev with each, and what three ways of choosing among the run's sets
+would have returned: the dev maximum over the run's pool (what the trainer returns), the last
+evaluation's, and the dev-best of the last third of evaluations' (each chooses on dev; test
+only reports). `--summarize F` prints and rewrites the summary of a JSON written before, without
+scoring again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import torch
@@ -31,9 +35,16 @@ from stableprompt.tasks import load_kshot_dir
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir")
+    parser.add_argument("run_dir", nargs="?")
     parser.add_argument("--out", help="write the rows here as JSON")
+    parser.add_argument("--summarize", metavar="F", help="only summarize this earlier output")
     args = parser.parse_args()
+    if args.summarize:
+        path = Path(args.summarize)
+        saved = json.loads(path.read_text())
+        returned = saved.get("returned_test", saved["choices"]["pool's dev maximum"])
+        path.write_text(json.dumps(result(saved["rows"], returned), indent=1))
+        return
     run = Path(args.run_dir)
     config = yaml.safe_load((run / "config.yaml").read_text())
     summary = json.loads((run / "best_prompts.json").read_text())
@@ -58,12 +69,30 @@ def main() -> None:
         row["test_balanced"] = round(sum(recall) / len(recall), 3)
         out.append(row)
         print(row)
-    choices = selection_choices(out, summary["best"]["test"])
-    for name, test in choices.items():
-        print(f"test of the set chosen as the {name}: {test:.3f}")
+    saved = result(out, summary["best"]["test"])
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps({"rows": out, "choices": choices}, indent=1))
+        Path(args.out).write_text(json.dumps(saved, indent=1))
+
+
+def result(rows: list[dict], returned_test: float) -> dict:
+    """The rows with their summary and the three choices, printed and returned for the JSON."""
+    third = max(1, len(rows) // 3)
+    # the last third is the one `selection_choices` chooses among; the middle takes the rest
+    parts = [rows[:third], rows[third : len(rows) - third], rows[len(rows) - third :]]
+    dev = [r["dev"] for r in rows]
+    summary = {}
+    for key in ("test", "test_balanced"):
+        summary[key] = {
+            "mean": round(statistics.mean(r[key] for r in rows), 3),
+            "mean_per_third": [round(statistics.mean(r[key] for r in p), 3) for p in parts if p],
+            "r_with_dev": round(statistics.correlation(dev, [r[key] for r in rows]), 2),
+        }
+        print(f"{key}: {summary[key]}")
+    choices = selection_choices(rows, returned_test)
+    for name, accuracy in choices.items():
+        print(f"test of the set chosen as the {name}: {accuracy:.3f}")
+    return {"rows": rows, "returned_test": returned_test, "summary": summary, "choices": choices}
 
 
 def selection_choices(rows: list[dict], returned_test: float) -> dict[str, float]:
