@@ -5,18 +5,19 @@
 Part 1, kernel peaks on this CPU (one process, nothing else should run): memory copy bandwidth;
 matmul throughput of every transformer-block weight of the model, in fp32, bf16 and int8 (torch's
 dynamic int8 linear layers, as `--dtype int8` uses), at two shapes: the scorer's prefill shape
-(`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape; the decode shape is
-also given as weight bytes read per second, since a few rows are bound by memory, not arithmetic.
+(`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape, there in the faster
+of `F.linear` and the `W @ x^T` layout the agents decode with (`few_row_linears`); the decode shape
+is also given as weight bytes read per second, since a few rows are bound by memory.
 
 Part 2, the engine against those peaks, in the dtype `--dtype` resolves to (auto: what a run
 here uses): the scoring engine on 16 prompts x 32 SST-2 inputs (the inputs encoded beforehand, as
 every step after a run's first), counted as 2 FLOPs per block parameter per suffix token plus the
 LM head at the label positions, as a share of that dtype's prefill peak; one real 4-row decoding
-step of the model, as a share of its decode peak; and one PPO epoch of the APPO agent on a real
-rollout (4 prompts of up to 32 tokens written for SST-2), counted as 4 FLOPs per block and
-LM-head parameter per response token (the forward, and the backward to the activations: the
-frozen weights get no gradient; LoRA's few are left out), as a share of the peak measured at its
-own number of rows.
+step of the model (under `few_row_linears`, as the agents decode), as a share of its decode peak;
+and one PPO epoch of the APPO agent on a real rollout (4 prompts of up to 32 tokens written for
+SST-2), counted as 4 FLOPs per block and LM-head parameter per response token (the forward, and
+the backward to the activations: the frozen weights get no gradient; LoRA's few are left out),
+as a share of the peak measured at its own number of rows.
 Prints a markdown table with the date, the CPU flags and the git revision.
 """
 
@@ -38,7 +39,7 @@ from stableprompt.algorithms.ppo import ppo_loss
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
 from stableprompt.models import LocalScorer
-from stableprompt.models.compat import cache_kwarg, output_cache
+from stableprompt.models.compat import FEW_ROWS, cache_kwarg, few_row_linears, output_cache
 from stableprompt.models.loading import dtype_name, load_lm
 from stableprompt.tasks import get_task, load_kshot_dir
 
@@ -70,7 +71,11 @@ def matmul_pass(layers, rows: int, dtype: torch.dtype, repeats: int) -> float:
         inputs.setdefault(k, torch.randn(rows, k, dtype=dtype))
     if isinstance(layers[0], torch.nn.Linear):
         weights = [layer.weight.detach().to(dtype) for layer in layers]
-        return seconds(lambda: [F.linear(inputs[w.shape[1]], w) for w in weights], repeats)
+        took = seconds(lambda: [F.linear(inputs[w.shape[1]], w) for w in weights], repeats)
+        if rows <= FEW_ROWS:  # the layout decoding uses (`few_row_linears`), if it is faster
+            flipped = seconds(lambda: [w @ inputs[w.shape[1]].T for w in weights], repeats)
+            took = min(took, flipped)
+        return took
     return seconds(lambda: [layer(inputs[layer.in_features]) for layer in layers], repeats)
 
 
@@ -108,7 +113,8 @@ def decode_step(model, rows: int, repeats: int) -> float:
         out = decoder(input_ids=token, use_cache=True, **cache_kwarg(decoder, cache))
         output_cache(out).crop(-1)
 
-    return seconds(step, repeats)
+    with few_row_linears(model):  # as the agents decode
+        return seconds(step, repeats)
 
 
 def appo_agent(model_name: str, dtype: str):

@@ -7,7 +7,15 @@ import torch
 
 from stableprompt.errors import UserError
 from stableprompt.models import scoring
-from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
+from stableprompt.models.compat import (
+    GROUPED_SDPA,
+    cache_kwarg,
+    few_row_linears,
+    head_logits,
+    output_cache,
+    use_grouped_sdpa,
+)
+from stableprompt.models.loading import load_lm
 from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
@@ -15,6 +23,8 @@ from stableprompt.models.scoring import (
     prefix_chunks,
     split_template,
 )
+
+from .conftest import tiny_llama
 
 PROMPTS = ["the movie", "not very fun plot", "Review", "it is", "acting was okay but"]
 INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
@@ -345,3 +355,38 @@ def test_a_long_generation_shows_progress_and_writes_the_same(tiny_lm, capsys):
     shown.progress = True
     assert shown.generate(texts, max_new_tokens=3, stop=None) == quiet
     assert f"{len(texts)}/{len(texts)}" in capsys.readouterr().err
+
+
+def test_grouped_sdpa_gives_sdpas_values_and_gradients_without_copying_heads(tiny_tokenizer):
+    """Under a mask, transformers' sdpa copies each key/value head once per query head before
+    calling torch; `grouped_sdpa` passes the grouped heads as they are. A padded batch (so a
+    mask is built) through a GQA model: the same logits and gradients, and no head copies."""
+    from torch.profiler import profile
+
+    plain, grouped = tiny_llama(len(tiny_tokenizer)), tiny_llama(len(tiny_tokenizer))
+    assert plain.config.num_key_value_heads < plain.config.num_attention_heads
+    use_grouped_sdpa(grouped)
+    assert grouped.config._attn_implementation == GROUPED_SDPA
+    ids = torch.randint(2, 100, (3, 7))
+    mask = torch.ones_like(ids)
+    mask[0, :3] = 0  # left padding: the model gets an attention mask
+    outs = []
+    for model in (plain, grouped):
+        model.zero_grad()
+        with profile() as prof:
+            logits = model(input_ids=ids, attention_mask=mask).logits
+        (logits[mask.bool()].logsumexp(-1).sum()).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        expands = sum(e.count for e in prof.key_averages() if e.key == "aten::expand")
+        outs.append((logits.detach(), grads, expands))
+    (plain_logits, plain_grads, plain_expands), (logits, grads, expands) = outs
+    torch.testing.assert_close(logits, plain_logits, atol=1e-5, rtol=1e-5)
+    for g, pg in zip(grads, plain_grads):
+        torch.testing.assert_close(g, pg, atol=1e-5, rtol=1e-4)
+    layers = plain.config.num_hidden_layers
+    assert plain_expands - expands == 2 * layers  # repeat_kv's key and value copies, per layer
+
+
+def test_load_lm_attends_with_grouped_sdpa(tiny_model_dir):
+    model, _ = load_lm(tiny_model_dir, dtype="float32")
+    assert model.config._attn_implementation == GROUPED_SDPA

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from stableprompt.errors import UserError
+from stableprompt.models.compat import use_grouped_sdpa
 from stableprompt.rundir import atomic_write_text
 
 
@@ -431,6 +432,7 @@ def load_lm(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     model.to(device or default_device()).eval()
+    use_grouped_sdpa(model)
     if int8:
         if (device or default_device()) != "cpu":
             raise UserError("--dtype int8 runs on the CPU only (use bfloat16 on a GPU)")
