@@ -3,11 +3,13 @@
     python benchmarks/roofline.py [--model smollm2-135m] [--repeats 5] [--dtype auto]
 
 Part 1, kernel peaks on this CPU (one process, nothing else should run): memory copy bandwidth;
-matmul throughput of every transformer-block weight of the model, in fp32, bf16 and int8 (torch's
-dynamic int8 linear layers, as `--dtype int8` uses), at two shapes: the scorer's prefill shape
-(`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape, there in the faster
-of `F.linear` and the `W @ x^T` layout the agents decode with (`few_row_linears`); the decode shape
-is also given as weight bytes read per second, since a few rows are bound by memory.
+matmul throughput of every transformer-block weight of the model, in fp32, bf16, int8 (torch's
+dynamic int8 linear layers, as `--dtype int8` uses) and weight-only int8 (int8 weights, fp32
+activations: torch's `_weight_int8pack_mm`, not used by the library), at two shapes: the scorer's
+prefill shape (`--rows` rows of suffix tokens at once) and the agent's 4-row decoding shape, there
+in the faster of `F.linear` and the `W @ x^T` layout the agents decode with (`few_row_linears`);
+the decode shape is also given as weight bytes read per second, since a few rows are bound by
+memory.
 
 Part 2, the engine against those peaks, in the dtype `--dtype` resolves to (auto: what a run
 here uses): the scoring engine on 16 prompts x 32 SST-2 inputs (the inputs encoded beforehand, as
@@ -61,6 +63,22 @@ def _with_qconfig(lin: torch.nn.Linear) -> torch.nn.Linear:
 
     lin.qconfig = default_dynamic_qconfig
     return lin
+
+
+class WeightOnlyInt8(torch.nn.Module):
+    """A linear layer with int8 weights (one scale per output row) and fp32 activations, through
+    torch's `_weight_int8pack_mm`: a quarter of fp32's weight bytes, which is what a memory-bound
+    few-row decode reads; the activations are not quantized (dynamic int8's drift, BENCHMARKS)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        weight = linear.weight.detach()
+        self.scales = weight.abs().amax(1).clamp(min=1e-12) / 127
+        self.weight = torch.round(weight / self.scales[:, None]).to(torch.int8)
+        self.in_features = linear.in_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(x, self.weight, self.scales)
 
 
 def matmul_pass(layers, rows: int, dtype: torch.dtype, repeats: int) -> float:
@@ -190,14 +208,16 @@ def main() -> None:
     copy = seconds(lambda: target.copy_(source), args.repeats)
     read_bw = source.numel() * 4 / copy  # a copy reads and writes this many bytes per second
     with torch.no_grad():
-        kernels = {
-            "fp32": (linears, torch.float32, 4),
-            "bf16": (linears, torch.bfloat16, 2),
-            "int8": (int8_layers(linears), torch.float32, 1),
+        kernels = {  # name: layers, activation dtype, weight bytes, prefill repeats
+            "fp32": (linears, torch.float32, 4, args.repeats),
+            "bf16": (linears, torch.bfloat16, 2, args.repeats),
+            "int8": (int8_layers(linears), torch.float32, 1, args.repeats),
+            # slow at the prefill shape where the kernel is not vectorised (AVX2): time it once
+            "int8 weight-only": ([WeightOnlyInt8(lin) for lin in linears], torch.float32, 1, 1),
         }
         peaks = {}
-        for name, (layers, dtype, nbytes) in kernels.items():
-            prefill = matmul_pass(layers, args.rows, dtype, args.repeats)
+        for name, (layers, dtype, nbytes, prefill_repeats) in kernels.items():
+            prefill = matmul_pass(layers, args.rows, dtype, prefill_repeats)
             decode = matmul_pass(layers, 4, dtype, args.repeats * 4)
             peaks[name] = {
                 "prefill_gflops": 2 * params * args.rows / prefill / 1e9,

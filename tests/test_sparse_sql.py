@@ -13,6 +13,7 @@ from stableprompt.algorithms.sparse_sql import (
     topk_mask,
 )
 from stableprompt.algorithms.sql import sql_loss
+from stableprompt.models.sampling import sample_index
 
 
 def project_simplex_bisection(z: torch.Tensor, iters: int = 200) -> torch.Tensor:
@@ -158,3 +159,19 @@ def test_mc_loss_hand_value():
     loss.backward()
     assert q.grad[0, 0, 0].item() == 0.0  # untaken action gets no gradient
     assert q.grad[0, 0, 1].item() == pytest.approx(2 * (3 - 1) / 4)
+
+
+def test_sample_index_draws_in_proportion_and_never_a_zero():
+    """The inverse-CDF sampler every agent uses instead of torch.multinomial: frequencies match
+    the probabilities (rows unnormalised, any batch shape), zeros (sparsemax's outside, the
+    trailing vocabulary) are never drawn, and a generator makes the draws repeat."""
+    probs = torch.tensor([[0.2, 0.0, 1.2, 0.6, 0.0], [0.0, 0.0, 0.0, 3.0, 0.0]])
+    draws = torch.stack(
+        [sample_index(probs.expand(3, 2, 5), torch.Generator().manual_seed(i)) for i in range(4000)]
+    )  # [4000, 3, 2]
+    assert draws.shape == (4000, 3, 2)
+    first = torch.bincount(draws[:, :, 0].flatten(), minlength=5).float() / draws[:, :, 0].numel()
+    torch.testing.assert_close(first, torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0]), atol=0.02, rtol=0)
+    assert (draws[:, :, 1] == 3).all()
+    again = sample_index(probs, torch.Generator().manual_seed(7))
+    assert torch.equal(again, sample_index(probs, torch.Generator().manual_seed(7)))

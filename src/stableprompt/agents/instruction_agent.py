@@ -30,6 +30,7 @@ from transformers.cache_utils import DynamicLayer
 from stableprompt.errors import UserError
 from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
 from stableprompt.models.kv_cache import RoomyLayer
+from stableprompt.models.sampling import sample_index
 from stableprompt.tasks import Example
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -344,7 +345,7 @@ class InstructionAgent(nn.Module):
                 hidden = out.last_hidden_state[:, -1]
                 logits = head_logits(self.head, hidden).float() / (temperature or 1.0)
                 if temperature > 0:
-                    nxt = torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+                    nxt = sample_index(torch.softmax(logits, dim=-1))
                 else:
                     nxt = logits.argmax(-1)
                 nxt = torch.where(finished, torch.full_like(nxt, pad), nxt)

