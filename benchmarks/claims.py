@@ -1331,7 +1331,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     rl_prompts = sorted({r["prompt"] for r in results if r["method"] in RL})
     natural = {}
     if rl_prompts:
-        lm, tokenizer = load_lm(args.model, shared=True)
+        lm, tokenizer = load_lm(args.model, dtype=DTYPE, shared=True)  # not auto: bf16 doubles some
         natural = dict(zip(rl_prompts, naturalness(rl_prompts, lm, tokenizer), strict=True))
     c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
