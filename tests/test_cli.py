@@ -160,7 +160,7 @@ def test_the_run_returns_the_manual_prompt_unless_beaten_on_dev(
     assert code == 0
     summary = json.loads((out / "best_prompts.json").read_text())
     best, check = summary["best"], summary["best"]["check"]
-    assert check["wins"] + check["losses"] <= 4  # the demo set's dev examples
+    assert check["wins"] + check["losses"] <= 32  # counted on the demo set's 32 dev examples
     if threshold == "0":
         assert best["source"] == "manual" and summary["best_prompt"] == "It was"
         assert best["test"] == summary["manual"]["test"]
