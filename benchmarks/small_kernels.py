@@ -3,10 +3,11 @@
     python benchmarks/small_kernels.py [--repeats 50]
 
 1. Attention of the scorer's suffix batches (SmolLM2-135M: 9 query heads, 3 key/value heads,
-   head dimension 64) under a mask: transformers' sdpa copies each key/value head once per
-   query head (`repeat_kv`) before torch's kernel; `grouped_sdpa` passes them as they are
-   (`enable_gqa`). Shapes: 128 rows of 3 suffix tokens over 47 keys (RLPrompt's template), 64
-   rows of 30 over 60 (a prompt-first template), and APPO's packed update row (96 over 316).
+   head dimension 64) under a boolean mask, through the two functions themselves: transformers'
+   sdpa copies each key/value head once per query head (`repeat_kv`) before torch's kernel;
+   `grouped_sdpa` passes them as they are (`enable_gqa`). Shapes: 128 rows of 3 suffix tokens
+   over 47 keys (RLPrompt's template), 64 rows of 30 over 60 (a prompt-first template), and
+   APPO's packed update row (96 over 316).
 2. Drawing one token per row from a distribution over the 49,152-token vocabulary:
    `torch.multinomial` against `sample_index` (inverse CDF), at 4 rows (APPO's agent) and 16
    (sparse-sql's policy).
@@ -17,36 +18,32 @@ from __future__ import annotations
 
 import argparse
 import datetime
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from head_matmul import seconds
 from scoring import machine, revision
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
+from stableprompt.models.compat import grouped_sdpa
 from stableprompt.models.sampling import sample_index
 
 HEADS, GROUPS, DIM, VOCAB = 9, 3, 64, 49152
 
 
 def attention(rows: int, queries: int, keys: int, repeats: int) -> tuple[float, float, float]:
+    """(transformers' sdpa seconds, `grouped_sdpa` seconds, largest output difference)."""
+    layer = SimpleNamespace(num_key_value_groups=GROUPS, is_causal=True)  # what both read
     q = torch.randn(rows, queries, HEADS, DIM).transpose(1, 2)  # as the model makes it
     k, v = (torch.randn(rows, HEADS // GROUPS, keys, DIM) for _ in range(2))
     mask = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries).repeat(rows, 1, 1, 1)
     mask[: rows // 2, :, :, :5] = False  # left padding in half the rows
-    mask = torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))  # as transformers passes it
-
-    def repeated(x: torch.Tensor) -> torch.Tensor:  # transformers' repeat_kv
-        return (
-            x[:, :, None]
-            .expand(rows, x.shape[1], GROUPS, keys, DIM)
-            .reshape(rows, HEADS, keys, DIM)
-        )
 
     def copied() -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, repeated(k), repeated(v), attn_mask=mask)
+        return sdpa_attention_forward(layer, q, k, v, mask)[0]
 
     def grouped() -> torch.Tensor:
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
+        return grouped_sdpa(layer, q, k, v, mask)[0]
 
     diff = (copied() - grouped()).abs().max().item()
     return seconds(copied, repeats), seconds(grouped, repeats), diff

@@ -161,7 +161,7 @@ def test_mc_loss_hand_value():
     assert q.grad[0, 0, 1].item() == pytest.approx(2 * (3 - 1) / 4)
 
 
-def test_sample_index_draws_in_proportion_and_never_a_zero():
+def test_sample_index_draws_in_proportion_and_never_a_zero(monkeypatch):
     """The inverse-CDF sampler every agent uses instead of torch.multinomial: frequencies match
     the probabilities (rows unnormalised, any batch shape), zeros (sparsemax's outside, the
     trailing vocabulary) are never drawn, and a generator makes the draws repeat."""
@@ -173,5 +173,9 @@ def test_sample_index_draws_in_proportion_and_never_a_zero():
     first = torch.bincount(draws[:, :, 0].flatten(), minlength=5).float() / draws[:, :, 0].numel()
     torch.testing.assert_close(first, torch.tensor([0.1, 0.0, 0.6, 0.3, 0.0]), atol=0.02, rtol=0)
     assert (draws[:, :, 1] == 3).all()
+    assert not ((draws == 1) | (draws == 4)).any()  # the zeros, inside and at the end
     again = sample_index(probs, torch.Generator().manual_seed(7))
     assert torch.equal(again, sample_index(probs, torch.Generator().manual_seed(7)))
+    # a uniform that rounds up to the total lands past the last nonzero entry: kept on it
+    monkeypatch.setattr(torch, "rand", lambda shape, **kw: torch.ones(shape, dtype=kw["dtype"]))
+    assert sample_index(probs).tolist() == [3, 3]

@@ -65,8 +65,8 @@ def grouped_sdpa(
     """transformers' sdpa attention, except under a mask with grouped key/value heads (GQA):
     there transformers copies each key/value head once per query head (`repeat_kv`) before
     calling torch; this passes them as they are (`enable_gqa`), which torch's CPU kernels take
-    with a mask. Same result; the scorer's suffix batches (a mask over each input's cached
-    prefix) attend 2-3x faster (docs/BENCHMARKS.md). Other cases go to transformers' function."""
+    with a mask. Same result, faster: the scorer's suffix batches (a mask over each input's
+    cached prefix) most (benchmarks/small_kernels.py). Other cases go to transformers' function."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     grouped = getattr(module, "num_key_value_groups", 1) > 1

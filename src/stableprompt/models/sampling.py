@@ -42,8 +42,8 @@ def stop_token_ids(tokenizer, stops: tuple[str, ...]) -> Tensor:
 def sample_index(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """One index per row of `probs` [..., N] (non-negative, rows need not sum to 1), drawn with
     probability proportional to its entry -> [...]. Inverse-CDF sampling, one uniform per row:
-    `torch.multinomial` draws an exponential per entry, ~30x slower over a 49k-token vocabulary
-    (4.5 ms for 4 rows on a 2-core CPU, a twelfth of a decoding step). Never draws a zero."""
+    `torch.multinomial` draws an exponential per entry, 12-17x slower over a 49k-token vocabulary
+    (4.5 ms for 4 rows on a 2-core CPU; benchmarks/small_kernels.py). Never draws a zero."""
     cdf = probs.cumsum(-1)
     total = cdf[..., -1:]
     u = torch.rand(total.shape, generator=generator, dtype=cdf.dtype, device=cdf.device) * total
