@@ -15,11 +15,14 @@ Part 2, the engine against those peaks, in the dtype `--dtype` resolves to (auto
 here uses): the scoring engine on 16 prompts x 32 SST-2 inputs (the inputs encoded beforehand, as
 every step after a run's first), counted as 2 FLOPs per block parameter per suffix token plus the
 LM head at the label positions, as a share of that dtype's prefill peak; one real 4-row decoding
-step of the model (under `few_row_linears`, as the agents decode), as a share of its decode peak;
+step of the model (under `few_row_linears`, into the agent's preallocated cache, as the agents
+decode), as a share of its decode peak;
 and one PPO epoch of the APPO agent on a real rollout (4 prompts of up to 32 tokens written for
 SST-2), counted as 4 FLOPs per block and LM-head parameter per response token (the forward, and
 the backward to the activations: the frozen weights get no gradient; LoRA's few are left out),
-as a share of the peak measured at its own number of rows.
+as a share of the peak measured at its own number of rows. Last, where the decoding step's time
+goes (torch's profiler: matrix products, attention, every other operator), since it is the part
+furthest from its peak.
 Prints a markdown table with the date, the CPU flags and the git revision.
 """
 
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from head_matmul import seconds
 from scoring import PROMPTS, ROOT, machine, revision
 
+from stableprompt.agents.instruction_agent import repeat_cache
 from stableprompt.algorithms import build_algorithm
 from stableprompt.algorithms.ppo import ppo_loss
 from stableprompt.config import TrainConfig
@@ -120,19 +124,43 @@ def engine_scoring(model, tokenizer, repeats: int) -> tuple[float, float]:
     return took / repeats, flops
 
 
-def decode_step(model, rows: int, repeats: int) -> float:
+def decode_step(model, rows: int, repeats: int) -> tuple[float, dict[str, tuple[float, int]]]:
+    """One token for `rows` rows after a 220-token context, in the cache the agents decode in
+    (`repeat_cache`: preallocated room, written in place), rewound after each step."""
     decoder = model.model
     context = torch.randint(0, model.config.vocab_size, (1, 220))
-    cache = output_cache(decoder(input_ids=context, use_cache=True))
-    cache.batch_repeat_interleave(rows)
+    cache = repeat_cache(output_cache(decoder(input_ids=context, use_cache=True)), rows, room=1)
     token = torch.zeros(rows, 1, dtype=torch.long)
 
     def step() -> None:
-        out = decoder(input_ids=token, use_cache=True, **cache_kwarg(decoder, cache))
-        output_cache(out).crop(-1)
+        decoder(input_ids=token, use_cache=True, **cache_kwarg(decoder, cache))
+        for layer in cache.layers:  # back to the context alone
+            layer.length = context.shape[1]
+            layer.keys = layer.key_buffer[:, :, : layer.length]
+            layer.values = layer.value_buffer[:, :, : layer.length]
 
     with few_row_linears(model):  # as the agents decode
-        return seconds(step, repeats)
+        took = seconds(step, repeats)
+        with torch.profiler.profile() as prof:
+            for _ in range(repeats):
+                step()
+    return took, time_by_kind(prof, repeats)
+
+
+def time_by_kind(prof, steps: int) -> dict[str, tuple[float, int]]:
+    """A profile's self time per step (ms) and operator calls per step: matrix products,
+    attention, and everything else (norms, rotary embeddings, views, copies, the cache)."""
+    kinds = {"matmul": [0.0, 0], "attention": [0.0, 0], "other": [0.0, 0]}
+    for event in prof.key_averages():
+        if event.key in ("aten::mm", "aten::addmm", "aten::bmm"):
+            kind = "matmul"
+        elif "scaled_dot_product" in event.key:
+            kind = "attention"
+        else:
+            kind = "other"
+        kinds[kind][0] += event.self_cpu_time_total / 1e3 / steps
+        kinds[kind][1] += event.count // steps
+    return {k: (ms, calls) for k, (ms, calls) in kinds.items()}
 
 
 def appo_agent(model_name: str, dtype: str):
@@ -227,7 +255,7 @@ def main() -> None:
         if engine != "float32":
             model, tokenizer = load_lm(args.model, dtype=engine)
         score_s, score_flops = engine_scoring(model, tokenizer, args.repeats)
-        step_s = decode_step(model, 4, args.repeats * 4)
+        step_s, decode_kinds = decode_step(model, 4, args.repeats * 4)
     update_s, update_flops, update_rows = ppo_update(args.model, engine, args.repeats)
     with torch.no_grad():
         dtype = kernels[peak_of][1]
@@ -265,10 +293,20 @@ def main() -> None:
         f"{decode_gflops:.2f} | {decode_gflops / peaks[peak_of]['decode_gflops']:.0%} |"
     )
     achieved = update_flops / update_s / 1e9
+    matmul_at_peak = 2 * params * 4 / (peaks[peak_of]["decode_gflops"] * 1e9) * 1e3
+    profiled = sum(ms for ms, _ in decode_kinds.values())
+    where = ", ".join(
+        f"{kind} {ms:.1f} ms ({ms / profiled:.0%}; {calls} operator calls, nested ones counted)"
+        for kind, (ms, calls) in decode_kinds.items()
+    )
     print(
         f"| one APPO PPO epoch, {update_rows} response-token rows ({update_s:.2f} s) | "
         f"{achieved:.1f} | {achieved / (update_peak / 1e9):.0%} (peak at {update_rows} rows: "
         f"{update_peak / 1e9:.1f}) |"
+    )
+    print(
+        f"\nthe decoding step under torch's profiler, self time a step: {where}; "
+        f"the block matmuls at the decode peak would take {matmul_at_peak:.1f} ms"
     )
 
 

@@ -305,6 +305,27 @@ def test_an_agent_that_writes_the_anchors_prompt_is_kept_without_target_calls(ti
     assert scored == ["same", "new"]
 
 
+def test_anchor_on_reward_compares_the_train_reward_over_dev(tiny_model_dir):
+    """`--anchor-on reward`: both prompts get the train reward on the dev examples, and the
+    thresholds apply to it; the dev metric (0 for both here) is never asked for."""
+    algo = make_algo(
+        tiny_model_dir, anchor_every=1, anchor_on="reward", anchor_update_threshold=0.5
+    )
+    algo.dev_scores = lambda prompts: pytest.fail("the dev metric was used")
+    seen = []
+
+    def rewards(prompts, examples):
+        seen.append(len(examples))
+        return torch.tensor([-9.0 if p == "anchor" else -8.4 for p in prompts])
+
+    algo.prompt_rewards = rewards
+    algo.greedy_prompt = lambda weights: "anchor" if weights is not None else "agent"
+    metrics = algo.train_step(0)
+    assert metrics["anchor_event"] == "update"  # -8.4 beats -9.0 by more than 0.5
+    assert metrics["agent_dev"] == pytest.approx(-8.4) and metrics["anchor_dev"] == -9.0
+    assert seen[-2:] == [len(algo.ctx.splits["dev"])] * 2
+
+
 def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
     def run(out, steps, resume=False):
         torch.manual_seed(0)

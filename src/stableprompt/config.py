@@ -233,6 +233,12 @@ class TrainConfig:
     anchor_rollback_threshold: float = option(
         0.1, "appo: dev loss that rolls the agent back", min=0.0
     )
+    anchor_on: str = option(
+        "metric",
+        "appo: compare agent and anchor on the dev metric, or on the train reward over dev "
+        "(graded where the metric is 0 for both; the thresholds are then in reward units)",
+        choices=("metric", "reward"),
+    )
     lora_r: int = option(16, "LoRA rank", min=1)
     lora_alpha: int = option(32, "LoRA alpha", min=1)
     lora_dropout: float = option(0.05, "LoRA dropout", min=0.0, max=0.99)

@@ -483,12 +483,12 @@ class AdaptivePPO(Algorithm):
         agent_prompt = self.greedy_prompt(None)
         if self.anchor_prompt is None:  # cached: the anchor's weights change only on an update
             self.anchor_prompt = self.greedy_prompt(self.anchor_state)
-            self.anchor_dev = self.dev_scores([self.anchor_prompt])[0]
+            self.anchor_dev = self.anchor_score(self.anchor_prompt)
         anchor_prompt, anchor_dev = self.anchor_prompt, self.anchor_dev
         # The scorer is deterministic: the same text scores the same, so an agent that still
         # writes the anchor's prompt is a keep that costs no target calls.
         same = agent_prompt == anchor_prompt
-        agent_dev = anchor_dev if same else self.dev_scores([agent_prompt])[0]
+        agent_dev = anchor_dev if same else self.anchor_score(agent_prompt)
         event = self.move_anchor(agent_dev, anchor_dev)
         if event == "update":
             self.anchor_prompt, self.anchor_dev = agent_prompt, agent_dev
@@ -498,6 +498,14 @@ class AdaptivePPO(Algorithm):
             "anchor_dev": anchor_dev,
             "anchor_prompt": anchor_prompt,
         }
+
+    def anchor_score(self, prompt: str) -> float:
+        """What agent and anchor are compared on (`--anchor-on`): the dev metric (StablePrompt's
+        rule), or the train reward on dev, which still separates two prompts that both score 0
+        (a small target that never writes the exact answer)."""
+        if self.config.anchor_on == "reward":
+            return self.prompt_rewards([prompt], self.ctx.splits["dev"]).item()
+        return self.dev_scores([prompt])[0]
 
     def move_anchor(self, agent_dev: float, anchor_dev: float) -> AnchorDecision:
         """`anchor_decision` on the two dev scores, applied: the anchor takes the agent's weights,
