@@ -428,7 +428,7 @@ def units(only: set[str]) -> list[dict]:
         on_reward = {"anchor_on": "reward", "anchor_update_threshold": 0.5}
         on_reward |= {"anchor_rollback_threshold": 1.0}
         ii = dict(claim="c3", task="sentiment", split="ii", data="ii:sentiment", budget=6144)
-        for seed in (0, 1, 2):
+        for seed in range(6):  # seeds 3-5 added after the first three (a wide spread)
             out.append(ii | dict(seed=seed, method="ppo", name="ii-6k", extra=extra))
             reward = dict(name="ii-6k-anchor-reward", extra=extra | on_reward)
             out.append(ii | dict(seed=seed, method="appo", **reward))
@@ -1057,14 +1057,30 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
     }
     if min(len(v) for v in by.values()) < 3:
         return "not yet measured", f"{sum(map(len, by.values()))} of 6 runs done"
+    seeds = min(len(v) for v in by.values())  # the seeds both methods have finished
+    by = {m: v[:seeds] for m, v in by.items()}
     mean = {m: statistics.mean(v) for m, v in by.items()}
     std = {m: statistics.stdev(v) for m, v in by.items()}
     holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
     text = (
         f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
-        f"{std['ppo']:.3f} (3 seeds)"
+        f"{std['ppo']:.3f} ({seeds} seeds)"
+    )
+    appo_runs = [
+        r["run_dir"]
+        for r in results
+        if r["claim"] == "c3" and r["method"] == "appo" and r["variant"] == appo_variant
+    ]
+    text += "; anchor updates/rollbacks/keeps per appo seed: " + ", ".join(
+        anchor_events(run) for run in appo_runs[:seeds]
     )
     return ("holds" if holds else "does not hold"), text
+
+
+def anchor_events(run_dir: str) -> str:
+    """How often the anchor was replaced, restored and kept in an APPO run: 'u/r/k'."""
+    events = [r.get("anchor_event") for r in load_run(run_dir).records]
+    return "/".join(str(events.count(e)) for e in ("update", "rollback", "keep"))
 
 
 def check_thresholds(results: list[dict], runs: dict[str, dict]) -> str:
