@@ -77,7 +77,7 @@ import yaml
 from scoring import ROOT, machine, revision
 
 from stableprompt.models import build_scorer
-from stableprompt.report import load_run, reward_windows
+from stableprompt.report import ANCHOR_EVENTS, load_run, reward_windows
 from stableprompt.rundir import atomic_write_text, best_words
 from stableprompt.selection import against_manual, returned_prompt
 from stableprompt.tasks import load_kshot_dir
@@ -1047,32 +1047,25 @@ C3_SETTINGS = (
 
 
 def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, str]:
-    by = {
+    runs = {
         m: [
-            r["test"]
+            r
             for r in results
             if r["claim"] == "c3" and r["method"] == m and r["variant"] == variant
         ]
         for m, variant in (("appo", appo_variant), ("ppo", ppo_variant))
     }
-    if min(len(v) for v in by.values()) < 3:
-        return "not yet measured", f"{sum(map(len, by.values()))} of 6 runs done"
-    seeds = min(len(v) for v in by.values())  # the seeds both methods have finished
-    by = {m: v[:seeds] for m, v in by.items()}
+    seeds = min(len(v) for v in runs.values())  # the seeds both methods have finished
+    if seeds < 3:
+        return "not yet measured", f"{sum(map(len, runs.values()))} of 6 runs done"
+    by = {m: [r["test"] for r in v[:seeds]] for m, v in runs.items()}
     mean = {m: statistics.mean(v) for m, v in by.items()}
     std = {m: statistics.stdev(v) for m, v in by.items()}
     holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
+    events = ", ".join(anchor_events(r["run_dir"]) for r in runs["appo"][:seeds])
     text = (
         f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
-        f"{std['ppo']:.3f} ({seeds} seeds)"
-    )
-    appo_runs = [
-        r["run_dir"]
-        for r in results
-        if r["claim"] == "c3" and r["method"] == "appo" and r["variant"] == appo_variant
-    ]
-    text += "; anchor updates/rollbacks/keeps per appo seed: " + ", ".join(
-        anchor_events(run) for run in appo_runs[:seeds]
+        f"{std['ppo']:.3f} ({seeds} seeds); anchor updates/rollbacks/keeps per appo seed: {events}"
     )
     return ("holds" if holds else "does not hold"), text
 
@@ -1080,7 +1073,7 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
 def anchor_events(run_dir: str) -> str:
     """How often the anchor was replaced, restored and kept in an APPO run: 'u/r/k'."""
     events = [r.get("anchor_event") for r in load_run(run_dir).records]
-    return "/".join(str(events.count(e)) for e in ("update", "rollback", "keep"))
+    return "/".join(str(events.count(e)) for e in ANCHOR_EVENTS)
 
 
 def check_thresholds(results: list[dict], runs: dict[str, dict]) -> str:
