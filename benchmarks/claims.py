@@ -42,7 +42,8 @@ sets on dev and the train examples each does not show (`--select-on dev+train`);
 `c1-demos-32k-select-train` those choosing on dev and the unshown train; `c1-demos-reward32`
 repeats the TREC sql runs with 8 sets a step each rewarded on 32 questions (16 on 16);
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
-`c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences.
+`c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences; `c1-gemma-demos` runs
+`c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -56,8 +57,9 @@ Claims (issue 13):
      prompts score ~0 on, so that what is returned must come from training, with the anchor
      compared on the train reward over dev, as the exact match is 0 for both).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target
-     (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` next to
-     the best random set).
+     (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` and
+     `c1-demos-balanced` next to the best random set; `c1-gemma-demos`' sets, chosen with
+     gemma3-270m as the target, scored on smollm2-135m).
 """
 
 from __future__ import annotations
@@ -252,6 +254,16 @@ def units(only: set[str]) -> list[dict]:
         gemma = dict(target="gemma3-270m", name="gemma3-270m-wide-dev", extra=REFIT)
         gemma |= dict(wide_dev=True, budget=16384)
         out += [sst2(split, "sparse-sql", **gemma) for split in SST2_SPLITS]
+    if "c1-gemma-demos" in only:  # c1-demos-balanced with Gemma as the target (C4: sets gain)
+        demos = dict(target="gemma3-270m", name="gemma3-270m-demos4-balanced-wide-dev")
+        demos["extra"] = {"manual_prompt": NATURAL, "demonstrations": 4}
+        demos["extra"] |= {"balanced_demonstrations": True}  # label words: auto, as the manual's
+        for split in ("16-42", "16-100", "16-13"):
+            out += [sst2(split, m, wide_dev=True, **demos) for m in ("sql", "random")]
+        # best-of-N as in c1-demos, in the manual prompt's variant (which c1_rows reads)
+        natural = dict(target="gemma3-270m", name="gemma3-270m-natural-wide-dev", wide_dev=True)
+        natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
+        out += [sst2(split, "best-of-n", **natural) for split in ("16-42", "16-100", "16-13")]
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
@@ -651,6 +663,14 @@ C1_SETTINGS = [
         "4 labelled train sentences, each class at most twice (`--demonstrations 4 "
         f"--balanced-demonstrations`), shown before the input and `{NATURAL}`, words "
         "negative/positive, chosen on 282 dev sentences",
+    ),
+    (
+        "sst-2",
+        "gemma3-270m-demos4-balanced-wide-dev",
+        "gemma3-270m-natural-wide-dev",
+        SST2_SPLITS,
+        "4 labelled train sentences, each class at most twice, shown before the input and "
+        f"`{NATURAL}`, label words the manual prompt's (`auto`), chosen on 282 dev sentences",
     ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
@@ -1266,15 +1286,34 @@ def per_input(results: list[dict]) -> str:
 
 
 # C4's settings: (name, variant of the RL runs, variant of the manual prompt's runs, a baseline
-# method whose best prompt is also transferred or None, what the prompts are)
+# method whose best prompt is also transferred or None, what the prompts are, the target they
+# move to: None for --transfer-target)
 C4_SETTINGS = [
-    ("", "", "", None, "token prompts (C1's first runs)"),
+    ("", "", "", None, "token prompts (C1's first runs)", None),
     (
         "demos",
         "demos4-wide-dev",
         "natural-wide-dev",
         "random",
         f"4 train sentences chosen by sql shown before the input and `{NATURAL}` (`c1-demos`)",
+        None,
+    ),
+    (  # the library's default since 0fa7424: each class shown at most twice
+        "demos-balanced",
+        "demos4-balanced-wide-dev",
+        "natural-wide-dev",
+        "random",
+        "4 train sentences, each class at most twice, chosen by sql (`c1-demos-balanced`)",
+        None,
+    ),
+    (  # the other way: sets chosen with gemma3-270m as the target, scored on smollm2-135m
+        "gemma-demos-balanced",
+        "gemma3-270m-demos4-balanced-wide-dev",
+        "gemma3-270m-natural-wide-dev",
+        "random",
+        "4 train sentences, each class at most twice, chosen by sql on gemma3-270m "
+        "(`c1-gemma-demos`)",
+        "smollm2-135m",
     ),
 ]
 
@@ -1291,7 +1330,7 @@ def transfer(
     names one, the baseline's best prompt, scored on `target` (cached per setting)."""
     from stableprompt.transfer import transfer_matrix
 
-    name, variant, manual_variant, baseline, _ = setting
+    name, variant, manual_variant, baseline, _, _ = setting
     dirs = []
     for split in SST2_SPLITS:
         rs = [r for r in results if r["claim"] == "c1" and r["task"] == "sst-2"]
@@ -1317,8 +1356,9 @@ def c4(
     if result is None:
         return "not yet measured", "no finished SST-2 runs", ""
     rows = {r["run_dir"]: r for r in results}
+    trained_on = rows[result["dirs"][0]]["target"]
     lines = [
-        f"| split | method | prompt | test on smollm2-135m (trained on) | test on {target} |",
+        f"| split | method | prompt | test on {trained_on} (trained on) | test on {target} |",
         "|---|---|---|---:|---:|",
     ]
     size = 2 + bool(baseline)  # RL, manual[, baseline] per split
@@ -1370,10 +1410,11 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_variants = {r["variant"] for r in results if r["claim"] == "c3"}
-    c4s = []  # (what, verdict, text, table) per C4 setting
+    c4s = []  # (target, what, verdict, text, table) per C4 setting
     for setting in C4_SETTINGS if args.transfer_target != "none" else []:
-        t = transfer(results, out, args.transfer_target, setting)
-        c4s.append((setting[4], *c4(t, results, args.transfer_target, setting[3])))
+        to = setting[5] or args.transfer_target
+        t = transfer(results, out, to, setting)
+        c4s.append((to, setting[4], *c4(t, results, to, setting[3])))
     lines = [
         f"Written {datetime.date.today()} at revision `{revision()}` on {machine()}; "
         f"`python benchmarks/claims.py --budget {args.budget} --out {args.out}`"
@@ -1392,10 +1433,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
             for what, *variants in C3_SETTINGS
             if variants[0] in c3_variants
         ),
-        *(
-            f"| C4 transfer to {args.transfer_target}, {what} | {v} | {text} |"
-            for what, v, text, _ in c4s
-        ),
+        *(f"| C4 transfer to {to}, {what} | {v} | {text} |" for to, what, v, text, _ in c4s),
     ]
     for task, variant, manual_variant, splits, what in C1_SETTINGS:
         rows = c1_rows(results, task, variant, manual_variant, splits)
@@ -1484,7 +1522,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
             "",
             tte,
         ]
-    for what, _, _, table in c4s:
+    for _, what, _, _, table in c4s:
         if table:
             lines += [
                 "",
@@ -1519,7 +1557,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
