@@ -74,6 +74,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import yaml
 from scoring import ROOT, machine, revision
@@ -258,12 +259,12 @@ def units(only: set[str]) -> list[dict]:
         demos = dict(target="gemma3-270m", name="gemma3-270m-demos4-balanced-wide-dev")
         demos["extra"] = {"manual_prompt": NATURAL, "demonstrations": 4}
         demos["extra"] |= {"balanced_demonstrations": True}  # label words: auto, as the manual's
-        for split in ("16-42", "16-100", "16-13"):
-            out += [sst2(split, m, wide_dev=True, **demos) for m in ("sql", "random")]
+        splits = ("16-42", "16-100", "16-13")
+        out += [sst2(s, m, wide_dev=True, **demos) for s in splits for m in ("sql", "random")]
         # best-of-N as in c1-demos, in the manual prompt's variant (which c1_rows reads)
         natural = dict(target="gemma3-270m", name="gemma3-270m-natural-wide-dev", wide_dev=True)
         natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
-        out += [sst2(split, "best-of-n", **natural) for split in ("16-42", "16-100", "16-13")]
+        out += [sst2(split, "best-of-n", **natural) for split in splits]
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
@@ -1285,12 +1286,18 @@ def per_input(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-# C4's settings: (name, variant of the RL runs, variant of the manual prompt's runs, a baseline
-# method whose best prompt is also transferred or None, what the prompts are, the target they
-# move to: None for --transfer-target)
+class C4Setting(NamedTuple):
+    name: str  # the cache file's suffix
+    variant: str  # of the RL runs
+    manual_variant: str  # of the manual prompt's runs
+    baseline: str | None  # a method whose best prompt is also transferred
+    what: str  # what the prompts are
+    to: str | None  # the target they move to: None for --transfer-target
+
+
 C4_SETTINGS = [
-    ("", "", "", None, "token prompts (C1's first runs)", None),
-    (
+    C4Setting("", "", "", None, "token prompts (C1's first runs)", None),
+    C4Setting(
         "demos",
         "demos4-wide-dev",
         "natural-wide-dev",
@@ -1298,7 +1305,7 @@ C4_SETTINGS = [
         f"4 train sentences chosen by sql shown before the input and `{NATURAL}` (`c1-demos`)",
         None,
     ),
-    (  # the library's default since 0fa7424: each class shown at most twice
+    C4Setting(  # the library's default since 0fa7424: each class shown at most twice
         "demos-balanced",
         "demos4-balanced-wide-dev",
         "natural-wide-dev",
@@ -1306,7 +1313,7 @@ C4_SETTINGS = [
         "4 train sentences, each class at most twice, chosen by sql (`c1-demos-balanced`)",
         None,
     ),
-    (  # the other way: sets chosen with gemma3-270m as the target, scored on smollm2-135m
+    C4Setting(  # the other way: sets chosen with gemma3-270m as the target, scored on smollm2-135m
         "gemma-demos-balanced",
         "gemma3-270m-demos4-balanced-wide-dev",
         "gemma3-270m-natural-wide-dev",
@@ -1324,13 +1331,13 @@ def _best_by_dev(rows: list[dict], methods: tuple[str, ...], variant: str) -> li
 
 
 def transfer(
-    results: list[dict], out: Path, target: str, setting: tuple = C4_SETTINGS[0]
+    results: list[dict], out: Path, target: str, setting: C4Setting = C4_SETTINGS[0]
 ) -> dict | None:
     """C4: the best RL prompt of each SST-2 split (by dev), the manual prompt and, if the setting
     names one, the baseline's best prompt, scored on `target` (cached per setting)."""
     from stableprompt.transfer import transfer_matrix
 
-    name, variant, manual_variant, baseline, _, _ = setting
+    name, variant, manual_variant, baseline = setting[:4]
     dirs = []
     for split in SST2_SPLITS:
         rs = [r for r in results if r["claim"] == "c1" and r["task"] == "sst-2"]
@@ -1412,9 +1419,9 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     c3_variants = {r["variant"] for r in results if r["claim"] == "c3"}
     c4s = []  # (target, what, verdict, text, table) per C4 setting
     for setting in C4_SETTINGS if args.transfer_target != "none" else []:
-        to = setting[5] or args.transfer_target
+        to = setting.to or args.transfer_target
         t = transfer(results, out, to, setting)
-        c4s.append((to, setting[4], *c4(t, results, to, setting[3])))
+        c4s.append((to, setting.what, *c4(t, results, to, setting.baseline)))
     lines = [
         f"Written {datetime.date.today()} at revision `{revision()}` on {machine()}; "
         f"`python benchmarks/claims.py --budget {args.budget} --out {args.out}`"
