@@ -43,7 +43,9 @@ sets on dev and the train examples each does not show (`--select-on dev+train`);
 repeats the TREC sql runs with 8 sets a step each rewarded on 32 questions (16 on 16);
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
 `c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences; `c1-gemma-demos` runs
-`c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target.
+`c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target; `c1-screen` repeats the
+balanced sql runs on Gemma SST-2, TREC and SST-5 at learning rate 0 (an ablation: how much of
+sql's lead over random sets comes from screening its samples on train, not from learning).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -265,6 +267,20 @@ def units(only: set[str]) -> list[dict]:
         natural = dict(target="gemma3-270m", name="gemma3-270m-natural-wide-dev", wide_dev=True)
         natural["extra"] = {"manual_prompt": NATURAL, **REFIT}
         out += [sst2(split, "best-of-n", **natural) for split in splits]
+    if "c1-screen" in only:  # sql at learning rate 0: is its lead over random sets learning?
+        # The untrained policy's sets, screened on train and chosen on dev exactly as sql's;
+        # where sql led random sets most (Gemma SST-2, TREC and SST-5 balanced).
+        lr0 = {"lr": 0.0}
+        gemma = dict(target="gemma3-270m", name="gemma3-270m-demos4-balanced-wide-dev-lr0")
+        gemma["extra"] = {"manual_prompt": NATURAL, "demonstrations": 4}
+        gemma["extra"] |= {"balanced_demonstrations": True, **lr0}
+        out += [sst2(s, "sql", wide_dev=True, **gemma) for s in ("16-42", "16-100", "16-13")]
+        for task, k in (("trec", 6), ("sst-5", 5)):
+            for split in ("16-42", "16-100", "16-13"):
+                unit = dict(claim="c1", task=task, split=split, seed=0, method="sql")
+                unit["name"] = f"demos{k}-balanced-lr0"
+                unit["extra"] = {"demonstrations": k, "balanced_demonstrations": True, **lr0}
+                out.append(unit)
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
@@ -597,6 +613,12 @@ def _mean_std(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {std:.3f}"
 
 
+LR0 = (
+    "as above, the policy's learning rate 0 (`--lr 0`: never updated, so its sets are the "
+    "untrained policy's, screened on train and chosen on dev as sql's; an ablation); random "
+    "sets: the row above's"
+)
+
 # C1's settings: (task, variant of the trained and baseline runs, variant of the manual prompt's
 # runs they are compared with, splits, what the setting changes)
 C1_SETTINGS = [
@@ -673,6 +695,13 @@ C1_SETTINGS = [
         "4 labelled train sentences, each class at most twice, shown before the input and "
         f"`{NATURAL}`, label words the manual prompt's (`auto`), chosen on 282 dev sentences",
     ),
+    (
+        "sst-2",
+        "gemma3-270m-demos4-balanced-wide-dev-lr0",
+        "gemma3-270m-natural-wide-dev",
+        SST2_SPLITS,
+        LR0,
+    ),
     ("sst-2", "32k", "", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m", "gemma3-270m", SST2_SPLITS, "label words the run's (`auto`)"),
     ("sst-2", "gemma3-270m-refit", "gemma3-270m", SST2_SPLITS, "words per prompt (pool of 4)"),
@@ -710,6 +739,7 @@ C1_SETTINGS = [
         "as above, the policy's learning rate 1e-3 (tuned on split 16-87's dev) instead of "
         "5e-5; random sets: the row above's",
     ),
+    ("trec", "demos6-balanced-lr0", "", ("16-42", "16-100", "16-13"), LR0),
     (
         "trec",
         "demos6-balanced-all",
@@ -772,6 +802,7 @@ C1_SETTINGS = [
         "one labelled train sentence per class shown before the input (`--demonstrations 5 "
         "--balanced-demonstrations`), label words the run's (`auto`)",
     ),
+    ("sst-5", "demos5-balanced-lr0", "", ("16-42", "16-100", "16-13"), LR0),
     (
         "sst-5",
         "demos5-balanced-all",
@@ -840,6 +871,9 @@ def c1_setting(results: list[dict], task: str, variant: str, manual_variant: str
 # have (the policy's learning rate) take that setting's baseline runs.
 SHARED_BASELINES = {
     "demos6-balanced-lr1e-3": "demos6-balanced",
+    "demos6-balanced-lr0": "demos6-balanced",
+    "demos5-balanced-lr0": "demos5-balanced",
+    "gemma3-270m-demos4-balanced-wide-dev-lr0": "gemma3-270m-demos4-balanced-wide-dev",
     "demos6-balanced-all-lr1e-3": "demos6-balanced-all",
     "demos6-balanced-all-reward32": "demos6-balanced-all",
 }
@@ -1564,7 +1598,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

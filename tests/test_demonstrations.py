@@ -1,6 +1,7 @@
 """--demonstrations: prompts made of labelled train examples, chosen by the SQL policy."""
 
 import dataclasses
+import json
 
 import pytest
 import torch
@@ -140,6 +141,19 @@ def test_sql_on_the_demo_policy_learns_which_example_pays(tiny_lm):
         loss.backward()
         optimizer.step()
     assert before < 0.4 and first_pick_share() > 0.6
+
+
+def test_lr_zero_screens_samples_without_learning(tiny_model_dir, tmp_path):
+    """--lr 0, the ablation: steps spend their calls and rank their samples, the policy stays."""
+    config = make_config(tiny_model_dir, tmp_path, demonstrations=2, lr=0.0, steps=2)
+    trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    before = {k: v.clone() for k, v in trainer.algorithm.policy.mlp.state_dict().items()}
+    trainer.train()
+    after = trainer.algorithm.policy.mlp.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(line) for line in lines][1:]
+    assert [m["step"] for m in steps] == [1, 2] and all(m["grad_norm"] > 0 for m in steps)
 
 
 def test_random_demonstrations_follow_the_seed():

@@ -132,7 +132,12 @@ class TrainConfig:
         "always use the metric",
         choices=("metric", "likelihood", "loglikelihood"),
     )
-    lr: float = option(5e-5, "learning rate", positive=True)
+    lr: float = option(
+        5e-5,
+        "learning rate; 0 never updates the policy (an ablation: its untrained samples, screened "
+        "and chosen exactly as a training run's)",
+        min=0,
+    )
     max_grad_norm: float = option(5.0, "gradient clipping norm", positive=True)
     # token policy (sql, sparse-sql)
     prompt_length: int = option(
