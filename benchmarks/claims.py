@@ -44,8 +44,9 @@ repeats the TREC sql runs with 8 sets a step each rewarded on 32 questions (16 o
 `c1-agnews-wide-dev` repeats it choosing on 574 dev articles (`wide_check`'s), and
 `c1-sst5-wide-dev` SST-5's balanced runs on 675 dev sentences; `c1-gemma-demos` runs
 `c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target; `c1-screen` repeats the
-balanced sql runs on Gemma SST-2, TREC and SST-5 at learning rate 0 (an ablation: how much of
-sql's lead over random sets comes from screening its samples on train, not from learning).
+balanced sql runs on Gemma SST-2, TREC, SST-5 and AG News at learning rate 0 (an ablation:
+how much of sql's lead over random sets comes from screening its samples on train, not from
+learning).
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -281,6 +282,11 @@ def units(only: set[str]) -> list[dict]:
                 unit["name"] = f"demos{k}-balanced-lr0"
                 unit["extra"] = {"demonstrations": k, "balanced_demonstrations": True, **lr0}
                 out.append(unit)
+        for split in ("16-100", "16-42", "16-13"):  # 16-100 first: sql led random by 8.6 there
+            unit = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
+            unit |= dict(method="sql", name="demos4-balanced-lr0")  # ~35 min a run: resumable
+            unit["extra"] = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
+            out.append(unit | {"extra": unit["extra"] | lr0})
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
@@ -838,6 +844,7 @@ C1_SETTINGS = [
         "--balanced-demonstrations`), label words the run's (`auto`), test: 250 articles per "
         "class drawn at random (seed 0) from the 7,600",
     ),
+    ("agnews", "demos4-balanced-lr0", "", ("16-42", "16-100", "16-13"), LR0),
     (
         "agnews",
         "demos4-balanced-wide-dev",
@@ -873,6 +880,7 @@ SHARED_BASELINES = {
     "demos6-balanced-lr1e-3": "demos6-balanced",
     "demos6-balanced-lr0": "demos6-balanced",
     "demos5-balanced-lr0": "demos5-balanced",
+    "demos4-balanced-lr0": "demos4-balanced",
     "gemma3-270m-demos4-balanced-wide-dev-lr0": "gemma3-270m-demos4-balanced-wide-dev",
     "demos6-balanced-all-lr1e-3": "demos6-balanced-all",
     "demos6-balanced-all-reward32": "demos6-balanced-all",
@@ -1260,12 +1268,20 @@ def balanced_effect(results: list[dict]) -> str:
 
 
 def demo_rewards(results: list[dict]) -> str:
-    """The train reward per third of every C1 sql run that shows demonstrations: whether the
-    policy's sets get better as it trains."""
-    lines = ["| task | split | variant | train reward per third |", "|---|---|---|---|"]
+    """Per C1 sql run that shows demonstrations: the train reward per third of its steps, and
+    the mean log-probability of its picks at its first and last step (sql's a_mean, Q(s, a) -
+    V(s)): equal when the policy still samples as it started, near-uniformly."""
+    lines = [
+        "| task | split | variant | train reward per third | log-prob of the picks, first / "
+        "last step |",
+        "|---|---|---|---|---|",
+    ]
     for r in results:
-        if (r["claim"], r["method"]) == ("c1", "sql") and r["variant"].startswith("demos"):
-            row = (r["task"], r["split"], r["variant"], reward_thirds(r["run_dir"]))
+        demos = r["variant"].removeprefix("gemma3-270m-").startswith("demos")
+        if (r["claim"], r["method"]) == ("c1", "sql") and demos:
+            steps = [m for m in load_run(r["run_dir"]).records if "a_mean" in m]
+            picks = f"{steps[0]['a_mean']:.3f} / {steps[-1]['a_mean']:.3f}" if steps else "-"
+            row = (r["task"], r["split"], r["variant"], reward_thirds(r["run_dir"]), picks)
             lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) if len(lines) > 2 else ""
 
@@ -1538,7 +1554,8 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
         lines += [
             "",
             "The train reward of C1's sql runs that show demonstrations, per third of their "
-            "steps (`stableprompt report` shows the same by sixths):",
+            "steps (`stableprompt report` shows the same by sixths), and how far the policy "
+            "moved: the mean log-probability of the sets it drew, at its first and last step:",
             "",
             rewards,
         ]
