@@ -270,7 +270,7 @@ def units(only: set[str]) -> list[dict]:
         out += [sst2(split, "best-of-n", **natural) for split in splits]
     if "c1-screen" in only:  # sql at learning rate 0: is its lead over random sets learning?
         # The untrained policy's sets, screened on train and chosen on dev exactly as sql's;
-        # where sql led random sets most (Gemma SST-2, TREC and SST-5 balanced).
+        # where sql led random sets most (Gemma SST-2, TREC, SST-5 and AG News balanced).
         lr0 = {"lr": 0.0}
         gemma = dict(target="gemma3-270m", name="gemma3-270m-demos4-balanced-wide-dev-lr0")
         gemma["extra"] = {"manual_prompt": NATURAL, "demonstrations": 4}
