@@ -282,7 +282,7 @@ def units(only: set[str]) -> list[dict]:
                 unit["name"] = f"demos{k}-balanced-lr0"
                 unit["extra"] = {"demonstrations": k, "balanced_demonstrations": True, **lr0}
                 out.append(unit)
-        for split in ("16-100", "16-42", "16-13"):  # 16-100 first: sql led random by 8.6 there
+        for split in ("16-100", "16-42", "16-13"):  # the order they were run in
             unit = dict(claim="c1", task="agnews", split=split, seed=0, test_per_class=250)
             unit |= dict(method="sql", name="demos4-balanced-lr0")  # ~35 min a run: resumable
             unit["extra"] = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
