@@ -144,7 +144,7 @@ def test_sql_on_the_demo_policy_learns_which_example_pays(tiny_lm):
 
 
 def test_lr_zero_screens_samples_without_learning(tiny_model_dir, tmp_path):
-    """--lr 0, the ablation: steps spend their calls and rank their samples, the policy stays."""
+    """--lr 0, the ablation: every step runs and computes its gradient; the policy never moves."""
     config = make_config(tiny_model_dir, tmp_path, demonstrations=2, lr=0.0, steps=2)
     trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
     before = {k: v.clone() for k, v in trainer.algorithm.policy.mlp.state_dict().items()}
