@@ -287,6 +287,13 @@ def units(only: set[str]) -> list[dict]:
             unit |= dict(method="sql", name="demos4-balanced-lr0")  # ~35 min a run: resumable
             unit["extra"] = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
             out.append(unit | {"extra": unit["extra"] | lr0})
+    if "c1-screen-seed" in only:  # AG News 16-42, where the update paid most (8.1 points over lr
+        # 0), again at seed 1, trained and at lr 0: does the lead outlast one seed's draws?
+        for name, lr in (("demos4-balanced-seed1", {}), ("demos4-balanced-lr0-seed1", {"lr": 0.0})):
+            unit = dict(claim="c1", task="agnews", split="16-42", seed=1, test_per_class=250)
+            unit |= dict(method="sql", name=name)  # a variant of its own: not in C1's rows
+            extra = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
+            out.append(unit | {"extra": extra | lr})
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
@@ -1615,7 +1622,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-screen-seed,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
