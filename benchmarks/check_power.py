@@ -35,6 +35,7 @@ from stableprompt.rundir import atomic_write_text
 from stableprompt.selection import against_manual
 from stableprompt.tasks import load_kshot_dir
 from stableprompt.tasks.metrics import sign_test
+from stableprompt.tasks.rewards import label_probs
 
 THRESHOLD = 0.1  # the library's --replace-manual-p
 
@@ -48,7 +49,7 @@ def margins(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def p_gold(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """[examples] the gold word's probability among the label words."""
-    return logprobs.log_softmax(-1).exp().gather(1, labels[:, None])[:, 0]
+    return label_probs(logprobs).gather(1, labels[:, None])[:, 0]
 
 
 def measure(r: dict, scorers: dict, held_out: int) -> dict:

@@ -46,7 +46,7 @@ repeats the TREC sql runs with 8 sets a step each rewarded on 32 questions (16 o
 `c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target; `c1-screen` repeats the
 balanced sql runs on Gemma SST-2, TREC, SST-5 and AG News at learning rate 0 (an ablation:
 how much of sql's lead over random sets comes from screening its samples on train, not from
-learning).
+learning), and `c1-screen-seed` repeats AG News 16-42's trained and lr-0 runs at seed 1.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
