@@ -111,8 +111,10 @@ def test_train_help_lists_the_choices_of_each_flag(capsys):
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())  # argparse wraps long lines
-    assert "metric | likelihood | loglikelihood (default: metric)" in text
-    assert "anchor | initial | previous (default: anchor)" in text
+    assert "--generation-reward {metric,likelihood,loglikelihood}" in text
+    assert "weights dtype; auto | float32 | bfloat16 | float16 | int8 (default: auto)" in text
+    # a help that already names every choice does not list them twice
+    assert "loglikelihood (its log, floored); dev and test always use the metric (default" in text
 
 
 def tiny_train(capsys, model_dir: str, out, *flags: str):

@@ -26,7 +26,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         if name == "extra":  # a mapping: YAML only
             continue
         choices = f.metadata.get("choices")
-        text = f.metadata["help"] + (f"; {' | '.join(choices)}" if choices else "")
+        text = f.metadata["help"]
+        if choices and not all(c in text for c in choices):  # else the help already names them
+            text += f"; {' | '.join(choices)}"
         if f.default is not None:
             text += f" (default: {f.default})"
         text = text.replace("%", "%%")  # argparse formats help with %
