@@ -47,7 +47,8 @@ repeats the TREC sql runs with 8 sets a step each rewarded on 32 questions (16 o
 `c1-demos-balanced`'s SST-2 sets with gemma3-270m as the target; `c1-screen` repeats the
 balanced sql runs on Gemma SST-2, TREC, SST-5 and AG News at learning rate 0 (an ablation:
 how much of sql's lead over random sets comes from screening its samples on train, not from
-learning), and `c1-screen-seed` repeats AG News 16-42's trained and lr-0 runs at seed 1.
+learning), and `c1-screen-seed` repeats AG News 16-42's and 16-100's trained and lr-0 runs at
+seed 1.
 
 Claims (issue 13):
   C1 RLPrompt: the best RL method beats the manual prompt by >= 5 points (test, mean over splits)
@@ -289,12 +290,17 @@ def units(only: set[str]) -> list[dict]:
             unit["extra"] = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
             out.append(unit | {"extra": unit["extra"] | lr0})
     if "c1-screen-seed" in only:  # AG News 16-42, where the update paid most (8.1 points over lr
-        # 0), again at seed 1, trained and at lr 0: does the lead outlast one seed's draws?
-        for name, lr in (("demos4-balanced-seed1", {}), ("demos4-balanced-lr0-seed1", {"lr": 0.0})):
-            unit = dict(claim="c1", task="agnews", split="16-42", seed=1, test_per_class=250)
-            unit |= dict(method="sql", name=name)  # a variant of its own: not in C1's rows
-            extra = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
-            out.append(unit | {"extra": extra | lr})
+        # 0), again at seed 1, trained and at lr 0: does the lead outlast one seed's draws? Then
+        # 16-100 at seed 1 (a sitting later), for a fifth trained / untrained pair
+        for split in ("16-42", "16-100"):
+            for name, lr in (
+                ("demos4-balanced-seed1", {}),
+                ("demos4-balanced-lr0-seed1", {"lr": 0.0}),
+            ):
+                unit = dict(claim="c1", task="agnews", split=split, seed=1, test_per_class=250)
+                unit |= dict(method="sql", name=name)  # a variant of its own: not in C1's rows
+                extra = {"demonstrations": 4, "balanced_demonstrations": True, "save_every": 5}
+                out.append(unit | {"extra": extra | lr})
     if "c1-continue-short" in only:  # 2 learned tokens after the user's prompt, not 5
         cont = dict(name="continue2-wide-dev", wide_dev=True, budget=16384)
         cont["extra"] = {"manual_prompt": NATURAL, "continue_manual": True, "prompt_length": 2}
