@@ -35,16 +35,9 @@ from stableprompt.rundir import atomic_write_text
 from stableprompt.selection import against_manual
 from stableprompt.tasks import load_kshot_dir
 from stableprompt.tasks.metrics import sign_test
-from stableprompt.tasks.rewards import label_probs
+from stableprompt.tasks.rewards import gold_gap, label_probs
 
 THRESHOLD = 0.1  # the library's --replace-manual-p
-
-
-def margins(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """[examples] log p(gold word) minus the largest log p(other word): > 0 where correct."""
-    gold = logprobs.gather(1, labels[:, None])[:, 0]
-    other = logprobs.scatter(1, labels[:, None], float("-inf")).max(1).values
-    return gold - other
 
 
 def p_gold(logprobs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -67,7 +60,7 @@ def measure(r: dict, scorers: dict, held_out: int) -> dict:
     lp_manual = ctx.logprobs([manual["prompt"]], examples, summary["label_words"] or None)[0]
     right_l = (lp_learned.argmax(-1) == labels).float()
     right_m = (lp_manual.argmax(-1) == labels).float()
-    margin_l, margin_m = margins(lp_learned, labels), margins(lp_manual, labels)
+    margin_l, margin_m = gold_gap(lp_learned, labels), gold_gap(lp_manual, labels)
     gap = margin_l - margin_m
     own, held = slice(0, n_own), slice(n_own, None)
     check01 = against_manual(right_l[own], right_m[own])

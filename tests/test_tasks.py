@@ -23,7 +23,13 @@ from stableprompt.tasks import (
     validate_labels,
     wilson_interval,
 )
-from stableprompt.tasks.rewards import appo_reward, label_probs, rlprompt_reward, zscore
+from stableprompt.tasks.rewards import (
+    appo_reward,
+    gold_gap,
+    label_probs,
+    rlprompt_reward,
+    zscore,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FSC = DATA / "fsc" / "16-shot"
@@ -273,6 +279,15 @@ def test_rlprompt_reward_hand_values():
     logp = lp([[[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], [[1 / 3] * 3, [1 / 3] * 3]])
     r = rlprompt_reward(logp, torch.tensor([0, 2]))
     assert r.tolist() == pytest.approx([-7.0, 0.0], abs=1e-4)
+
+
+def test_gold_gap_hand_values_and_sign():
+    probs = torch.tensor([[0.5, 0.3, 0.2], [0.2, 0.5, 0.3]])
+    assert gold_gap(probs, torch.tensor([0, 2])).tolist() == pytest.approx([0.2, -0.2])
+    # on log-probs (check_power's margins): > 0 exactly where the gold word is the argmax
+    logp = torch.randn(50, 4).log_softmax(-1)
+    labels = torch.randint(0, 4, (50,))
+    assert torch.equal(gold_gap(logp, labels) > 0, logp.argmax(-1) == labels)
 
 
 def test_zscore():

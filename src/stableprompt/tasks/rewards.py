@@ -35,8 +35,9 @@ def _checked_probs(logprobs: Tensor, labels: Tensor) -> Tensor:
     return probs
 
 
-def _gap(probs: Tensor, labels: Tensor) -> Tensor:
-    """p(correct) - max p(other), shape [P, N]."""
+def gold_gap(probs: Tensor, labels: Tensor) -> Tensor:
+    """p(correct) - max p(other) over the last axis ([P, N, C] -> [P, N]); on log-probs, the
+    margin of the gold word (> 0 where the answer is right)."""
     onehot = torch.nn.functional.one_hot(labels.long(), probs.shape[-1]).bool()
     onehot = onehot.expand_as(probs)
     p_correct = probs.masked_select(onehot).view(probs.shape[:-1])
@@ -63,7 +64,7 @@ def rlprompt_reward(
 
     gap = p(correct) - max p(other); reward = correct_coef*gap if gap > 0 else incorrect_coef*gap.
     """
-    gap = _gap(_checked_probs(logprobs, labels), labels)
+    gap = gold_gap(_checked_probs(logprobs, labels), labels)
     return example_mean(torch.where(gap > 0, correct_coef * gap, incorrect_coef * gap), keep)
 
 
@@ -79,7 +80,7 @@ def worst_class_reward(
     gap, near -coef, so only prompts that separate the classes score well. With `keep`, a class
     none of whose examples a prompt keeps does not count for that prompt.
     """
-    gap = _gap(_checked_probs(logprobs, labels), labels)
+    gap = gold_gap(_checked_probs(logprobs, labels), labels)
     keep = torch.ones_like(gap, dtype=torch.bool) if keep is None else keep.bool()
     per_class = []
     for c in labels.unique():
@@ -110,4 +111,4 @@ def appo_reward(
     """
     probs = _checked_probs(logprobs, labels)
     acc = example_mean((probs.argmax(-1) == labels.long()).float(), keep)
-    return acc_coef * acc + gap_coef * example_mean(_gap(probs, labels), keep)
+    return acc_coef * acc + gap_coef * example_mean(gold_gap(probs, labels), keep)
