@@ -326,10 +326,51 @@ def test_anchor_on_reward_compares_the_train_reward_over_dev(tiny_model_dir):
     assert seen[-2:] == [len(algo.ctx.splits["dev"])] * 2
 
 
-def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
+def test_anchor_on_samples_compares_the_sampled_rewards_without_target_calls(tiny_model_dir):
+    """`--anchor-on samples`: the agent's score is the mean train reward of what it sampled since
+    the last check, the anchor's the mean of the window that made it (the first window's for the
+    initial agent); no greedy prompt is written and nothing is scored on dev."""
+    algo = make_algo(
+        tiny_model_dir,
+        anchor_every=2,
+        anchor_on="samples",
+        anchor_update_threshold=0.5,
+        anchor_rollback_threshold=1.0,
+    )
+    algo.dev_scores = lambda prompts: pytest.fail("dev was scored")
+    algo.greedy_prompt = lambda weights: pytest.fail("a greedy prompt was written")
+    initial = copy_trainable_state(algo.agent)
+
+    def steps(first: int, rewards: tuple[float, float]) -> dict:
+        for step, reward in zip((first, first + 1), rewards):
+            algo.empty_reward = torch.tensor(reward)  # an empty sample earns the same
+            algo.prompt_rewards = lambda prompts, examples, r=reward: torch.full((len(prompts),), r)
+            metrics = algo.train_step(step)
+        return metrics
+
+    assert algo.step_calls(1) == algo.calls_per_step()  # a check costs no target calls
+    first = steps(0, (-10.0, -11.0))
+    assert first["anchor_event"] == "keep"  # the first window is the initial anchor's score
+    assert first["agent_dev"] == first["anchor_dev"] == -10.5
+    better = steps(2, (-9.5, -9.9))  # mean -9.7: 0.8 ahead, more than 0.5
+    assert better["anchor_event"] == "update" and better["agent_dev"] == pytest.approx(-9.7)
+    anchor = copy_trainable_state(algo.agent)
+    assert not all(torch.equal(anchor[k], initial[k]) for k in anchor)
+    worse = steps(4, (-10.5, -11.0))  # mean -10.75: 1.05 behind the anchor's -9.7
+    assert worse["anchor_event"] == "rollback"
+    assert worse["anchor_dev"] == pytest.approx(-9.7)
+    restored = copy_trainable_state(algo.agent)
+    assert all(torch.equal(restored[k], anchor[k]) for k in anchor)
+
+
+@pytest.mark.parametrize("anchor_on", ["metric", "samples"])
+def test_resume_gives_the_same_run(tiny_model_dir, tmp_path, anchor_on):
+    # under samples, checks every 3 steps: the checkpoint at step 2 holds a part-filled window
+    anchor = {"anchor_on": anchor_on, "anchor_every": 3 if anchor_on == "samples" else 1}
+
     def run(out, steps, resume=False):
         torch.manual_seed(0)
-        config = make_config(tiny_model_dir, out=out, steps=steps)
+        config = make_config(tiny_model_dir, out=out, steps=steps, **anchor)
         trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
         summary = trainer.train(resume=resume)
         return trainer, summary
@@ -353,7 +394,9 @@ def test_resume_gives_the_same_run(tiny_model_dir, tmp_path):
     assert [r.get("prompts") for r in ra] == [r.get("prompts") for r in rb]
     assert [r.get("anchor_event") for r in ra] == [r.get("anchor_event") for r in rb]
     assert [r["calls"] for r in ra] == [r["calls"] for r in rb]  # the anchor's score is kept
-    assert all("anchor_event" in r for r in ra[1:])
+    assert [r.get("agent_dev") for r in ra] == [r.get("agent_dev") for r in rb]
+    every = anchor["anchor_every"]
+    assert all(("anchor_event" in r) == (r["step"] % every == 0) for r in ra[1:])  # 1-based
 
 
 def test_a_sample_that_writes_nothing_gets_the_lowest_reward(tiny_model_dir):

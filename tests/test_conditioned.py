@@ -187,6 +187,14 @@ def test_add_manual_asks_to_rewrite_the_manual_prompt(tiny_model_dir):
         ConditionedPPO(make_config(tiny_model_dir, add_manual=True), ctx)
 
 
+@pytest.mark.parametrize("anchor_on", ["reward", "samples"])
+def test_anchor_on_other_than_the_metric_is_refused(tiny_model_dir, anchor_on):
+    """Its anchor checks score a prompt per dev input on the metric; the flag would be ignored."""
+    config = make_config(tiny_model_dir, anchor_on=anchor_on)
+    with pytest.raises(UserError, match=f"--anchor-on {anchor_on} does not apply"):
+        ConditionedPPO(config, make_ctx(tiny_model_dir))
+
+
 def test_resume_gives_the_same_conditioned_run(tiny_model_dir, tmp_path):
     def run(out, steps, resume=False):
         torch.manual_seed(0)

@@ -240,9 +240,11 @@ class TrainConfig:
     )
     anchor_on: str = option(
         "metric",
-        "appo: compare agent and anchor on the dev metric, or on the train reward over dev "
-        "(graded where the metric is 0 for both; the thresholds are then in reward units)",
-        choices=("metric", "reward"),
+        "appo: compare agent and anchor on the dev metric of their greedy prompts, on the train "
+        "reward of those prompts over dev (graded where the metric is 0 for both), or on the "
+        "mean train reward of the prompts each sampled while it was the agent (no target calls; "
+        "the thresholds are then in reward units)",
+        choices=("metric", "reward", "samples"),
     )
     lora_r: int = option(16, "LoRA rank", min=1)
     lora_alpha: int = option(32, "LoRA alpha", min=1)

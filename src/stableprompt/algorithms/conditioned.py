@@ -56,6 +56,11 @@ class ConditionedPPO(AdaptivePPO):
                 f"--prompts-per-step {config.num_prompts} asks for more inputs per step than the "
                 f"{len(ctx.splits['train'])} train examples (lower it)"
             )
+        if config.anchor_on != "metric":
+            raise UserError(
+                f"--anchor-on {config.anchor_on} does not apply to --conditioning input, whose "
+                f"anchor checks score a prompt per dev input on the metric (drop --anchor-on)"
+            )
         super().__init__(config, ctx)
         self.start = ctx.task.manual_prompt if config.add_manual else ""
         self.written: dict[tuple[int, str], str] = {}  # (weights version, input) -> prompt

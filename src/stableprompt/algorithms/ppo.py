@@ -299,7 +299,10 @@ class AdaptivePPO(Algorithm):
     the fixed evaluation meta-prompt, both are scored on dev (the anchor's once per anchor, the
     agent's unless it is the anchor's text: a keep for free), and `anchor_decision` either moves
     the anchor to the agent ("update"), restores the agent from the anchor bit for bit and resets
-    the optimizer ("rollback"), or does nothing ("keep").
+    the optimizer ("rollback"), or does nothing ("keep"). With `--anchor-on samples` no greedy
+    prompt is written or scored: the agent's score is the mean train reward of the prompts it
+    sampled since the last check, the anchor's the same mean from the window that made it the
+    anchor (the first window's for the initial agent), so a check costs no target calls.
 
     Evaluations score on dev the greedy prompt and the SAMPLED_PER_EVAL best sampled prompts of
     the run by train reward; the best of them by dev enter the trainer's pool.
@@ -352,6 +355,9 @@ class AdaptivePPO(Algorithm):
         self.greedy_cache: tuple[int, str] = (-1, "")
         self.anchor_prompt: str | None = None
         self.anchor_dev = 0.0  # the anchor prompt's dev score, set with anchor_prompt
+        # --anchor-on samples: train rewards sampled since the last check, and the anchor's mean
+        self.window: list[float] = []
+        self.anchor_sampled: float | None = None
         self.top_sampled: list[tuple[float, str]] = []  # (train reward, prompt), best first
 
     def make_optimizer(self) -> torch.optim.Optimizer:
@@ -450,6 +456,8 @@ class AdaptivePPO(Algorithm):
         self.kl_ctl.update(kl, self.num_prompts)
 
         self.remember_sampled(scores.tolist(), samples.texts, samples.empty)
+        if self.use_anchor:
+            self.window += scores.tolist()
         best = int(scores.argmax())
         metrics = {
             "reward_mean": scores.mean().item(),
@@ -480,6 +488,8 @@ class AdaptivePPO(Algorithm):
         return self.use_anchor and (step + 1) % self.config.anchor_every == 0
 
     def anchor_step(self) -> dict:
+        if self.config.anchor_on == "samples":
+            return self.anchor_step_on_samples()
         agent_prompt = self.greedy_prompt(None)
         if self.anchor_prompt is None:  # cached: the anchor's weights change only on an update
             self.anchor_prompt = self.greedy_prompt(self.anchor_state)
@@ -498,6 +508,21 @@ class AdaptivePPO(Algorithm):
             "anchor_dev": anchor_dev,
             "anchor_prompt": anchor_prompt,
         }
+
+    def anchor_step_on_samples(self) -> dict:
+        """Compare the policies by what they sampled, not by one greedy prompt each: a greedy
+        prompt can score far from the policy's samples (on ii:sentiment an untrained agent's
+        greedy prompt scored -5.9 where its samples averaged -11.8), and rollbacks to it then
+        undo a policy whose samples improved."""
+        agent_mean = sum(self.window) / len(self.window)
+        self.window = []
+        if self.anchor_sampled is None:  # the initial anchor: the first window estimates it
+            self.anchor_sampled = agent_mean
+        anchor_mean = self.anchor_sampled
+        event = self.move_anchor(agent_mean, anchor_mean)
+        if event == "update":
+            self.anchor_sampled = agent_mean
+        return {"anchor_event": event, "agent_dev": agent_mean, "anchor_dev": anchor_mean}
 
     def anchor_score(self, prompt: str) -> float:
         """What agent and anchor are compared on (`--anchor-on`): the dev metric (StablePrompt's
@@ -561,7 +586,8 @@ class AdaptivePPO(Algorithm):
         return self.num_prompts * self.examples_per_step()
 
     def step_calls(self, step: int) -> int:
-        anchor = 2 * self.selection_size() if self.anchor_due(step) else 0
+        scored = self.anchor_due(step) and self.config.anchor_on != "samples"
+        anchor = 2 * self.selection_size() if scored else 0
         return self.calls_per_step() + anchor
 
     # checkpoint --------------------------------------------------------------------------------
@@ -597,6 +623,8 @@ class AdaptivePPO(Algorithm):
             # so that a resumed run does not spend calls re-scoring the anchor's prompt
             "anchor_prompt": self.anchor_prompt,
             "anchor_dev": self.anchor_dev,
+            "window": self.window,
+            "anchor_sampled": self.anchor_sampled,
         }
 
     def load_state(self, state: dict) -> None:
@@ -609,3 +637,5 @@ class AdaptivePPO(Algorithm):
         self.top_sampled = [(float(score), str(p)) for score, p in state.get("top_sampled", [])]
         self.anchor_prompt = state.get("anchor_prompt")  # None (older checkpoints): re-scored
         self.anchor_dev = float(state.get("anchor_dev", 0.0))
+        self.window = [float(r) for r in state.get("window", [])]
+        self.anchor_sampled = state.get("anchor_sampled")
