@@ -152,8 +152,11 @@ def plot_anchor(run: Run, path: Path) -> Path | None:
     checks = [r for r in run.records if r.get("anchor_event") in ANCHOR_EVENTS]
     if not checks:
         return None
-    on_reward = run.config.get("anchor_on") in ("reward", "samples")  # what the two are compared on
-    fig, ax = _figure("APPO: agent vs anchor on dev", "train reward" if on_reward else "dev score")
+    label = {  # --anchor-on: what the two are compared on
+        "reward": "train reward over dev",
+        "samples": "mean train reward of the samples",
+    }.get(run.config.get("anchor_on"), "dev score")
+    fig, ax = _figure("APPO: agent vs anchor", label)
     steps = [r["step"] for r in checks]
     ax.plot(steps, [r["agent_dev"] for r in checks], marker="o", markersize=3, label="agent")
     ax.plot(steps, [r["anchor_dev"] for r in checks], marker="s", markersize=3, label="anchor")
