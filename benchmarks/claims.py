@@ -1165,9 +1165,16 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
     std = {m: statistics.stdev(v) for m, v in by.items()}
     holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
     events = ", ".join(anchor_events(r["run_dir"]) for r in runs["appo"][:seeds])
+    paired = [a - p for a, p in zip(by["appo"], by["ppo"], strict=True)]
+    # how far each policy got, seen before test: its train reward in the last third of its steps
+    last = {m: [last_third_reward(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
     text = (
         f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
-        f"{std['ppo']:.3f} ({seeds} seeds); anchor updates/rollbacks/keeps per appo seed: {events}"
+        f"{std['ppo']:.3f} ({seeds} seeds; paired difference {statistics.mean(paired):+.3f} ± "
+        f"{statistics.stdev(paired):.3f}); train reward in the last third of the steps appo "
+        f"{statistics.mean(last['appo']):.2f} ± {statistics.stdev(last['appo']):.2f} vs ppo "
+        f"{statistics.mean(last['ppo']):.2f} ± {statistics.stdev(last['ppo']):.2f}; "
+        f"anchor updates/rollbacks/keeps per appo seed: {events}"
     )
     return ("holds" if holds else "does not hold"), text
 
@@ -1278,6 +1285,11 @@ def _wide_check_rows(
 def reward_thirds(run_dir: str) -> str:
     """A trained run's mean train reward over each third of its steps (report.py's windows)."""
     return " / ".join(row[1] for row in reward_windows(load_run(run_dir), windows=3)) or "-"
+
+
+def last_third_reward(run_dir: str) -> float:
+    """A trained run's mean train reward over the last third of its steps (report.py's windows)."""
+    return float(reward_windows(load_run(run_dir), windows=3)[-1][1])
 
 
 def balanced_effect(results: list[dict]) -> str:
