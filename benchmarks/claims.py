@@ -61,7 +61,8 @@ Claims (issue 13):
      prompts score ~0 on, so that what is returned must come from training, with the anchor
      compared on the train reward over dev, as the exact match is 0 for both; `--only
      c3-ii-samples` compares on the mean train reward of what each sampled instead; `--only
-     c3-ii-kl` repeats that with a KL coefficient that binds, 0.3, for APPO and PPO).
+     c3-ii-kl` repeats that with a KL coefficient that binds, 0.3, for APPO and PPO; `--only
+     c3-ii-value` with the value head started at the first batch's mean score).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target
      (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` and
      `c1-demos-balanced` next to the best random set; `c1-gemma-demos`' sets, chosen with
@@ -515,6 +516,16 @@ def units(only: set[str]) -> list[dict]:
                 C3_II
                 | dict(seed=seed, method="appo", name="ii-6k-anchor-samples-kl0.3", extra=appo)
             )
+    if "c3-ii-value" in only:  # the value head starts near 0 while the scores are ~-10 nats:
+        # the clipped value loss moves it 0.2 a step, so for ~35 of 50 steps its gradient (pre-
+        # clip norm 15-27 against 2-4 once it caught up), shared with the LoRA policy, dominated
+        # the updates, and PPO drifted as far at --kl-coef 0.3 as at 0.05. Start the values at
+        # the first batch's mean score (--value-init first-batch); else as c3-ii-samples
+        first = {"value_init": "first-batch"}
+        ppo = dict(method="ppo", name="ii-6k-value-first", extra=C3_II["extra"] | first)
+        extra = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS | first
+        appo = dict(method="appo", name="ii-6k-anchor-samples-value-first", extra=extra)
+        out += [C3_II | dict(seed=seed, **m) for seed in range(3) for m in (ppo, appo)]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
         # step here, ~55 s), so 3,072 calls (c3's) would take ~95 minutes
@@ -1167,6 +1178,12 @@ C3_SETTINGS = (
         "ii-6k-anchor-samples-kl0.3",
         "ii-6k-kl0.3",
     ),
+    (
+        "ii:sentiment as `--anchor-on samples` above, the value head started at the first "
+        "batch's mean score (`--value-init first-batch`; above: near 0, ~10 nats from the scores)",
+        "ii-6k-anchor-samples-value-first",
+        "ii-6k-value-first",
+    ),
 )
 
 
@@ -1688,7 +1705,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-trec-bon-32k,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-screen-seed,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c3-ii-samples,c3-ii-kl,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-trec-bon-32k,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-screen-seed,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c3-ii-samples,c3-ii-kl,c3-ii-value,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")

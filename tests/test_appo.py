@@ -363,6 +363,44 @@ def test_anchor_on_samples_compares_the_sampled_rewards_without_target_calls(tin
     assert all(torch.equal(restored[k], anchor[k]) for k in anchor)
 
 
+def first_step_at_score(model_dir: str, score: float, **overrides) -> tuple:
+    """An algorithm after `train_step(0)` with every prompt scoring `score`, the mean of the
+    values its rollout recorded, and the step's metrics."""
+    algo = make_algo(model_dir, **overrides)
+    algo.prompt_rewards = lambda prompts, examples: torch.full((len(prompts),), score)
+    algo.empty_reward = torch.tensor(score)
+    rollout, seen = algo.rollout, []
+
+    def recording_rollout():
+        query, samples, examples = rollout()
+        seen.append(masked_mean(samples.values, samples.mask).item())
+        return query, samples, examples
+
+    algo.rollout = recording_rollout
+    metrics = algo.train_step(0)
+    return algo, seen[0], metrics
+
+
+@pytest.mark.parametrize("reference", ["anchor", "previous"])
+def test_value_init_first_batch_starts_the_values_at_the_first_mean_score(
+    tiny_model_dir, reference
+):
+    """`--value-init first-batch`: at step 0 the value head's bias (and the stored anchor's,
+    which a rollback restores) moves so the rollout's values average the batch's mean score; the
+    value loss then starts near 0 instead of near 0.5 * score**2."""
+    zero, _, zero_metrics = first_step_at_score(tiny_model_dir, -10.0, reference=reference)
+    algo, start, metrics = first_step_at_score(
+        tiny_model_dir, -10.0, reference=reference, value_init="first-batch"
+    )
+    assert zero_metrics["vf_loss"] > 20 and metrics["vf_loss"] < 1
+    bias = algo.agent.value_head.bias.item()
+    assert bias - zero.agent.value_head.bias.item() == pytest.approx(-10.0 - start, abs=0.1)
+    # the stored anchor, or the previous agent (copied before this step's update), shifted once
+    state = "anchor_state" if reference == "anchor" else "previous_state"
+    stored = [getattr(a, state)["value_head.bias"].item() for a in (algo, zero)]
+    assert stored[0] - stored[1] == pytest.approx(-10.0 - start, abs=1e-5)
+
+
 @pytest.mark.parametrize("anchor_on", ["metric", "samples"])
 def test_resume_gives_the_same_run(tiny_model_dir, tmp_path, anchor_on):
     # under samples, checks every 3 steps: the checkpoint at step 2 holds a part-filled window

@@ -233,6 +233,14 @@ class TrainConfig:
     clip_range: float = option(0.2, "PPO policy clip range", positive=True)
     clip_range_value: float = option(0.2, "PPO value clip range", positive=True)
     vf_coef: float = option(0.1, "weight of the value loss", min=0.0)
+    value_init: str = option(
+        "zero",
+        "ppo/appo: where the value head starts. zero: near 0 (TRL's); first-batch: shifted at "
+        "the first step so the values average the first batch's mean score (a reward far from 0, "
+        "e.g. -10 nats, otherwise takes the clipped value loss ~50 steps to reach, and its "
+        "gradient, shared with the LoRA policy, dominates those updates)",
+        choices=("zero", "first-batch"),
+    )
     anchor_every: int = option(5, "appo: compare agent and anchor on dev every N steps", min=1)
     anchor_update_threshold: float = option(0.05, "appo: dev gain that moves the anchor", min=0.0)
     anchor_rollback_threshold: float = option(

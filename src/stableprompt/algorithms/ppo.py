@@ -417,6 +417,10 @@ class AdaptivePPO(Algorithm):
         else:
             with torch.no_grad(), agent.using_weights(self.reference_weights()):
                 ref_logprobs, _ = agent.forward_logprobs_values(query, response, mask=mask)
+        if step == 0 and c.value_init == "first-batch":
+            old_values = self.start_values_at(
+                scores.mean().item() - masked_mean(old_values, mask).item(), old_values
+            )
         kl_coef = self.kl_ctl.value
         rewards = token_rewards(scores, old_logprobs, ref_logprobs, mask, kl_coef)
         kl = (kl_per_token(old_logprobs, ref_logprobs) * mask).sum(1).mean().item()
@@ -481,6 +485,17 @@ class AdaptivePPO(Algorithm):
         if self.anchor_due(step):
             metrics.update(self.anchor_step())
         return metrics
+
+    @torch.no_grad()
+    def start_values_at(self, shift: float, old_values: Tensor) -> Tensor:
+        """--value-init first-batch: move the value head's bias (the agent's, and the stored
+        anchor's and previous agent's, which a rollback or the KL reference would restore) by
+        `shift`; the rollout's values move with it."""
+        self.agent.value_head.bias += shift
+        stored = (self.anchor_state, self.previous_state)
+        for state in {id(s): s for s in stored if s is not None}.values():  # may be one dict
+            state["value_head.bias"] += shift
+        return old_values + shift
 
     def anchor_due(self, step: int) -> bool:
         """Whether `train_step(step)` ends with an anchor comparison (at most 2 prompts on dev:
