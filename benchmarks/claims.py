@@ -110,6 +110,9 @@ METHODS: dict[str, dict] = {
     "ppo": {"reference": "initial", "max_new_tokens": 32, "train_examples": 16},
     "appo": {"max_new_tokens": 32, "train_examples": 16},
 }
+# every ppo/appo unit before c3-ii-value ran with the value head at 0, the library default then
+for method in ("ppo", "appo"):
+    METHODS[method]["value_init"] = "zero"
 PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
 REFIT = {"refit_label_words": True, "pool_size": 4}  # each pool prompt gets its own words
 NATURAL = "The sentiment of this review is"  # a manual prompt a user might write (c1-natural)

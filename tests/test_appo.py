@@ -259,7 +259,8 @@ def test_clipped_loss_on_agent_matches_hand_computation(tiny_model_dir):
 
 
 def test_anchor_update_and_rollback_fire_exactly_at_thresholds(tiny_model_dir):
-    algo = make_algo(tiny_model_dir, anchor_every=1)
+    # value head at 0: with first-batch step 0 moves the stored anchor's bias (tested below)
+    algo = make_algo(tiny_model_dir, anchor_every=1, value_init="zero")
     initial = copy_trainable_state(algo.agent)
     # the anchor's prompt scores 0.50 when first scored; after the update it is the agent's
     agent_scores = iter([0.55, 0.5501, 0.4501, 0.4500, 0.5])
@@ -388,7 +389,9 @@ def test_value_init_first_batch_starts_the_values_at_the_first_mean_score(
     """`--value-init first-batch`: at step 0 the value head's bias (and the stored anchor's,
     which a rollback restores) moves so the rollout's values average the batch's mean score; the
     value loss then starts near 0 instead of near 0.5 * score**2."""
-    zero, _, zero_metrics = first_step_at_score(tiny_model_dir, -10.0, reference=reference)
+    zero, _, zero_metrics = first_step_at_score(
+        tiny_model_dir, -10.0, reference=reference, value_init="zero"
+    )
     algo, start, metrics = first_step_at_score(
         tiny_model_dir, -10.0, reference=reference, value_init="first-batch"
     )

@@ -234,11 +234,11 @@ class TrainConfig:
     clip_range_value: float = option(0.2, "PPO value clip range", positive=True)
     vf_coef: float = option(0.1, "weight of the value loss", min=0.0)
     value_init: str = option(
-        "zero",
-        "ppo/appo: where the value head starts. zero: near 0 (TRL's); first-batch: shifted at "
-        "the first step so the values average the first batch's mean score (a reward far from 0, "
-        "e.g. -10 nats, otherwise takes the clipped value loss ~50 steps to reach, and its "
-        "gradient, shared with the LoRA policy, dominates those updates)",
+        "first-batch",
+        "ppo/appo: where the value head starts. first-batch: shifted at the first step so the "
+        "values average the first batch's mean score; zero: near 0 (TRL's; the default until "
+        "2026-12-06), from where a reward far from 0, e.g. -10 nats, takes the clipped value loss "
+        "~35 steps to reach while its gradient, shared with the LoRA policy, drives the updates",
         choices=("zero", "first-batch"),
     )
     anchor_every: int = option(5, "appo: compare agent and anchor on dev every N steps", min=1)
