@@ -1209,15 +1209,20 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
     holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
     events = ", ".join(anchor_events(r["run_dir"]) for r in runs["appo"][:seeds])
     paired = [a - p for a, p in zip(by["appo"], by["ppo"], strict=True)]
-    # how far each policy got, seen before test: its train reward in the last third of its steps
-    last = {m: [last_third_reward(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
+    # how far each policy got, seen before test: its train reward per third of its steps
+    thirds = {m: [third_rewards(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
+    by_third = {
+        m: " / ".join(f"{statistics.mean(t):.2f}" for t in zip(*v)) for m, v in thirds.items()
+    }
+    last = {m: [t[-1] for t in v] for m, v in thirds.items()}
     last_mean = {m: statistics.mean(v) for m, v in last.items()}
     last_std = {m: statistics.stdev(v) for m, v in last.items()}
     steadier = last_mean["appo"] >= last_mean["ppo"] and last_std["appo"] < last_std["ppo"]
     text = (
         f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
         f"{std['ppo']:.3f} ({seeds} seeds; paired difference {statistics.mean(paired):+.3f} ± "
-        f"{statistics.stdev(paired):.3f}); train reward in the last third of the steps appo "
+        f"{statistics.stdev(paired):.3f}); train reward per third of the steps (mean over "
+        f"seeds) appo {by_third['appo']} vs ppo {by_third['ppo']}, in the last third appo "
         f"{last_mean['appo']:.2f} ± {last_std['appo']:.2f} vs ppo "
         f"{last_mean['ppo']:.2f} ± {last_std['ppo']:.2f} (on this "
         f"measure of the policies themselves the claim {'holds' if steadier else 'does not hold'}"
@@ -1334,9 +1339,9 @@ def reward_thirds(run_dir: str) -> str:
     return " / ".join(row[1] for row in reward_windows(load_run(run_dir), windows=3)) or "-"
 
 
-def last_third_reward(run_dir: str) -> float:
-    """A trained run's mean train reward over the last third of its steps (report.py's windows)."""
-    return float(reward_windows(load_run(run_dir), windows=3)[-1][1])
+def third_rewards(run_dir: str) -> list[float]:
+    """A trained run's mean train reward in each third of its steps (report.py's windows)."""
+    return [float(row[1]) for row in reward_windows(load_run(run_dir), windows=3)]
 
 
 def balanced_effect(results: list[dict]) -> str:
