@@ -34,6 +34,8 @@ def fake_run(path, algo="appo", finished=True):
         }
         if step % 3 == 0:
             record.update(dev_accuracy=0.5 + 0.02 * step, dev_prompt=TOP)
+        if algo == "appo":
+            record["kl"] = float(step)  # KL to the reference, nats
         if algo == "appo" and step in events:
             event, agent_dev, anchor_dev = events[step]
             record.update(anchor_event=event, agent_dev=agent_dev, anchor_dev=anchor_dev)
@@ -64,8 +66,8 @@ def test_report_has_config_plots_prompts_and_anchor_counts(tmp_path):
     assert "Rate it \\| great or terrible:" in md  # the pipe is escaped inside the table
     assert "| 1 | ` Rate it \\| great or terrible: ` | 0.680 | 0.613 | [0.550, 0.670] | 9 |" in md
     assert "Anchor checks: 1 update, 1 rollback, 1 keep." in md
-    # rewards 0.1..1.0 over steps 1-10 in blocks of 2; steps are logged 1.5 s apart
-    assert "| 1-2 | 0.150 | – | 1.5 |" in md and "| 9-10 | 0.950 | – | 1.5 |" in md
+    # rewards 0.1..1.0 over steps 1-10 in blocks of 2; steps are logged 1.5 s apart; KL = step
+    assert "| 1-2 | 0.150 | – | 1.5 | 1.5 |" in md and "| 9-10 | 0.950 | – | 1.5 | 9.5 |" in md
     for name in ("reward", "dev", "anchor"):
         assert f"](report/{name}.png)" in md
         assert_png(run / "report" / f"{name}.png")

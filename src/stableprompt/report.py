@@ -217,7 +217,8 @@ def _prompt_rows(entries: list[dict]) -> list[list[str]]:
 
 def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
     """Rows of the training reward averaged over `windows` equal blocks of steps, with the mean
-    prompt length (APPO) and the median seconds per step of each block."""
+    prompt length and KL to the reference (APPO/PPO) and the median seconds per step of each
+    block."""
     key = reward_key(run)
     steps = [r for r in run.records if key in r]
     size = -(-len(steps) // windows) if steps else 0
@@ -226,6 +227,7 @@ def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
     for start in range(0, len(steps), size or 1):
         block = steps[start : start + size]
         lengths = [r["response_len"] for r in block if "response_len" in r]
+        kls = [r["kl"] for r in block if "kl" in r]
         gaps = sorted(
             seconds[r["step"]] - seconds[r["step"] - 1]
             for r in block
@@ -237,6 +239,7 @@ def reward_windows(run: Run, windows: int = 6) -> list[list[str]]:
                 _num(sum(r[key] for r in block) / len(block)),
                 _num(sum(lengths) / len(lengths), 1) if lengths else "–",
                 _num(gaps[len(gaps) // 2], 1) if gaps else "–",
+                _num(sum(kls) / len(kls), 1) if kls else "–",
             ]
         )
     return rows
@@ -269,7 +272,7 @@ def write_report(run_dir: str | Path) -> Path:
         md += ["", f"## {title}", ""]
         if title == "Training reward":
             reward = "mean reward" if reward_key(run) == "reward_mean" else "mean raw reward"
-            header = ["steps", reward, "mean prompt tokens", "median s/step"]
+            header = ["steps", reward, "mean prompt tokens", "median s/step", "mean KL (nats)"]
             md += _table(header, reward_windows(run)) + [""]
         if title.startswith("Anchor"):
             events = [r.get("anchor_event") for r in run.records]
