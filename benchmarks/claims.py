@@ -504,11 +504,12 @@ def units(only: set[str]) -> list[dict]:
         extra = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS
         samples = dict(method="appo", name="ii-6k-anchor-samples", extra=extra)
         out += [C3_II | dict(seed=seed, **samples) for seed in range(6)]
-    if "c3-ii-kl" in only:  # at --kl-coef 0.05 the penalty hardly bound: PPO drifted 13-28 nats
-        # (mean per run) from the initial agent for a penalty of ~1 nat, below the 3-4 nat spread
-        # of a step's rewards, so PPO and APPO were nearly one algorithm. At 0.3 a 20-nat drift
-        # costs ~6 nats: KL to the initial agent binds, the regime where StablePrompt's anchor
-        # should matter (set from the train logs, not tuned on dev or test); anchor as c3-ii-samples
+    if "c3-ii-kl" in only:  # at --kl-coef 0.05 the penalty hardly bound: PPO's KL to the
+        # initial agent reached 29-59 nats (per sixth of the steps) for a penalty of ~1-3 nats,
+        # so PPO and APPO were nearly one algorithm. At 0.3 a 20-nat drift costs ~6 nats: KL to
+        # the initial agent binds, the regime where StablePrompt's anchor should matter (set from
+        # the train logs, not tuned on dev or test); anchor as c3-ii-samples. Stopped after PPO
+        # seed 0 (it drifted as fast in its first 27 steps) for c3-ii-value
         kl = {"kl_coef": 0.3}
         appo = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS | kl
         for seed in range(3):
@@ -520,10 +521,10 @@ def units(only: set[str]) -> list[dict]:
                 | dict(seed=seed, method="appo", name="ii-6k-anchor-samples-kl0.3", extra=appo)
             )
     if "c3-ii-value" in only:  # the value head starts near 0 while the scores are ~-10 nats:
-        # the clipped value loss moves it 0.2 a step, so for ~35 of 50 steps its gradient (pre-
-        # clip norm 15-27 against 2-4 once it caught up), shared with the LoRA policy, dominated
-        # the updates, and PPO drifted as far at --kl-coef 0.3 as at 0.05. Start the values at
-        # the first batch's mean score (--value-init first-batch); else as c3-ii-samples
+        # the clipped value loss moves it ~0.25 a step, so for ~35 of 50 steps its gradient
+        # (pre-clip norm 9-27 against 1.7-3.8 once it caught up), shared with the LoRA policy,
+        # drove the updates, and PPO drifted as fast at --kl-coef 0.3 as at 0.05. Start the
+        # values at the first batch's mean score (--value-init first-batch); else as c3-ii-samples
         first = {"value_init": "first-batch"}
         ppo = dict(method="ppo", name="ii-6k-value-first", extra=C3_II["extra"] | first)
         extra = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS | first
@@ -1178,7 +1179,8 @@ C3_SETTINGS = (
     ),
     (
         "ii:sentiment as above (`--anchor-on samples`), KL penalty coefficient 0.3 for both "
-        "(`--kl-coef 0.3`; above: 0.05, under which PPO drifted 13-28 nats from the initial agent)",
+        "(`--kl-coef 0.3`; above: 0.05, under which PPO's KL to the initial agent reached 29-59 "
+        "nats)",
         "ii-6k-anchor-samples-kl0.3",
         "ii-6k-kl0.3",
     ),
