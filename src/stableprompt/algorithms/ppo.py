@@ -4,6 +4,9 @@ Per-token tensors are ``[B, L]`` over the generated prompt tokens, with ``mask``
 1 for generated tokens and 0 for padding. Conventions follow TRL's PPO trainer (Ziegler et al.
 2019; Schulman et al. 2017): a KL-to-reference penalty on every token, the task score added at
 the last generated token, GAE, clipped policy and value losses, and an adaptive KL coefficient.
+One departure (`--value-init first-batch`, the default): the value head starts at the first
+batch's mean score instead of near 0, as its clipped loss would take most of a short run to get
+there while its gradient, through the LoRA weights the policy shares, drove the updates.
 
 APPO's extra ingredient is an *anchor* model: a copy of the trainable weights that the agent is
 periodically compared with. If the agent beats the anchor by a margin, the anchor is moved to the
