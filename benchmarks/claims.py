@@ -511,15 +511,10 @@ def units(only: set[str]) -> list[dict]:
         # the train logs, not tuned on dev or test); anchor as c3-ii-samples. Stopped after PPO
         # seed 0 (it drifted as fast in its first 27 steps) for c3-ii-value
         kl = {"kl_coef": 0.3}
-        appo = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS | kl
-        for seed in range(3):
-            out.append(
-                C3_II | dict(seed=seed, method="ppo", name="ii-6k-kl0.3", extra=C3_II["extra"] | kl)
-            )
-            out.append(
-                C3_II
-                | dict(seed=seed, method="appo", name="ii-6k-anchor-samples-kl0.3", extra=appo)
-            )
+        ppo = dict(method="ppo", name="ii-6k-kl0.3", extra=C3_II["extra"] | kl)
+        extra = C3_II["extra"] | {"anchor_on": "samples"} | C3_II_THRESHOLDS | kl
+        appo = dict(method="appo", name="ii-6k-anchor-samples-kl0.3", extra=extra)
+        out += [C3_II | dict(seed=seed, **m) for seed in range(3) for m in (ppo, appo)]
     if "c3-ii-value" in only:  # the value head starts near 0 while the scores are ~-10 nats:
         # the clipped value loss moves it ~0.25 a step, so for ~35 of 50 steps its gradient
         # (pre-clip norm 9-27 against 1.7-3.8 once it caught up), shared with the LoRA policy,
@@ -1212,7 +1207,10 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
     events = ", ".join(anchor_events(r["run_dir"]) for r in runs["appo"][:seeds])
     paired = [a - p for a, p in zip(by["appo"], by["ppo"], strict=True)]
     # how far each policy got, seen before test: its train reward per third of its steps
-    thirds = {m: [third_rewards(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
+    thirds = {
+        m: [[float(x) for x in third_rewards(r["run_dir"])] for r in v[:seeds]]
+        for m, v in runs.items()
+    }
     by_third = {
         m: " / ".join(f"{statistics.mean(t):.2f}" for t in zip(*v)) for m, v in thirds.items()
     }
@@ -1336,14 +1334,14 @@ def _wide_check_rows(
     return lines
 
 
-def reward_thirds(run_dir: str) -> str:
-    """A trained run's mean train reward over each third of its steps (report.py's windows)."""
-    return " / ".join(row[1] for row in reward_windows(load_run(run_dir), windows=3)) or "-"
-
-
-def third_rewards(run_dir: str) -> list[float]:
+def third_rewards(run_dir: str) -> list[str]:
     """A trained run's mean train reward in each third of its steps (report.py's windows)."""
-    return [float(row[1]) for row in reward_windows(load_run(run_dir), windows=3)]
+    return [row[1] for row in reward_windows(load_run(run_dir), windows=3)]
+
+
+def reward_thirds(run_dir: str) -> str:
+    """`third_rewards` as 'a / b / c' ('-' for a run without train rewards)."""
+    return " / ".join(third_rewards(run_dir)) or "-"
 
 
 def balanced_effect(results: list[dict]) -> str:
