@@ -1188,7 +1188,44 @@ C3_SETTINGS = (
 )
 
 
-def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, str]:
+def final_samples(run_dir: str) -> list[str]:
+    """The prompts a trained run's policy sampled at its last step (repeats kept: its mix)."""
+    return [r for r in load_run(run_dir).records if "prompts" in r][-1]["prompts"]
+
+
+def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dict]:
+    """C3 on the trained policies, held out: each instruction-induction C3 run's last-step
+    samples scored on test by the task metric (exact match) and by the train reward (the gold
+    answer's log-likelihood) on the test inputs, averaged over the samples. Test reports only:
+    nothing is chosen on it. SST-2's runs are left out (~90 s a prompt on its 1,821 sentences).
+    Cached per run in final-policy.json."""
+    cache_file = out / "final-policy.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    variants = {v for _, *pair in C3_SETTINGS for v in pair}
+    runs = [r for r in results if r["claim"] == "c3" and r["variant"] in variants]
+    for r in runs:
+        if r["split"] != "ii" or r["run_dir"] in cache:
+            continue
+        config = yaml.safe_load(Path(r["run_dir"], "config.yaml").read_text())
+        config = TrainConfig.from_dict(config)
+        ctx = build_context(config, shared_scorer(scorers, config.target), ("test",))
+        prompts = sorted(set(final_samples(r["run_dir"])))
+        test = ctx.evaluate(prompts, "test").values
+        reward = ctx.rewards(prompts, ctx.splits["test"]).tolist()
+        cache[r["run_dir"]] = {p: [t, w] for p, t, w in zip(prompts, test, reward, strict=True)}
+        atomic_write_text(cache_file, json.dumps(cache, indent=2))
+    return {
+        d: {
+            "test": statistics.mean(scores[p][0] for p in final_samples(d)),
+            "test_reward": statistics.mean(scores[p][1] for p in final_samples(d)),
+        }
+        for d, scores in cache.items()
+    }
+
+
+def c3(
+    results: list[dict], appo_variant: str, ppo_variant: str, final: dict[str, dict] | None = None
+) -> tuple[str, str]:
     runs = {
         m: [
             r
@@ -1226,9 +1263,32 @@ def c3(results: list[dict], appo_variant: str, ppo_variant: str) -> tuple[str, s
         f"{last_mean['appo']:.2f} ± {last_std['appo']:.2f} vs ppo "
         f"{last_mean['ppo']:.2f} ± {last_std['ppo']:.2f} (on this "
         f"measure of the policies themselves the claim {'holds' if steadier else 'does not hold'}"
-        f"); anchor updates/rollbacks/keeps per appo seed: {events}"
+        f"){final_text(runs, seeds, final or {})}; anchor updates/rollbacks/keeps per appo "
+        f"seed: {events}"
     )
     return ("holds" if holds else "does not hold"), text
+
+
+def final_text(runs: dict[str, list[dict]], seeds: int, final: dict[str, dict]) -> str:
+    """`final_policy`'s numbers for a C3 row, where every seed of both methods has them."""
+    scored = {m: [final.get(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
+    if not all(all(v) for v in scored.values()):
+        return ""
+    parts, verdicts = [], []
+    for key, name, digits in (("test", "exact match", 3), ("test_reward", "answer log-lik.", 2)):
+        by = {m: [f[key] for f in v] for m, v in scored.items()}
+        mean = {m: statistics.mean(v) for m, v in by.items()}
+        std = {m: statistics.stdev(v) for m, v in by.items()}
+        verdicts.append(mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"])
+        parts.append(
+            f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} vs ppo "
+            f"{mean['ppo']:.{digits}f} ± {std['ppo']:.{digits}f}"
+        )
+    held = " and ".join("holds" if v else "does not hold" for v in verdicts)
+    return (
+        f"; the final policy on test (its last step's samples, each scored on the test inputs): "
+        f"{', '.join(parts)} (the claim {held})"
+    )
 
 
 def anchor_events(run_dir: str) -> str:
@@ -1570,6 +1630,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     c1_verdicts = {setting: verdict_c1(results, *setting[:4]) for setting in C1_SETTINGS}
     c2_v, c2_text, c2_table = c2(results, natural)
     c3_variants = {r["variant"] for r in results if r["claim"] == "c3"}
+    final = final_policy(results, out, {})
     c4s = []  # (target, what, verdict, text, table) per C4 setting
     for setting in C4_SETTINGS if args.transfer_target != "none" else []:
         to = setting.to or args.transfer_target
@@ -1589,7 +1650,7 @@ def report(results: list[dict], args: argparse.Namespace, started: float) -> str
     lines += [
         f"| C2 PIN naturalness | {c2_v} | {c2_text} |",
         *(
-            f"| C3 StablePrompt APPO vs PPO, {what} | {' | '.join(c3(results, *variants))} |"
+            f"| C3 StablePrompt APPO vs PPO, {what} | {' | '.join(c3(results, *variants, final))} |"
             for what, *variants in C3_SETTINGS
             if variants[0] in c3_variants
         ),
