@@ -1201,8 +1201,8 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
     Cached per run in final-policy.json."""
     cache_file = out / "final-policy.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    variants = {v for _, *pair in C3_SETTINGS for v in pair}
-    runs = [r for r in results if r["claim"] == "c3" and r["variant"] in variants]
+    pairs = {(m, v) for _, *pair in C3_SETTINGS for m, v in zip(("appo", "ppo"), pair)}
+    runs = [r for r in results if r["claim"] == "c3" and (r["method"], r["variant"]) in pairs]
     for r in runs:
         if r["split"] != "ii" or r["run_dir"] in cache:
             continue
@@ -1274,20 +1274,21 @@ def final_text(runs: dict[str, list[dict]], seeds: int, final: dict[str, dict]) 
     scored = {m: [final.get(r["run_dir"]) for r in v[:seeds]] for m, v in runs.items()}
     if not all(all(v) for v in scored.values()):
         return ""
-    parts, verdicts = [], []
+    parts = []
     for key, name, digits in (("test", "exact match", 3), ("test_reward", "answer log-lik.", 2)):
         by = {m: [f[key] for f in v] for m, v in scored.items()}
         mean = {m: statistics.mean(v) for m, v in by.items()}
         std = {m: statistics.stdev(v) for m, v in by.items()}
-        verdicts.append(mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"])
+        holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
+        seeds_text = {m: " / ".join(f"{x:.{digits}f}" for x in v) for m, v in by.items()}
         parts.append(
-            f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} vs ppo "
-            f"{mean['ppo']:.{digits}f} ± {std['ppo']:.{digits}f}"
+            f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} "
+            f"({seeds_text['appo']}) vs ppo {mean['ppo']:.{digits}f} ± {std['ppo']:.{digits}f} "
+            f"({seeds_text['ppo']}): {'holds' if holds else 'does not hold'}"
         )
-    held = " and ".join("holds" if v else "does not hold" for v in verdicts)
     return (
-        f"; the final policy on test (its last step's samples, each scored on the test inputs): "
-        f"{', '.join(parts)} (the claim {held})"
+        "; the final policy on test (its last step's samples, each scored on the test inputs, "
+        f"per seed in brackets): {'; '.join(parts)}"
     )
 
 
