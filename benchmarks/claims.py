@@ -62,7 +62,8 @@ Claims (issue 13):
      compared on the train reward over dev, as the exact match is 0 for both; `--only
      c3-ii-samples` compares on the mean train reward of what each sampled instead; `--only
      c3-ii-kl` repeats that with a KL coefficient that binds, 0.3, for APPO and PPO; `--only
-     c3-ii-value` with the value head started at the first batch's mean score).
+     c3-ii-value` with the value head started at the first batch's mean score). Each row also
+     scores the policy a run ends with, its last step's samples, on test (`final_policy`).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target
      (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` and
      `c1-demos-balanced` next to the best random set; `c1-gemma-demos`' sets, chosen with
@@ -1194,8 +1195,8 @@ def final_samples(run_dir: str) -> list[str]:
     return [r for r in load_run(run_dir).records if "prompts" in r][-1]["prompts"]
 
 
-# C3 runs whose final policies are not scored on test: SST-2's at 3,072 calls (~90 s a prompt on
-# its 1,821 sentences, and their policies had not settled; the 12,288-call runs had)
+# C3 runs whose final policies are not scored on test: SST-2's at 3,072 calls (each prompt costs
+# 1,821 target calls, and their policies had not settled; the 12,288-call runs' had)
 FINAL_POLICY_SKIP = {"prompt-first-3k", "prompt-first-3k-anchor-1"}
 
 
