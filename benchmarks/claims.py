@@ -1230,8 +1230,10 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
 
 
 def c3(
-    results: list[dict], appo_variant: str, ppo_variant: str, final: dict[str, dict] | None = None
+    results: list[dict], appo_variant: str, ppo_variant: str, final: dict[str, dict]
 ) -> tuple[str, str]:
+    """A C3 row: verdict on the returned prompts' test scores, then the policies' own train
+    reward and, where scored, the final policies on test (`final_policy`)."""
     runs = {
         m: [
             r
@@ -1269,7 +1271,7 @@ def c3(
         f"{last_mean['appo']:.2f} ± {last_std['appo']:.2f} vs ppo "
         f"{last_mean['ppo']:.2f} ± {last_std['ppo']:.2f} (on this "
         f"measure of the policies themselves the claim {'holds' if steadier else 'does not hold'}"
-        f"){final_text(runs, seeds, final or {})}; anchor updates/rollbacks/keeps per appo "
+        f"){final_text(runs, seeds, final)}; anchor updates/rollbacks/keeps per appo "
         f"seed: {events}"
     )
     return ("holds" if holds else "does not hold"), text
