@@ -1229,6 +1229,12 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
     return means
 
 
+def steadier(appo: list[float], ppo: list[float]) -> bool:
+    """C3's test on one measure over seeds: APPO's mean at least PPO's, its spread lower."""
+    spread = statistics.stdev
+    return statistics.mean(appo) >= statistics.mean(ppo) and spread(appo) < spread(ppo)
+
+
 def c3(
     results: list[dict], appo_variant: str, ppo_variant: str, final: dict[str, dict]
 ) -> tuple[str, str]:
@@ -1248,7 +1254,7 @@ def c3(
     by = {m: [r["test"] for r in v[:seeds]] for m, v in runs.items()}
     mean = {m: statistics.mean(v) for m, v in by.items()}
     std = {m: statistics.stdev(v) for m, v in by.items()}
-    holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
+    holds = steadier(by["appo"], by["ppo"])
     events = ", ".join(anchor_events(r["run_dir"]) for r in runs["appo"][:seeds])
     paired = [a - p for a, p in zip(by["appo"], by["ppo"], strict=True)]
     # how far each policy got, seen before test: its train reward per third of its steps
@@ -1262,7 +1268,7 @@ def c3(
     last = {m: [t[-1] for t in v] for m, v in thirds.items()}
     last_mean = {m: statistics.mean(v) for m, v in last.items()}
     last_std = {m: statistics.stdev(v) for m, v in last.items()}
-    steadier = last_mean["appo"] >= last_mean["ppo"] and last_std["appo"] < last_std["ppo"]
+    held = steadier(last["appo"], last["ppo"])
     text = (
         f"appo {mean['appo']:.3f} ± {std['appo']:.3f} vs ppo {mean['ppo']:.3f} ± "
         f"{std['ppo']:.3f} ({seeds} seeds; paired difference {statistics.mean(paired):+.3f} ± "
@@ -1270,7 +1276,7 @@ def c3(
         f"seeds) appo {by_third['appo']} vs ppo {by_third['ppo']}, in the last third appo "
         f"{last_mean['appo']:.2f} ± {last_std['appo']:.2f} vs ppo "
         f"{last_mean['ppo']:.2f} ± {last_std['ppo']:.2f} (on this "
-        f"measure of the policies themselves the claim {'holds' if steadier else 'does not hold'}"
+        f"measure of the policies themselves the claim {'holds' if held else 'does not hold'}"
         f"){final_text(runs, seeds, final)}; anchor updates/rollbacks/keeps per appo "
         f"seed: {events}"
     )
@@ -1290,7 +1296,7 @@ def final_text(runs: dict[str, list[dict]], seeds: int, final: dict[str, dict]) 
         by = {m: [f[key] for f in v] for m, v in scored.items()}
         mean = {m: statistics.mean(v) for m, v in by.items()}
         std = {m: statistics.stdev(v) for m, v in by.items()}
-        holds = mean["appo"] >= mean["ppo"] and std["appo"] < std["ppo"]
+        holds = steadier(by["appo"], by["ppo"])
         seeds_text = {m: " / ".join(f"{x:.{digits}f}" for x in v) for m, v in by.items()}
         parts.append(
             f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} "
