@@ -1205,28 +1205,51 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
     the task metric and, for instruction induction, by the train reward (the gold answer's
     log-likelihood) on the test inputs; averaged over the samples. Test reports only: nothing is
     chosen on it. An empty sample is scored as the fallback prompt it stands for, as a user
-    would get it. Cached per run in final-policy.json."""
+    would get it. The manual prompt is scored alongside (once per target, data, template and
+    label words), as the reference a user would compare with. Cached in final-policy.json."""
     cache_file = out / "final-policy.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    manual = cache.setdefault("manual", {})
     pairs = {(m, v) for _, *pair in C3_SETTINGS for m, v in zip(("appo", "ppo"), pair)}
     runs = [r for r in results if r["claim"] == "c3" and (r["method"], r["variant"]) in pairs]
     for r in runs:
-        if r["variant"] in FINAL_POLICY_SKIP or r["run_dir"] in cache:
+        if r["variant"] in FINAL_POLICY_SKIP:
+            continue
+        prompts = [] if r["run_dir"] in cache else sorted(set(final_samples(r["run_dir"])))
+        reference = manual_key(r["run_dir"])
+        if not prompts and reference in manual:
             continue
         config = yaml.safe_load(Path(r["run_dir"], "config.yaml").read_text())
         config = TrainConfig.from_dict(config)
         ctx = build_context(config, shared_scorer(scorers, config.target), ("test",))
-        prompts = sorted(set(final_samples(r["run_dir"])))
+        if reference not in manual:
+            prompts.append(json.loads(reference)["manual"])
         scores = [ctx.evaluate(prompts, "test").values]
         if ctx.generation:  # the metric (exact match) is ~0 for a 135M target: also the reward
             scores.append(ctx.rewards(prompts, ctx.splits["test"]).tolist())
-        cache[r["run_dir"]] = {p: list(s) for p, *s in zip(prompts, *scores, strict=True)}
+        scored = {p: list(s) for p, *s in zip(prompts, *scores, strict=True)}
+        if reference not in manual:
+            manual[reference] = scored.pop(json.loads(reference)["manual"])
+        cache.setdefault(r["run_dir"], scored)
         atomic_write_text(cache_file, json.dumps(cache, indent=2))
     means = {}
     for d, scores in cache.items():
+        if d == "manual":
+            continue
         columns = zip(*(scores[p] for p in final_samples(d)))  # each measure over the samples
         means[d] = dict(zip(("test", "test_reward"), map(statistics.mean, columns)))
+        means[d]["manual"] = dict(zip(("test", "test_reward"), manual[manual_key(d)]))
     return means
+
+
+def manual_key(run_dir: str) -> str:
+    """What a run's manual prompt scores depend on (target, data, template, label words), as a
+    JSON key of final-policy.json's manual scores."""
+    best = json.loads(Path(run_dir, "best_prompts.json").read_text())
+    config = yaml.safe_load(Path(run_dir, "config.yaml").read_text())
+    fields = {k: config[k] for k in ("target", "data")}
+    fields |= {k: best[k] for k in ("template", "label_words")}
+    return json.dumps(fields | {"manual": best["manual"]["prompt"]})
 
 
 def steadier(appo: list[float], ppo: list[float]) -> bool:
@@ -1298,10 +1321,12 @@ def final_text(runs: dict[str, list[dict]], seeds: int, final: dict[str, dict]) 
         std = {m: statistics.stdev(v) for m, v in by.items()}
         holds = steadier(by["appo"], by["ppo"])
         seeds_text = {m: " / ".join(f"{x:.{digits}f}" for x in v) for m, v in by.items()}
+        manual = scored["appo"][0]["manual"][key]
         parts.append(
             f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} "
             f"({seeds_text['appo']}) vs ppo {mean['ppo']:.{digits}f} ± {std['ppo']:.{digits}f} "
-            f"({seeds_text['ppo']}): {'holds' if holds else 'does not hold'}"
+            f"({seeds_text['ppo']}): {'holds' if holds else 'does not hold'}; "
+            f"the manual prompt {manual:.{digits}f}"
         )
     return (
         "; the final policy on test (its last step's samples, each scored on the test inputs, "
