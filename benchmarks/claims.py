@@ -62,7 +62,8 @@ Claims (issue 13):
      compared on the train reward over dev, as the exact match is 0 for both; `--only
      c3-ii-samples` compares on the mean train reward of what each sampled instead; `--only
      c3-ii-kl` repeats that with a KL coefficient that binds, 0.3, for APPO and PPO; `--only
-     c3-ii-value` with the value head started at the first batch's mean score). Each row also
+     c3-ii-value` with the value head started at the first batch's mean score; `--only
+     c3-ii-metric` trains on the exact match itself, not the answer's log-likelihood). Each row also
      scores the policy a run ends with, its last step's samples, on test (`final_policy`).
   C4 RLPrompt transfer: the best SST-2 prompt of each split scored on the other packaged target
      (the token prompts of C1's first runs, and the demonstration sets of `c1-demos` and
@@ -528,6 +529,18 @@ def units(only: set[str]) -> list[dict]:
         # seeds 3-5 added after the first three, as c3-ii's (PPO's seed 1 collapsed); 6-7 after
         # the final policies were scored (APPO's ahead on held-out log-likelihood in 5 of 6)
         out += [C3_II | dict(seed=seed, **m) for seed in range(8) for m in (ppo, appo)]
+    if "c3-ii-metric" in only:  # the final policies of every log-likelihood run above ended on
+        # prompts like `Output: positive` (test exact match ~0; answer log-lik. -7.0) while the
+        # pools held demonstrations scoring 0.36-0.82: a mean log-likelihood punishes a confident
+        # wrong answer more than it rewards right ones. Train on what the user reads, the exact
+        # match of the greedy answer (--generation-reward metric, the library default); the
+        # anchor thresholds are then the library's (0.05 / 0.1 in exact match); value head and
+        # anchor as c3-ii-value
+        extra = C3_II["extra"] | {"generation_reward": "metric", "value_init": "first-batch"}
+        ppo = dict(method="ppo", name="ii-6k-metric", extra=extra)
+        appo_extra = extra | {"anchor_on": "samples"}
+        appo = dict(method="appo", name="ii-6k-metric-anchor-samples", extra=appo_extra)
+        out += [C3_II | dict(seed=seed, **m) for seed in range(3) for m in (ppo, appo)]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
         # step here, ~55 s), so 3,072 calls (c3's) would take ~95 minutes
@@ -1187,6 +1200,12 @@ C3_SETTINGS = (
         "ii-6k-anchor-samples-value-first",
         "ii-6k-value-first",
     ),
+    (
+        "ii:sentiment trained on exact match (`--generation-reward metric`; above: the answer's "
+        "log-likelihood), value head and anchor as the row above",
+        "ii-6k-metric-anchor-samples",
+        "ii-6k-metric",
+    ),
 )
 
 
@@ -1225,8 +1244,9 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
         if reference not in manual:
             prompts.append(json.loads(reference)["manual"])
         scores = [ctx.evaluate(prompts, "test").values]
-        if ctx.generation:  # the metric (exact match) is ~0 for a 135M target: also the reward
-            scores.append(ctx.rewards(prompts, ctx.splits["test"]).tolist())
+        if ctx.generation:  # the metric (exact match) was ~0 for a 135M target: also the
+            # gold answer's log-likelihood, whatever reward the run trained on
+            scores.append(ctx.answer_logprobs(prompts, ctx.splits["test"]).mean(1).tolist())
         scored = {p: list(s) for p, *s in zip(prompts, *scores, strict=True)}
         if reference not in manual:
             manual[reference] = scored.pop(json.loads(reference)["manual"])
@@ -1822,7 +1842,7 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument(
         "--only",
-        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-trec-bon-32k,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-screen-seed,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c3-ii-samples,c3-ii-kl,c3-ii-value,c4,tte",
+        default="c1,c2,c1-refit,c1-natural,c1-edit,c1-gemma,c1-gemma-refit,c1-wide-dev,c1-continue,c1-continue-wide,c1-gemma-wide,c1-pooled,c1-continue-short,c1-demos,c1-demos-other,c1-demos-balanced,c1-demos-all,c1-select-train,c1-demos-32k,c1-demos-32k-select-train,c1-trec-bon-32k,c1-demos-reward32,c1-agnews,c1-agnews-balanced,c1-agnews-wide-dev,c1-sst5-wide-dev,c1-gemma-demos,c1-screen,c1-screen-seed,c1-32k,c3,c3-long,c3-anchor-1,c3-ii,c3-ii-samples,c3-ii-kl,c3-ii-value,c3-ii-metric,c4,tte",
         help="claims whose runs to make",
     )
     parser.add_argument("--methods", default="", help="only these methods' runs (comma list)")
