@@ -1,14 +1,17 @@
-"""Seconds per training step of each algorithm on SST-2 with smollm2-135m as agent and target.
+"""Seconds per training step of each algorithm on SST-2 (or --task) with smollm2-135m as agent and target.
 
     python benchmarks/step_time.py --algo sql --steps 6
     python benchmarks/step_time.py --algo appo --prompts-per-step 4 --train-examples 16
     python benchmarks/step_time.py --algo appo --train-examples 16 --max-new-tokens 32
     python benchmarks/step_time.py --algo sql --train-examples 16 --dtypes float32,int8
+    python benchmarks/step_time.py --algo ppo --task sentiment --data ii:sentiment \
+        --prompts-per-step 4 --train-examples 16 --answer-tokens 32,4
 
 The first step is a warm-up (it also encodes every train input once) and is not counted. Prints
 the mean and range of the other steps with the date, machine (CPU flags) and git revision, where
 each step's time went (sampling the prompts, the target's reward, the update), the ratio of each
-dtype's mean to the first's (all measured in one process) and the peak RSS.
+setting's mean to the first's (dtypes x answer lengths, all measured in one process), whether
+its train rewards equal the first setting's step for step, and the peak RSS.
 """
 
 from __future__ import annotations
@@ -28,12 +31,12 @@ from stableprompt.contexts import build_context
 from stableprompt.trainer import Trainer
 
 
-def timed_run(args: argparse.Namespace, dtype: str) -> dict:
+def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int) -> dict:
     """Train args.steps steps in `dtype`; the per-step seconds and the logged breakdown."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
             algo=args.algo,
-            task="sst-2",
+            task=args.task,
             data=args.data,
             agent=args.model,
             target=args.model,
@@ -45,6 +48,8 @@ def timed_run(args: argparse.Namespace, dtype: str) -> dict:
             prompts_per_step=args.prompts_per_step,
             train_examples=args.train_examples,
             max_new_tokens=args.max_new_tokens,
+            answer_tokens=answer_tokens,
+            generation_reward=args.generation_reward,
             pool_size=1,  # the final test scoring is not timed; keep it short
             score_manual=False,
             out=out,
@@ -57,6 +62,7 @@ def timed_run(args: argparse.Namespace, dtype: str) -> dict:
     timed = [r for r in records if r["step"] >= 2 and parts[0] in r]
     return {
         "per_step": [b - a for a, b in zip(times, times[1:])],
+        "rewards": [r["reward_mean"] for r in records if "reward_mean" in r],
         "first": times[0],
         "parts": {p[8:]: statistics.mean(r[p] for r in timed) for p in parts} if timed else {},
         "prompt_tokens": statistics.mean(r["response_len"] for r in timed)
@@ -82,19 +88,28 @@ def main() -> None:
         help="comma-separated; each runs in turn, ratios vs the first",
     )
     parser.add_argument("--label-words", default="task", help="task (fixed cost) or auto")
+    parser.add_argument("--task", default="sst-2")
+    parser.add_argument("--generation-reward", default="metric", help="generation tasks' reward")
+    parser.add_argument(
+        "--answer-tokens", default="32", help="generation tasks: comma-separated answer caps"
+    )
     args = parser.parse_args()
 
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
-    results = {dtype: timed_run(args, dtype) for dtype in args.dtypes.split(",")}
-    base = statistics.mean(next(iter(results.values()))["per_step"])
-    for dtype, r in results.items():
+    settings = [(d, int(a)) for d in args.dtypes.split(",") for a in args.answer_tokens.split(",")]
+    results = {setting: timed_run(args, *setting) for setting in settings}
+    first = next(iter(results.values()))
+    base = statistics.mean(first["per_step"])
+    for (dtype, answer_tokens), r in results.items():
         mean = statistics.mean(r["per_step"])
+        same = "the same" if r["rewards"] == first["rewards"] else "different"
         print(
-            f"{args.algo} {dtype}: {args.prompts_per_step or 'default'} prompts x {r['n_train']} "
+            f"{args.algo} {dtype}, answers <= {answer_tokens} tokens: "
+            f"{args.prompts_per_step or 'default'} prompts x {r['n_train']} "
             f"examples per step, {len(r['per_step'])} timed steps: mean {mean:.2f} s/step "
             f"(min {min(r['per_step']):.2f}, max {max(r['per_step']):.2f}; {base / mean:.2f}x "
-            f"the first dtype); first step {r['first']:.2f} s; peak RSS so far "
-            f"{r['peak_rss_gb']:.2f} GB"
+            f"the first setting's speed); first step {r['first']:.2f} s; train rewards {same} as "
+            f"the first setting's; peak RSS so far {r['peak_rss_gb']:.2f} GB"
         )
         if r["parts"]:
             length = r["prompt_tokens"]

@@ -164,3 +164,27 @@ def test_a_user_metric_replaces_a_generation_tasks_metric(tiny_lm):
         ctx.evaluate(["another prompt"], "dev")
     with pytest.raises(UserError, match="applies to generation tasks; sst-2 is classification"):
         TextContext(get_task("sst-2"), {}, scorer, required=(), metric_fn=longer_than_two)
+
+
+def test_answer_tokens_caps_the_targets_answers(tiny_model_dir, tmp_path, monkeypatch):
+    """--answer-tokens bounds the greedy decoding behind a generation task's reward and scores."""
+    import json
+
+    from stableprompt.config import TrainConfig
+    from stableprompt.contexts import build_context
+
+    rows = {str(i): {"input": w, "output": "cold"} for i, w in enumerate(["hot", "up", "in"])}
+    for part in ("induce", "execute"):
+        (tmp_path / "ii" / part).mkdir(parents=True)
+        (tmp_path / "ii" / part / "antonyms.json").write_text(json.dumps({"examples": rows}))
+    monkeypatch.setenv("STABLEPROMPT_DATA", str(tmp_path))
+    base = dict(task="antonyms", data="ii:antonyms", target=tiny_model_dir, dtype="float32")
+    answers = {}
+    for cap in (2, 32):
+        ctx = build_context(TrainConfig(**base, answer_tokens=cap), required=("test",))
+        answers[cap], _ = ctx.answers([("the opposite", ex) for ex in ctx.splits["test"]])
+    # the same greedy path, cut two tokens in: a prefix, shorter where the random model rambles
+    assert all(long.startswith(short) for short, long in zip(answers[2], answers[32]))
+    assert sum(map(len, answers[2])) < sum(map(len, answers[32]))
+    with pytest.raises(UserError, match="answer_tokens"):
+        TrainConfig.from_dict({**base, "answer_tokens": 0})

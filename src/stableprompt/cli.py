@@ -165,7 +165,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.agent is not None:
         return eval_agent(args)
-    settings = ("task", "data", "target", "template", "label_words", "dtype", "seed")
+    settings = ("task", "data", "target", "template", "label_words", "answer_tokens", "dtype")
+    settings += ("seed",)
     config = TrainConfig.from_dict({k: getattr(args, k) for k in settings})
     ctx = build_context(config, required=(args.split,))
     ctx.scorer.progress = not args.no_progress  # a test set takes minutes on a CPU
@@ -331,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (chosen for the manual prompt on train+dev) | task | comma-separated words",
     )
     ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    ev.add_argument(
+        "--answer-tokens", type=int, default=32, help="generation tasks: longest answer"
+    )
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--out", default=None, help="write the result as JSON here")

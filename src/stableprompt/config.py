@@ -132,6 +132,13 @@ class TrainConfig:
         "always use the metric",
         choices=("metric", "likelihood", "loglikelihood"),
     )
+    answer_tokens: int = option(
+        32,
+        "generation tasks: longest answer the target writes (greedy, cut at the first newline); "
+        "the reward's and evaluation's decoding cost grows with it, and a one-word answer needs "
+        "~4",
+        min=1,
+    )
     lr: float = option(
         5e-5,
         "learning rate; 0 never updates the policy (an ablation: its untrained samples, screened "

@@ -81,8 +81,8 @@ def read_run(
 
 
 # What a run's config contributes besides task, data, template and seed: how the task context
-# is built (style transfer reads `extra`, generation tasks their reward setting).
-SETTINGS = ("extra", "generation_reward")
+# is built (style transfer reads `extra`, generation tasks their reward and answer length).
+SETTINGS = ("extra", "generation_reward", "answer_tokens")
 
 
 def _groups(runs: list[RunPrompt]) -> dict[tuple, list[int]]:

@@ -65,6 +65,7 @@ def build_context(
         scorer,
         template,
         required=required,
+        max_new_tokens=config.answer_tokens,
         generation_reward=config.generation_reward,
         label_search=search,
         metric_fn=metric,
