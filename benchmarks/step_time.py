@@ -1,4 +1,4 @@
-"""Seconds per training step of each algorithm on SST-2 (or --task) with smollm2-135m as agent and target.
+"""Seconds per training step of each algorithm, smollm2-135m as agent and target; SST-2 or --task.
 
     python benchmarks/step_time.py --algo sql --steps 6
     python benchmarks/step_time.py --algo appo --prompts-per-step 4 --train-examples 16
