@@ -75,6 +75,7 @@ def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
         (["eval", "--data", "/nonexistent/dir"], "data not found: /nonexistent/dir"),
         (["eval", "--task", "no-such-task"], "unknown task"),
         (["eval", "--target", "no-such-model"], "unknown model 'no-such-model'"),
+        (["eval", "--answer-tokens", "0"], "answer_tokens"),  # reaches the config's checks
         (["train", "--resume", "/nonexistent/run"], "no run to resume in /nonexistent/run"),
     ],
 )

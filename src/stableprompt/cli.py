@@ -165,8 +165,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.agent is not None:
         return eval_agent(args)
-    settings = ("task", "data", "target", "template", "label_words", "answer_tokens", "dtype")
-    settings += ("seed",)
+    settings = (
+        "task",
+        "data",
+        "target",
+        "template",
+        "label_words",
+        "answer_tokens",
+        "dtype",
+        "seed",
+    )
     config = TrainConfig.from_dict({k: getattr(args, k) for k in settings})
     ctx = build_context(config, required=(args.split,))
     ctx.scorer.progress = not args.no_progress  # a test set takes minutes on a CPU
