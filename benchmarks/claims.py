@@ -556,7 +556,7 @@ def units(only: set[str]) -> list[dict]:
         ppo = dict(method="ppo", name="ii-6k-likelihood", extra=extra)
         appo_extra = extra | {"anchor_on": "samples"}
         appo = dict(method="appo", name="ii-6k-likelihood-anchor-samples", extra=appo_extra)
-        # stopped after seed 0 as c3-ii-metric: the mean probability stayed below 0.002 on 47 of
+        # stopped after seed 0 as c3-ii-metric: the mean probability stayed below 0.002 on 49 of
         # 50 steps, the anchor never moved and APPO's run was PPO's step for step
         out += [C3_II | dict(seed=0, **m) for m in (ppo, appo)]
     if "c3-ii-value-kl" in only:  # c3-ii-kl's question again now that the value head starts at
