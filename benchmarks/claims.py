@@ -545,7 +545,8 @@ def units(only: set[str]) -> list[dict]:
         appo_extra = extra | {"anchor_on": "samples"}
         appo = dict(method="appo", name="ii-6k-metric-anchor-samples", extra=appo_extra)
         # stopped after seed 0: 45 of 50 steps scored 0 for all 4 samples, so neither policy had
-        # a gradient, APPO's anchor never moved and the two runs were the same run
+        # a gradient, APPO's anchor never moved and the two runs were the same run (so no
+        # C3 row: RESULTS reports them)
         out += [C3_II | dict(seed=0, **m) for m in (ppo, appo)]
     if "c3-ii-likelihood" in only:  # between the two: the answer's probability, not its log
         # (--generation-reward likelihood): graded like the log, but a confident wrong answer
@@ -1228,18 +1229,6 @@ C3_SETTINGS = (
         "ii-6k-value-first",
     ),
     (
-        "ii:sentiment trained on exact match (`--generation-reward metric`; above: the answer's "
-        "log-likelihood), value head and anchor as the row above",
-        "ii-6k-metric-anchor-samples",
-        "ii-6k-metric",
-    ),
-    (
-        "ii:sentiment trained on the answer's probability (`--generation-reward likelihood`), "
-        "value head and anchor as the row above",
-        "ii-6k-likelihood-anchor-samples",
-        "ii-6k-likelihood",
-    ),
-    (
         "ii:sentiment as `--value-init first-batch` above with a KL penalty that binds (`--kl-coef "
         "0.3`; above: 0.05)",
         "ii-6k-anchor-samples-value-first-kl0.3",
@@ -1384,8 +1373,8 @@ def final_text(runs: dict[str, list[dict]], seeds: int, final: dict[str, dict]) 
         parts.append(
             f"{name} appo {mean['appo']:.{digits}f} ± {std['appo']:.{digits}f} "
             f"({seeds_text['appo']}) vs ppo {mean['ppo']:.{digits}f} ± {std['ppo']:.{digits}f} "
-            f"({seeds_text['ppo']}): {'holds' if holds else 'does not hold'}; "
-            f"the manual prompt {manual:.{digits}f}"
+            f"({seeds_text['ppo']}): {'holds' if holds else 'does not hold'} "
+            f"(the manual prompt {manual:.{digits}f})"
         )
     return (
         "; the final policy on test (its last step's samples, each scored on the test inputs, "
