@@ -568,7 +568,9 @@ def units(only: set[str]) -> list[dict]:
         ppo = dict(method="ppo", name="ii-6k-value-first-kl0.3", extra=extra)
         appo_extra = extra | {"anchor_on": "samples"} | C3_II_THRESHOLDS
         appo = dict(method="appo", name="ii-6k-anchor-samples-value-first-kl0.3", extra=appo_extra)
-        out += [C3_II | dict(seed=seed, **m) for seed in range(3) for m in (ppo, appo)]
+        # seeds 3-5 added after the first three (both methods' returned prompts scored far
+        # above c3-ii-value's on dev and test)
+        out += [C3_II | dict(seed=seed, **m) for seed in range(6) for m in (ppo, appo)]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
         # step here, ~55 s), so 3,072 calls (c3's) would take ~95 minutes
