@@ -1254,8 +1254,8 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
     the task metric and, for instruction induction, by the train reward (the gold answer's
     log-likelihood) on the test inputs; averaged over the samples. Test reports only: nothing is
     chosen on it. An empty sample is scored as the fallback prompt it stands for, as a user
-    would get it. The manual prompt is scored alongside (once per target, data, template and
-    label words), as the reference a user would compare with. Cached in final-policy.json."""
+    would get it. The manual prompt is scored alongside (once per `manual_key`), as the
+    reference a user would compare with. Cached in final-policy.json."""
     cache_file = out / "final-policy.json"
     cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
     manual = cache.setdefault("manual", {})
@@ -1293,11 +1293,11 @@ def final_policy(results: list[dict], out: Path, scorers: dict) -> dict[str, dic
 
 
 def manual_key(run_dir: str) -> str:
-    """What a run's manual prompt scores depend on (target, data, template, label words), as a
-    JSON key of final-policy.json's manual scores."""
+    """What a run's manual prompt scores depend on (target, data, template, label words, the
+    answer cap where the run set one), as a JSON key of final-policy.json's manual scores."""
     best = json.loads(Path(run_dir, "best_prompts.json").read_text())
     config = yaml.safe_load(Path(run_dir, "config.yaml").read_text())
-    fields = {k: config[k] for k in ("target", "data")}
+    fields = {k: config[k] for k in ("target", "data", "answer_tokens") if k in config}
     fields |= {k: best[k] for k in ("template", "label_words")}
     return json.dumps(fields | {"manual": best["manual"]["prompt"]})
 
