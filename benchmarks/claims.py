@@ -531,34 +531,27 @@ def units(only: set[str]) -> list[dict]:
         # seeds 3-5 added after the first three, as c3-ii's (PPO's seed 1 collapsed); 6-7 after
         # the final policies were scored (APPO's ahead on held-out log-likelihood in 5 of 6)
         out += [C3_II | dict(seed=seed, **m) for seed in range(8) for m in (ppo, appo)]
-    if "c3-ii-metric" in only:  # the final policies of every log-likelihood run above ended on
-        # prompts like `Output: positive` (test exact match ~0; answer log-lik. -7.0) while the
-        # pools held demonstrations scoring 0.36-0.82: a mean log-likelihood punishes a confident
-        # wrong answer more than it rewards right ones. Train on what the user reads, the exact
-        # match of the greedy answer (--generation-reward metric, the library default); the
-        # anchor thresholds are then the library's (0.05 / 0.1 in exact match); value head and
-        # anchor as c3-ii-value. Answers cut at 8 tokens (a one-word answer needs ~2; 32 before):
-        # the reward's greedy decoding took 17.7 s of a 25 s step at 32 (benchmarks/step_time.py)
-        extra = C3_II["extra"] | {"generation_reward": "metric", "value_init": "first-batch"}
+    # c3-ii-metric: the final policies of every log-likelihood run above ended on prompts like
+    # `Output: positive` (test exact match ~0; answer log-lik. -7.0) while the pools held
+    # demonstrations scoring 0.36-0.82: a mean log-likelihood punishes a confident wrong answer
+    # more than it rewards right ones. Train on what the user reads, the exact match of the
+    # greedy answer (--generation-reward metric, the library default). c3-ii-likelihood: between
+    # the two, the answer's probability (graded like the log, but a confident wrong answer costs
+    # at most its example's share). Anchor thresholds the library's (0.05 / 0.1, in the reward's
+    # units); value head and anchor as c3-ii-value (set before the runs). Answers cut at 8 tokens
+    # (a one-word answer needs ~2; 32 before): the reward's greedy decoding took 17.7 s of a 25 s
+    # step at 32 (benchmarks/step_time.py). Both stopped after seed 0: no policy had a gradient
+    # (exact match: all 4 samples scored 0 on 45 of 50 steps; probability: the mean stayed below
+    # 0.002 on 49 of 50), APPO's anchor never moved and its run was PPO's step for step (so no
+    # C3 row: RESULTS reports them)
+    for reward in ("metric", "likelihood"):
+        if f"c3-ii-{reward}" not in only:
+            continue
+        extra = C3_II["extra"] | {"generation_reward": reward, "value_init": "first-batch"}
         extra |= {"answer_tokens": 8}
-        ppo = dict(method="ppo", name="ii-6k-metric", extra=extra)
+        ppo = dict(method="ppo", name=f"ii-6k-{reward}", extra=extra)
         appo_extra = extra | {"anchor_on": "samples"}
-        appo = dict(method="appo", name="ii-6k-metric-anchor-samples", extra=appo_extra)
-        # stopped after seed 0: 45 of 50 steps scored 0 for all 4 samples, so neither policy had
-        # a gradient, APPO's anchor never moved and the two runs were the same run (so no
-        # C3 row: RESULTS reports them)
-        out += [C3_II | dict(seed=0, **m) for m in (ppo, appo)]
-    if "c3-ii-likelihood" in only:  # between the two: the answer's probability, not its log
-        # (--generation-reward likelihood): graded like the log, but a confident wrong answer
-        # costs at most its example's share, as under exact match. Anchor thresholds the
-        # library's (0.05 / 0.1, in probability); else as c3-ii-metric (set before the runs)
-        extra = C3_II["extra"] | {"generation_reward": "likelihood", "value_init": "first-batch"}
-        extra |= {"answer_tokens": 8}
-        ppo = dict(method="ppo", name="ii-6k-likelihood", extra=extra)
-        appo_extra = extra | {"anchor_on": "samples"}
-        appo = dict(method="appo", name="ii-6k-likelihood-anchor-samples", extra=appo_extra)
-        # stopped after seed 0 as c3-ii-metric: the mean probability stayed below 0.002 on 49 of
-        # 50 steps, the anchor never moved and APPO's run was PPO's step for step
+        appo = dict(method="appo", name=f"ii-6k-{reward}-anchor-samples", extra=appo_extra)
         out += [C3_II | dict(seed=0, **m) for m in (ppo, appo)]
     if "c3-ii-value-kl" in only:  # c3-ii-kl's question again now that the value head starts at
         # the scores (c3-ii-value): with a KL penalty that binds (0.3; 0.05 above), PPO is held

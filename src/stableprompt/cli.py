@@ -340,8 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="auto (chosen for the manual prompt on train+dev) | task | comma-separated words",
     )
     ev.add_argument("--split", default="test", choices=["train", "dev", "test"])
+    answer_tokens = FIELDS["answer_tokens"]  # the train option's default and help
     ev.add_argument(
-        "--answer-tokens", type=int, default=32, help="generation tasks: longest answer"
+        "--answer-tokens",
+        type=int,
+        default=answer_tokens.default,
+        help=answer_tokens.metadata["help"],
     )
     ev.add_argument("--dtype", default="auto")
     ev.add_argument("--seed", type=int, default=0)
