@@ -55,7 +55,8 @@ def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int) -> dict:
             out=out,
         )
         ctx = build_context(config)
-        Trainer(config, ctx, progress=False).train()
+        trainer = Trainer(config, ctx, progress=False)
+        trainer.train()
         records = [json.loads(line) for line in (Path(out) / "metrics.jsonl").open()]
     times = [r["seconds"] for r in records if r["step"] >= 1]
     parts = ("seconds_rollout", "seconds_reward", "seconds_update")  # logged by every algorithm
@@ -68,7 +69,7 @@ def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int) -> dict:
         "prompt_tokens": statistics.mean(r["response_len"] for r in timed)
         if timed and "response_len" in timed[0]
         else None,
-        "n_train": args.train_examples or len(ctx.splits["train"]),
+        "n_train": trainer.algorithm.examples_per_step(),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 

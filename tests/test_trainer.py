@@ -198,6 +198,23 @@ def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
     assert spent == projected - (3 - len(summary["prompts"])) * 6
 
 
+def test_a_step_scores_at_most_32_train_examples_unless_told():
+    """Left open, a step draws 32 train examples (a large train split scored whole for every
+    prompt made an instruction-induction step cost ~9k calls); a small split is used whole."""
+    from types import SimpleNamespace
+
+    from stableprompt.algorithms.baselines import FixedPrompts
+
+    train = [Example(f"text {i}", i % 2) for i in range(100)]
+    ctx = SimpleNamespace(splits={"train": train}, task=get_task("sst-2"))
+    drawn = FixedPrompts(TrainConfig(algo="manual"), ctx).train_examples()
+    assert len(drawn) == 32 and len({ex.text for ex in drawn}) == 32
+    told = FixedPrompts(TrainConfig(algo="manual", train_examples=100), ctx)
+    assert told.examples_per_step() == 100 and told.train_examples() == train
+    ctx.splits["train"] = train[:20]
+    assert FixedPrompts(TrainConfig(algo="manual"), ctx).train_examples() == train[:20]
+
+
 def test_evaluations_score_the_best_recent_samples_too(tiny_model_dir, tmp_path):
     from stableprompt.algorithms.sql import SoftQLearning
 

@@ -122,7 +122,8 @@ class TrainConfig:
     )
     train_examples: int | None = option(
         None,
-        "score each prompt on this many train examples (default: all; 8 for style transfer)",
+        "score each prompt on this many train examples, a fresh random draw each step (default: "
+        "all, at most 32; 8 for style transfer); pass the train size to score all",
         min=1,
     )
     generation_reward: str = option(

@@ -13,6 +13,11 @@ from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.tasks.demonstrations import shows, use_demonstrations
 
+# Train examples a step scores when --train-examples is left open: every 16-shot binary set's 32
+# (and the demo's), while a large train split (instruction induction: ~1-10k) is sampled, 32 a
+# step, instead of scoring all of it for every prompt.
+DEFAULT_TRAIN_EXAMPLES = 32
+
 
 class Algorithm(ABC):
     """One RL method. The trainer calls `train_step` once per step and `eval_prompts` to evaluate.
@@ -41,15 +46,15 @@ class Algorithm(ABC):
         self.config, self.ctx = config, ctx
 
     def train_examples(self) -> list:
-        """The train examples a step scores: all, or a fresh random `train_examples` of them."""
+        """The train examples a step scores: all, or a fresh random `examples_per_step()`."""
         train = self.ctx.splits["train"]
-        n = self.config.train_examples
-        return train if not n or n >= len(train) else random.sample(train, n)
+        n = self.examples_per_step()
+        return train if n >= len(train) else random.sample(train, n)
 
     def examples_per_step(self) -> int:
         """How many train examples `train_examples()` returns."""
-        train = len(self.ctx.splits["train"])
-        return min(self.config.train_examples or train, train)
+        n = self.config.train_examples or DEFAULT_TRAIN_EXAMPLES
+        return min(n, len(self.ctx.splits["train"]))
 
     @abstractmethod
     def train_step(self, step: int) -> dict:
