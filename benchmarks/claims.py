@@ -114,9 +114,10 @@ METHODS: dict[str, dict] = {
     "ppo": {"reference": "initial", "max_new_tokens": 32, "train_examples": 16},
     "appo": {"max_new_tokens": 32, "train_examples": 16},
 }
-# every ppo/appo unit before c3-ii-value ran with the value head at 0, the library default then
+# every ppo/appo unit before c3-ii-value ran with the value head at 0, and every unit that does
+# not set its KL coefficient with 0.05: the library defaults then
 for method in ("ppo", "appo"):
-    METHODS[method]["value_init"] = "zero"
+    METHODS[method] |= {"value_init": "zero", "kl_coef": 0.05}
 PROMPT_FIRST = "{prompt}\nInput: {input}\nOutput:"  # StablePrompt's template, for C3
 REFIT = {"refit_label_words": True, "pool_size": 4}  # each pool prompt gets its own words
 NATURAL = "The sentiment of this review is"  # a manual prompt a user might write (c1-natural)

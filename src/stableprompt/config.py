@@ -232,7 +232,12 @@ class TrainConfig:
     )
     max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
     ppo_epochs: int = option(4, "PPO epochs per step", min=1)
-    kl_coef: float = option(0.05, "initial KL penalty coefficient", min=0.0)
+    kl_coef: float = option(
+        0.3,
+        "initial KL penalty coefficient (0.05 until 2026-12-06; 0.3 was chosen on dev, "
+        "docs/RESULTS.md, 'The KL coefficient')",
+        min=0.0,
+    )
     adaptive_kl: bool = option(True, "adapt the KL coefficient towards kl_target")
     kl_target: float = option(6.0, "target KL of the adaptive controller", positive=True)
     kl_horizon: float = option(10000.0, "horizon of the adaptive KL controller", positive=True)
