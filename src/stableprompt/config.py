@@ -30,6 +30,10 @@ DEFAULT_PROMPTS_PER_STEP = {
     "best-of-n": 8,
     "random": 1,
 }
+# Train examples a step scores when `train_examples` is left open: every 16-shot binary set's 32
+# (and the demo's), while a large train split (instruction induction: ~1-10k) is sampled, 32 a
+# step, instead of scored whole for every prompt. Style transfer sets its own (contexts/style.py).
+DEFAULT_TRAIN_EXAMPLES = 32
 # The algorithms whose agent can write a prompt for each input (`--conditioning input`).
 CONDITIONED_ALGOS = ("appo", "ppo")
 # A token prompt longer than this is no longer a prompt search (and a 100k-token rollout hangs);
@@ -123,7 +127,8 @@ class TrainConfig:
     train_examples: int | None = option(
         None,
         "score each prompt on this many train examples, a fresh random draw each step (default: "
-        "all, at most 32; 8 for style transfer); pass the train size to score all",
+        f"all, at most {DEFAULT_TRAIN_EXAMPLES}; 8 for style transfer); pass the train size to "
+        "score all",
         min=1,
     )
     generation_reward: str = option(

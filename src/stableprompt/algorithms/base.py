@@ -8,15 +8,10 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from stableprompt.config import TrainConfig
+from stableprompt.config import DEFAULT_TRAIN_EXAMPLES, TrainConfig
 from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.tasks.demonstrations import shows, use_demonstrations
-
-# Train examples a step scores when --train-examples is left open: every 16-shot binary set's 32
-# (and the demo's), while a large train split (instruction induction: ~1-10k) is sampled, 32 a
-# step, instead of scoring all of it for every prompt.
-DEFAULT_TRAIN_EXAMPLES = 32
 
 
 class Algorithm(ABC):

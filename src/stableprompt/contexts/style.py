@@ -43,7 +43,7 @@ from stableprompt.tasks.style import (
 from stableprompt.tasks.style_data import StyleData, load_style_data
 
 DEFAULT_FLUENCY_LM = "smollm2-135m"  # for targets without local weights (remote servers)
-DEFAULT_TRAIN_EXAMPLES = 8  # inputs per step when the config leaves it open (RLPrompt's batch)
+STYLE_TRAIN_EXAMPLES = 8  # inputs per step when the config leaves it open (RLPrompt's batch)
 
 
 @dataclass(frozen=True)
@@ -334,7 +334,7 @@ def build_style_context(
     if classifier.heldout_accuracy is not None:
         print(f"style classifier held-out accuracy {classifier.heldout_accuracy:.3f}")
     if config.train_examples is None:
-        config.train_examples = DEFAULT_TRAIN_EXAMPLES
+        config.train_examples = STYLE_TRAIN_EXAMPLES
     return StyleTransferContext(
         get_task(config.task),
         style,
