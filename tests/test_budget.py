@@ -1,5 +1,6 @@
 """The budget holds: no algorithm's run passes --max-target-calls (test scoring apart)."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -90,3 +91,15 @@ def test_label_word_search_is_refused_when_it_would_pass_the_cap(tiny_model_dir,
     with pytest.raises(UserError, match="choosing label words costs 64 target calls"):
         build_context(config, scorer)
     assert scorer.calls == 0
+
+
+def test_random_draws_as_many_prompts_as_the_cap_buys(tiny_model_dir, tmp_path):
+    # each random prompt costs one scoring on the 4 dev examples: 54 calls buy 13 of them;
+    # without a cap (and without --prompts-per-step) it draws one
+    config = make_config(tiny_model_dir, tmp_path / "cap", algo="random", max_target_calls=CAP)
+    summary, records = run(
+        dataclasses.replace(config, prompts_per_step=None), make_ctx(tiny_model_dir)
+    )
+    assert records[0]["calls"] == summary["target_calls"] == 52
+    uncapped = make_config(tiny_model_dir, tmp_path / "free", algo="random", prompts_per_step=None)
+    assert run(uncapped, make_ctx(tiny_model_dir))[1][0]["calls"] == 4

@@ -187,6 +187,22 @@ def test_add_manual_asks_to_rewrite_the_manual_prompt(tiny_model_dir):
         ConditionedPPO(make_config(tiny_model_dir, add_manual=True), ctx)
 
 
+@pytest.mark.parametrize("algo", ["ppo", "best-of-n"])
+def test_add_manual_asks_the_task_agent_to_improve_the_manual_prompt(tiny_model_dir, algo):
+    def asked_in_a_step(**overrides) -> str:
+        config = appo_config(tiny_model_dir, algo=algo, **overrides)
+        algorithm = build_algorithm(config, make_ctx(tiny_model_dir))
+        asked, encode = [], algorithm.agent.encode_query
+        algorithm.agent.encode_query = lambda text: asked.append(text) or encode(text)
+        algorithm.train_step(0)
+        return asked[-1]  # the meta-prompt the step sampled its prompts from
+
+    assert "Start from this instruction and improve it: It was\n" in asked_in_a_step(
+        add_manual=True
+    )
+    assert "improve it" not in asked_in_a_step()
+
+
 @pytest.mark.parametrize("anchor_on", ["reward", "samples"])
 def test_anchor_on_other_than_the_metric_is_refused(tiny_model_dir, anchor_on):
     """Its anchor checks score a prompt per dev input on the metric; the flag would be ignored."""
@@ -225,8 +241,8 @@ def test_conditioning_input_is_refused_for_other_algorithms(capsys, tmp_path, fl
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert message in err and not (tmp_path / "run").exists()
-    with pytest.raises(UserError, match="--add-manual applies to --conditioning input"):
-        TrainConfig.from_dict({"algo": "appo", "add_manual": True})
+    with pytest.raises(UserError, match="--add-manual applies to the instruction agent"):
+        TrainConfig.from_dict({"algo": "sql", "add_manual": True})
     with pytest.raises(UserError, match="--select-on dev.train scores fixed prompts"):
         TrainConfig.from_dict({"algo": "appo", "conditioning": "input", "select_on": "dev+train"})
 

@@ -158,7 +158,8 @@ class TrainConfig:
     )
     prompts_per_step: int | None = option(
         None,
-        f"prompts sampled per step (default: {_per_algo_defaults()})",
+        f"prompts sampled per step (default: {_per_algo_defaults()}; random under "
+        "--max-target-calls: as many as the budget buys)",
         min=1,
         hint="omit --prompts-per-step for the algorithm's default",
     )
@@ -232,8 +233,9 @@ class TrainConfig:
     )
     add_manual: bool = option(
         False,
-        "with --conditioning input: the meta-prompt gives the task's manual prompt as the "
-        "instruction to rewrite for the input (StablePrompt's --add_manual)",
+        "ppo, appo, best-of-n: the agent's meta-prompt gives the task's manual prompt as the "
+        "instruction to improve (with --conditioning input: to rewrite for the input, "
+        "StablePrompt's --add_manual), so it writes variants of the prompt you would write",
     )
     max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
     ppo_epochs: int = option(4, "PPO epochs per step", min=1)
@@ -300,10 +302,10 @@ class TrainConfig:
                 "--select-on dev+train scores fixed prompts; --conditioning input writes one "
                 "per input, scored on dev (drop --select-on)"
             )
-        if self.add_manual and self.conditioning != "input":
+        if self.add_manual and self.algo not in ("ppo", "appo", "best-of-n"):
             raise UserError(
-                "--add-manual applies to --conditioning input (add --conditioning input, or drop "
-                "--add-manual)"
+                f"--add-manual applies to the instruction agent of ppo, appo and best-of-n, not "
+                f"{self.algo} (drop --add-manual)"
             )
 
     @property

@@ -99,7 +99,7 @@ class Trainer:
         # the manual prompt on dev and test; then the check scores the pool's best on dev again
         check = dev if self.config.conditioning == "task" else 0
         manual = dev + test + check if self._scores_manual() else 0
-        refit = self.refit_calls()
+        refit = self.algorithm.refit_calls()
         pool = 1 if self.config.conditioning == "input" else self.config.pool_size  # the agent
         return train + evals * self.eval_calls() + refit + pool * test + manual
 
@@ -111,21 +111,13 @@ class Trainer:
         cap = self.config.max_target_calls
         return cap is None or self.calls_used() + calls <= cap
 
-    def refit_calls(self) -> int:
-        """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
-        wanted = (  # demonstrations carry the words they were rendered with: no refit
-            self.config.refit_label_words
-            and self.config.conditioning == "task"
-            and not self.config.demonstrations
-            and self.config.select_on == "dev"  # the words would be ranked on dev alone
-        )
-        return self.config.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
-
     def next_step_calls(self) -> int:
         """The next step's calls plus a dev evaluation, reserved after every step so that the
         step the budget ends on is evaluated (the steps since the last evaluation count), and
         the final choice of label words."""
-        return self.algorithm.step_calls(self.step) + self.eval_calls() + self.refit_calls()
+        return (
+            self.algorithm.step_calls(self.step) + self.eval_calls() + self.algorithm.refit_calls()
+        )
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -210,7 +202,7 @@ class Trainer:
                 self.logger.close()
 
     def _first_evaluation(self) -> None:
-        needed = self.eval_calls() + self.refit_calls()  # and the words chosen at the end
+        needed = self.eval_calls() + self.algorithm.refit_calls()  # and the words chosen at the end
         if not self.affordable(needed):
             raise UserError(
                 f"--max-target-calls {self.config.max_target_calls} cannot pay for the first dev "
@@ -303,8 +295,8 @@ class Trainer:
 
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score
-        (with its own label words where `refit_calls` paid for them)."""
-        fit = self.ctx.fit_label_words if self.refit_calls() else lambda prompt: {}
+        (with its own label words where `Algorithm.refit_calls` paid for them)."""
+        fit = self.ctx.fit_label_words if self.algorithm.refit_calls() else lambda prompt: {}
         entries = sorted([e | fit(e["prompt"]) for e in self.pool.entries], key=lambda e: -e["dev"])
         calls_before_test = self.calls_used()
         self.ctx.scorer.progress = self.progress  # a bar while a test set of thousands scores

@@ -37,7 +37,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 META_PROMPT = (
     "Here are some input-output pairs:\n\n{pairs}\n\n"
-    "Write the instruction that turns each input into its output. "
+    "{start}Write the instruction that turns each input into its output. "
     "Reply with the instruction only, in one sentence."
 )
 # StablePrompt's test-time editing: an instruction for one input, optionally rewriting a given one.
@@ -47,6 +47,7 @@ INPUT_META_PROMPT = (
     "Reply with the instruction only, in one sentence."
 )
 START_INSTRUCTION = "Start from this instruction and rewrite it for the input: {prompt}\n"
+START_TASK_INSTRUCTION = "Start from this instruction and improve it: {prompt}\n"  # --add-manual
 
 
 @dataclass
@@ -205,12 +206,15 @@ class InstructionAgent(nn.Module):
         self, examples: list[Example], k: int, input_text: str | None = None, start: str = ""
     ) -> str:
         """The chat-template text showing k input/output pairs and asking for the instruction of
-        the task, or with `input_text` for that input (rewriting the instruction `start`)."""
+        the task, or with `input_text` for that input; either rewrites the instruction `start`
+        if one is given (--add-manual)."""
         pairs = "\n\n".join(
             f"Input: {ex.text.strip()}\nOutput: {self.output_text(ex)}" for ex in examples[:k]
         )
-        content = META_PROMPT.format(pairs=pairs)
-        if input_text is not None:
+        if input_text is None:
+            start = START_TASK_INSTRUCTION.format(prompt=start) if start else ""
+            content = META_PROMPT.format(pairs=pairs, start=start)
+        else:
             start = START_INSTRUCTION.format(prompt=start) if start else ""
             content = INPUT_META_PROMPT.format(pairs=pairs, input=input_text.strip(), start=start)
         messages = [{"role": "user", "content": content}]

@@ -66,6 +66,17 @@ class Algorithm(ABC):
             return ""
         return self.ctx.task.manual_prompt or None
 
+    def manual_to_rewrite(self) -> str:
+        """--add-manual: the manual prompt the instruction agent is asked to rewrite ('' without);
+        called before the agent loads, so a task without one fails at once."""
+        if not self.config.add_manual:
+            return ""
+        if not self.ctx.task.manual_prompt:
+            raise UserError(
+                f"task {self.ctx.task.name} has no manual prompt to rewrite (drop --add-manual)"
+            )
+        return self.ctx.task.manual_prompt
+
     def use_demonstrations(self) -> tuple[list[str], list[int] | None]:
         """Switch the context to prompts made of demonstrations (tasks/demonstrations.py);
         returns the candidates rendered and their classes."""
@@ -81,6 +92,17 @@ class Algorithm(ABC):
         """How many examples `selection_scores` scores a prompt on (target calls)."""
         dev = len(self.ctx.splits["dev"])
         return dev + len(self.ctx.splits["train"]) if self.config.select_on == "dev+train" else dev
+
+    def refit_calls(self) -> int:
+        """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
+        c = self.config
+        wanted = (  # demonstrations carry the words they were rendered with: no refit
+            c.refit_label_words
+            and c.conditioning == "task"
+            and not c.demonstrations
+            and c.select_on == "dev"  # the words would be ranked on dev alone
+        )
+        return c.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
 
     def selection_scores(
         self, prompts: list[str], label_words: list[str] | None = None

@@ -3,8 +3,9 @@ prompts chosen on dev only, the pool scored once on test, target calls counted b
 the same run directory (metrics.jsonl, best_prompts.json).
 
 * ``manual``: the task's hand-written prompt.
-* ``random``: `prompts_per_step` (default 1) prompts of `prompt_length` tokens drawn uniformly
-  from the tokens a token policy may emit (same length as the RL prompts).
+* ``random``: `prompts_per_step` prompts of `prompt_length` tokens drawn uniformly from the
+  tokens a token policy may emit (same length as the RL prompts); left open, as many as
+  `--max-target-calls` buys (one without a budget), so it spends what an RL run spends.
 * ``in-context``: the manual prompt with `num_shots` train examples shown before the input,
   each rendered with the task template and its label word (classification tasks).
 * ``best-of-n``: draw prompts from the *untrained* instruction agent (StablePrompt's starting
@@ -42,13 +43,13 @@ class FixedPrompts(Algorithm):
         if config.algo == "random" and config.demonstrations:
             texts, classes = self.use_demonstrations()
             self.prompts = random_demonstrations(
-                texts, config.num_prompts, config.demonstrations, config.seed, classes
+                texts, self.prompts_in_budget(), config.demonstrations, config.seed, classes
             )
             return
         if config.algo == "random":
             self.prompts = random_token_prompts(
                 config.agent,
-                config.num_prompts,
+                self.prompts_in_budget(),
                 config.prompt_length,
                 config.seed,
                 prompt_context(config, ctx),
@@ -59,6 +60,16 @@ class FixedPrompts(Algorithm):
         self.prompts = [ctx.task.manual_prompt]
         if config.algo == "in-context":
             ctx.template = in_context_template(ctx, config.num_shots, config.seed)
+
+    def prompts_in_budget(self) -> int:
+        """random: `--prompts-per-step`, else as many prompts as `--max-target-calls` buys
+        (each scored on the selection examples once, after the calls already spent, e.g. on
+        the label-word search, and the final choice of words), else one."""
+        c = self.config
+        if c.prompts_per_step or not c.max_target_calls:
+            return c.num_prompts
+        left = c.max_target_calls - self.ctx.scorer.calls - self.refit_calls()
+        return max(1, left // self.selection_size())  # one it cannot pay for: the trainer says so
 
     def train_step(self, step: int) -> dict:
         raise RuntimeError("fixed-prompt baselines are not trained")
@@ -134,6 +145,7 @@ class BestOfN(Algorithm):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
+        self.start = self.manual_to_rewrite()
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
         # LoRA starts as the identity (B = 0) and is never trained: this is the initial agent.
         self.agent = InstructionAgent(lm, tokenizer, label_words=ctx.label_words)
@@ -144,7 +156,9 @@ class BestOfN(Algorithm):
     def train_step(self, step: int) -> dict:
         c, train = self.config, self.ctx.splits["train"]
         shown = random.sample(train, min(c.num_shots, len(train)))
-        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
+        query = self.agent.encode_query(
+            self.agent.meta_prompt(shown, c.num_shots, start=self.start)
+        )
         prompts = self.agent.sample(query, self.num_prompts, c.max_new_tokens).texts
         scores = self.dev_scores(prompts)
         for prompt, score in zip(prompts, scores, strict=True):

@@ -47,10 +47,6 @@ class ConditionedPPO(AdaptivePPO):
                 f"--conditioning input works on classification and generation tasks, not on "
                 f"{config.task} (drop --conditioning input)"
             )
-        if config.add_manual and not ctx.task.manual_prompt:
-            raise UserError(
-                f"task {ctx.task.name} has no manual prompt to rewrite (drop --add-manual)"
-            )
         if config.num_prompts > len(ctx.splits["train"]):
             raise UserError(
                 f"--prompts-per-step {config.num_prompts} asks for more inputs per step than the "
@@ -62,7 +58,6 @@ class ConditionedPPO(AdaptivePPO):
                 f"anchor checks score a prompt per dev input on the metric (drop --anchor-on)"
             )
         super().__init__(config, ctx)
-        self.start = ctx.task.manual_prompt if config.add_manual else ""
         self.written: dict[tuple[int, str], str] = {}  # (weights version, input) -> prompt
         self.anchor_version = 0  # the agent version whose weights the anchor holds
         self.best_dev, self.best_version = -math.inf, -1

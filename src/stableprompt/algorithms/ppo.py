@@ -324,6 +324,7 @@ class AdaptivePPO(Algorithm):
         if config.algo == "ppo" and self.reference == "anchor":
             self.reference = "initial"
         self.num_prompts = config.num_prompts
+        self.start = self.manual_to_rewrite()
         self.empty_reward = empty_prompt_reward(ctx)
         # Own copy (shared=False): LoRA is injected into the modules in place.
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
@@ -348,7 +349,8 @@ class AdaptivePPO(Algorithm):
         shown = random.Random(config.seed).sample(
             ctx.splits["train"], min(config.num_shots, len(ctx.splits["train"]))
         )
-        self.eval_query = self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots))
+        meta = self.agent.meta_prompt(shown, config.num_shots, start=self.start)
+        self.eval_query = self.agent.encode_query(meta)
         # Greedy prompts cost a generation each: keep the agent's per weight version (bumped by
         # every optimizer step, rollback and load) and the anchor's until the anchor moves.
         self.version = 0
@@ -382,7 +384,9 @@ class AdaptivePPO(Algorithm):
         mode), and the train examples that reward them."""
         c, train = self.config, self.ctx.splits["train"]
         shown = random.sample(train, min(c.num_shots, len(train)))
-        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots))
+        query = self.agent.encode_query(
+            self.agent.meta_prompt(shown, c.num_shots, start=self.start)
+        )
         samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
         return query, samples, self.train_examples()
 
