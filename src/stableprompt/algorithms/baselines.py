@@ -53,6 +53,7 @@ class FixedPrompts(Algorithm):
                 config.prompt_length,
                 config.seed,
                 prompt_context(config, ctx),
+                config.dtype,
             )
             return
         if not ctx.task.manual_prompt and config.algo in ("manual", "in-context"):
@@ -94,11 +95,12 @@ class FixedPrompts(Algorithm):
 
 
 def random_token_prompts(
-    agent: str, n: int, length: int, seed: int, context: str = ""
+    agent: str, n: int, length: int, seed: int, context: str = "", dtype: str = "auto"
 ) -> list[str]:
     """`n` prompts of `length` tokens, uniform over the token policy's allowed tokens, each
     after `context` (--continue-manual), decoded with it as the token policy does."""
-    lm, tokenizer = load_lm(agent)
+    # Only the vocabulary is read: the shared copy (the target's, when it is the same model).
+    lm, tokenizer = load_lm(agent, dtype, shared=True)
     allowed = allowed_prompt_tokens(tokenizer, lm.get_output_embeddings().weight.shape[0])
     ids = allowed.nonzero().squeeze(-1)
     generator = torch.Generator().manual_seed(seed)
