@@ -162,6 +162,14 @@ def test_sampling_records_the_policys_logprobs_and_values(tiny_model_dir):
         torch.testing.assert_close(samples.values * mask, values * mask, atol=1e-5, rtol=0)
 
 
+def test_a_tempered_agent_is_updated_as_the_policy_it_sampled_from(tiny_model_dir):
+    """--agent-temperature: PPO's first epoch must see the tempered policy that wrote the
+    samples (ratio 1), not the untempered one (dropout off, one epoch, so nothing else moves)."""
+    algo = make_algo(tiny_model_dir, agent_temperature=0.5, lora_dropout=0.0, ppo_epochs=1)
+    metrics = algo.train_step(0)
+    assert metrics["approx_kl"] < 1e-8 and metrics["clipfrac"] == 0.0
+
+
 def test_packed_rows_give_the_padded_forwards_values_and_gradients(tiny_model_dir):
     """With the response mask the rows run packed into one sequence (no compute on padding):
     log-probs, values and the LoRA gradients of a masked loss must be the padded forward's."""

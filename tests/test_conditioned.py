@@ -243,6 +243,8 @@ def test_conditioning_input_is_refused_for_other_algorithms(capsys, tmp_path, fl
     assert message in err and not (tmp_path / "run").exists()
     with pytest.raises(UserError, match="--add-manual applies to the instruction agent"):
         TrainConfig.from_dict({"algo": "sql", "add_manual": True})
+    with pytest.raises(UserError, match="--agent-temperature applies to the instruction agent"):
+        TrainConfig.from_dict({"algo": "sparse-sql", "agent_temperature": 0.7})
     with pytest.raises(UserError, match="--select-on dev.train scores fixed prompts"):
         TrainConfig.from_dict({"algo": "appo", "conditioning": "input", "select_on": "dev+train"})
 

@@ -36,6 +36,8 @@ DEFAULT_PROMPTS_PER_STEP = {
 DEFAULT_TRAIN_EXAMPLES = 32
 # The algorithms whose agent can write a prompt for each input (`--conditioning input`).
 CONDITIONED_ALGOS = ("appo", "ppo")
+# The algorithms whose agent is the instruction-tuned LM (--add-manual, --agent-temperature).
+INSTRUCTION_AGENT_ALGOS = ("appo", "ppo", "best-of-n")
 # A token prompt longer than this is no longer a prompt search (and a 100k-token rollout hangs);
 # it stays far below the context of every supported agent and target (2k tokens and more).
 MAX_PROMPT_LENGTH = 128
@@ -238,6 +240,13 @@ class TrainConfig:
         "StablePrompt's --add_manual), so it writes variants of the prompt you would write",
     )
     max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
+    agent_temperature: float = option(
+        1.0,
+        "ppo, appo, best-of-n: the instruction agent's sampling temperature (PPO's ratios and "
+        "KL are of the same tempered policy, as in TRL); below 1 a sample stays nearer what "
+        "the agent writes greedily",
+        positive=True,
+    )
     ppo_epochs: int = option(4, "PPO epochs per step", min=1)
     kl_coef: float = option(
         0.3,
@@ -302,11 +311,15 @@ class TrainConfig:
                 "--select-on dev+train scores fixed prompts; --conditioning input writes one "
                 "per input, scored on dev (drop --select-on)"
             )
-        if self.add_manual and self.algo not in ("ppo", "appo", "best-of-n"):
-            raise UserError(
-                f"--add-manual applies to the instruction agent of ppo, appo and best-of-n, not "
-                f"{self.algo} (drop --add-manual)"
-            )
+        for flag, used in (
+            ("--add-manual", self.add_manual),
+            ("--agent-temperature", self.agent_temperature != 1.0),
+        ):
+            if used and self.algo not in INSTRUCTION_AGENT_ALGOS:
+                raise UserError(
+                    f"{flag} applies to the instruction agent of ppo, appo and best-of-n, not "
+                    f"{self.algo} (drop {flag})"
+                )
 
     @property
     def num_prompts(self) -> int:

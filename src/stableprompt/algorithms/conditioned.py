@@ -100,7 +100,8 @@ class ConditionedPPO(AdaptivePPO):
         self.step_inputs = random.sample(self.ctx.splits["train"], self.num_prompts)
         metas = [self.meta_prompt(ex.text, fixed=False) for ex in self.step_inputs]
         query = self.agent.encode_queries(metas)
-        samples = self.agent.sample(query, len(metas), self.config.max_new_tokens, temperature=1.0)
+        c = self.config
+        samples = self.agent.sample(query, len(metas), c.max_new_tokens, c.agent_temperature)
         return query, samples, self.step_inputs
 
     def prompt_rewards(self, prompts: list[str], examples: list[Example]) -> Tensor:

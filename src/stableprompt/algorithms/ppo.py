@@ -387,7 +387,7 @@ class AdaptivePPO(Algorithm):
         query = self.agent.encode_query(
             self.agent.meta_prompt(shown, c.num_shots, start=self.start)
         )
-        samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, temperature=1.0)
+        samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         return query, samples, self.train_examples()
 
     def prompt_rewards(self, prompts: list[str], examples: list[Example]) -> Tensor:
@@ -418,12 +418,16 @@ class AdaptivePPO(Algorithm):
             old_logprobs, old_values = samples.logprobs, samples.values
         else:
             with torch.no_grad():
-                old_logprobs, old_values = agent.forward_logprobs_values(query, response, mask=mask)
+                old_logprobs, old_values = agent.forward_logprobs_values(
+                    query, response, c.agent_temperature, mask=mask
+                )
         if self.version == self.reference_version:
             ref_logprobs = old_logprobs
         else:
             with torch.no_grad(), agent.using_weights(self.reference_weights()):
-                ref_logprobs, _ = agent.forward_logprobs_values(query, response, mask=mask)
+                ref_logprobs, _ = agent.forward_logprobs_values(
+                    query, response, c.agent_temperature, mask=mask
+                )
         if step == 0 and c.value_init == "first-batch":
             old_values = self.start_values_at(
                 scores.mean().item() - masked_mean(old_values, mask).item(), old_values
@@ -444,7 +448,9 @@ class AdaptivePPO(Algorithm):
         agent.train()  # LoRA dropout on
         epoch_stats = []
         for _ in range(c.ppo_epochs):
-            logprobs, values = agent.forward_logprobs_values(query, response, mask=mask)
+            logprobs, values = agent.forward_logprobs_values(
+                query, response, c.agent_temperature, mask=mask
+            )
             loss, stats = ppo_loss(
                 logprobs,
                 old_logprobs,
