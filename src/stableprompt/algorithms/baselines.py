@@ -161,8 +161,8 @@ class BestOfN(Algorithm):
         query = self.agent.encode_query(
             self.agent.meta_prompt(shown, c.num_shots, start=self.start)
         )
-        prompts = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
-        prompts = prompts.texts
+        drawn = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
+        prompts = drawn.texts
         scores = self.dev_scores(prompts)
         for prompt, score in zip(prompts, scores, strict=True):
             if self.best is None or score > self.best[0]:
