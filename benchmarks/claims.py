@@ -624,6 +624,9 @@ def run(unit: dict, args: argparse.Namespace, scorers: dict) -> dict:
             wide = bool(unit.get("wide_dev"))
             data = test_subset_data(unit["task"], unit["split"], unit["test_per_class"], wide)
         settings = {**METHODS[method], **unit.get("extra", {})}
+        # Random's count is set here, not left to the library (which fills --max-target-calls
+        # with the calls really spent): these units subtract a train+dev search even where the
+        # words are fixed, and their committed runs must stay reproducible.
         if method == "random":  # after the label-word search (train+dev) and the refit's
             splits = load_kshot_dir(data)
             n_train, n_dev = len(splits["train"]), len(splits["dev"])
