@@ -45,6 +45,28 @@ def test_eval_prints_accuracy_and_writes_json(capsys, tiny_model_dir, tmp_path):
     assert len(result["per_class_recall"]) == 2
 
 
+def test_eval_versus_tests_one_prompt_against_another_on_each_example(
+    capsys, tiny_model_dir, tmp_path
+):
+    """The wins minus the losses of the paired test are the accuracy difference on the split's
+    32 examples; a prompt against itself only ties."""
+    out = tmp_path / "result.json"
+    common = ("eval", "--target", tiny_model_dir, "--split", "dev", "--dtype", "float32")
+    common += ("--reference-lm", "none", "--out", str(out))
+    code, stdout, _ = run(capsys, *common, "--prompt", "It was", "--versus", "good good good")
+    assert code == 0
+    result = json.loads(out.read_text())
+    versus = result["versus"]
+    assert versus["prompt"] == "good good good" and versus["wins"] + versus["losses"] <= 32
+    assert versus["wins"] > 0 and versus["losses"] > 0  # the two disagree both ways
+    difference = result["accuracy"] - versus["accuracy"]
+    assert (versus["wins"] - versus["losses"]) / 32 == pytest.approx(difference)
+    assert f"higher on {versus['wins']} examples, lower on {versus['losses']}" in stdout
+    code, stdout, _ = run(capsys, *common, "--prompt", "It was", "--versus", "It was")
+    versus = json.loads(out.read_text())["versus"]
+    assert (versus["wins"], versus["losses"], versus["p"]) == (0, 0, 1.0)
+
+
 def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -175,6 +197,14 @@ def test_the_run_returns_the_manual_prompt_unless_beaten_on_dev(
         assert summary["best_prompt"] == summary["prompts"][0]["prompt"]
         assert "returned: the learned prompt" in stdout
     assert best_words(summary) == (best.get("label_words") or summary["label_words"])
+    # the same paired test on test, reported whatever is returned: on 1/0 scores the wins minus
+    # the losses over the test set are the two prompts' test accuracy difference
+    from stableprompt.tasks.data import load_demo
+
+    test_check, n_test = summary["test_check"], len(load_demo()["test"])
+    learned, manual = summary["prompts"][0]["test"], summary["manual"]["test"]
+    assert (test_check["wins"] - test_check["losses"]) / n_test == pytest.approx(learned - manual)
+    assert f"on test the learned prompt scored higher on {test_check['wins']} examples" in stdout
 
 
 def test_version_and_bare_command(capsys):

@@ -122,6 +122,12 @@ def format_summary(summary: dict, out: str) -> str:
             )
         else:
             lines.append(f"returned: the learned prompt; it scored {odds} (p = {check['p']:.3f})")
+    test_check = summary.get("test_check")
+    if test_check:  # the same paired test on test: reported, it chooses nothing
+        lines.append(
+            f"on test the learned prompt scored higher on {test_check['wins']} examples, lower on "
+            f"{test_check['losses']} than the manual one (sign test p = {test_check['p']:.3f})"
+        )
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
         lines.append(
@@ -187,6 +193,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     natural = _naturalness(prompt, args.reference_lm, args.dtype)
     result = {"task": task.name, "split": args.split, "target": args.target, "prompt": prompt}
     result |= {"template": ctx.template, "label_words": list(task.label_words)}
+    if args.versus is not None:
+        result["versus"] = _versus(ctx, prompt, args.versus, args.split)
     _write_json(args.out, result | {"label_word_search": search, **report, **natural})
     return 0
 
@@ -201,8 +209,8 @@ def eval_agent(args: argparse.Namespace) -> int:
     from stableprompt.rundir import best_words, latest_checkpoint, read_checkpoint
 
     run = Path(args.agent)
-    if args.prompt is not None:
-        raise UserError("eval takes --prompt or --agent, not both (drop one)")
+    if args.prompt is not None or args.versus is not None:
+        raise UserError("eval takes --prompt (and --versus) or --agent, not both (drop one)")
     if not (run / "config.yaml").is_file():
         raise UserError(f"{run} is not a training run (no config.yaml); pass a `train --out` dir")
     config = TrainConfig.from_yaml(run / "config.yaml")
@@ -229,6 +237,22 @@ def eval_agent(args: argparse.Namespace) -> int:
     result |= {"agent": str(run), "conditioning": "input", "template": ctx.template}
     _write_json(args.out, result | {"label_words": list(ctx.task.label_words), **report})
     return 0
+
+
+def _versus(ctx, prompt: str, baseline: str, split: str) -> dict:
+    """`eval --versus`: the baseline scored on the same examples, and the paired sign test that
+    `prompt` is better (the test a run's check makes on dev)."""
+    from stableprompt.selection import against_manual
+
+    report = ctx.report(baseline, split)
+    check = against_manual(*ctx.example_scores([prompt, baseline], split))
+    print(f"versus {baseline!r}")
+    _print_scores(ctx, report)
+    print(
+        f"the prompt scored higher on {check['wins']} examples, lower on {check['losses']} "
+        f"(one-sided sign test p = {check['p']:.4f}; the rest tie)"
+    )
+    return {"prompt": baseline, "accuracy": report["accuracy"], "ci95": report["ci95"], **check}
 
 
 def _print_scores(ctx, report: dict) -> None:
@@ -325,6 +349,13 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--task", default="demo")
     ev.add_argument("--data", default=None, help="data dir/file/hf:name (default: demo set)")
     ev.add_argument("--prompt", default=None, help="the prompt (default: the task's manual one)")
+    ev.add_argument(
+        "--versus",
+        default=None,
+        metavar="PROMPT",
+        help="also score this prompt (e.g. yours) and test, paired on each example, whether "
+        "--prompt beats it (sign test)",
+    )
     ev.add_argument(
         "--agent",
         default=None,

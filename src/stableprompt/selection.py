@@ -34,9 +34,9 @@ class PromptPool:
 
 
 def against_manual(learned: Tensor, manual: Tensor) -> dict:
-    """The paired comparison of the pool's best and the manual prompt from their scores on each
-    example that chooses prompts (NaN where the learned prompt shows the example): on how many
-    each scores higher, and the one-sided sign-test p that the learned one is better."""
+    """The paired comparison of a learned prompt and the manual prompt (or any baseline) from
+    their scores on each example of a split (NaN where the learned prompt shows the example): on
+    how many each scores higher, and the one-sided sign-test p that the learned one is better."""
     # NaN compares false both ways: an example the learned prompt shows is neither
     wins, losses = int((learned > manual).sum()), int((learned < manual).sum())
     return {"wins": wins, "losses": losses, "p": sign_test(wins, losses)}

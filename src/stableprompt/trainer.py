@@ -332,6 +332,13 @@ class Trainer:
             )[0]
             check = against_manual(learned, manual_dev)
         best = returned_prompt(results, manual, check, self.config.replace_manual_p)
+        test_check = None  # reported only: the same paired test on test, which chooses nothing
+        if check and test:
+            learned, manual_test = (
+                self.ctx.example_scores([e["prompt"]], "test", e.get("label_words"))[0]
+                for e in (results[0], manual)
+            )
+            test_check = against_manual(learned, manual_test)
         summary = {
             "algo": self.config.algo,
             "metric": self.ctx.metric,  # what dev and test report
@@ -344,6 +351,8 @@ class Trainer:
             "best": best,  # the pool's best, or the manual prompt it did not beat on dev
             "prompts": results,
             "manual": manual,
+            # the pool's best against the manual prompt, per test example (as "check" on dev)
+            "test_check": test_check,
             "steps": self.step,
             "target_calls": calls_before_test,  # training and dev evaluation: the budgeted calls
             "test_calls": self.calls_used() - calls_before_test,
