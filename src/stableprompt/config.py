@@ -32,8 +32,9 @@ DEFAULT_PROMPTS_PER_STEP = {
 }
 # Train examples a step scores when `train_examples` is left open: every 16-shot binary set's 32
 # (and the demo's), while a large train split (instruction induction: ~1-10k) is sampled, 32 a
-# step, instead of scored whole for every prompt. Style transfer sets its own (contexts/style.py).
+# step, instead of scored whole for every prompt. Style transfer scores fewer (RLPrompt's batch).
 DEFAULT_TRAIN_EXAMPLES = 32
+STYLE_TRAIN_EXAMPLES = 8
 # The algorithms whose agent can write a prompt for each input (`--conditioning input`).
 CONDITIONED_ALGOS = ("appo", "ppo")
 # The algorithms whose agent is the instruction-tuned LM (--add-manual, --agent-temperature).
@@ -129,8 +130,8 @@ class TrainConfig:
     train_examples: int | None = option(
         None,
         "score each prompt on this many train examples, a fresh random draw each step (default: "
-        f"all, at most {DEFAULT_TRAIN_EXAMPLES}; 8 for style transfer); pass the train size to "
-        "score all",
+        f"all, at most {DEFAULT_TRAIN_EXAMPLES}; {STYLE_TRAIN_EXAMPLES} for style transfer); pass "
+        "the train size to score all",
         min=1,
     )
     generation_reward: str = option(

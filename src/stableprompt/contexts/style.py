@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from stableprompt.config import STYLE_TRAIN_EXAMPLES
 from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
@@ -43,7 +44,6 @@ from stableprompt.tasks.style import (
 from stableprompt.tasks.style_data import StyleData, load_style_data
 
 DEFAULT_FLUENCY_LM = "smollm2-135m"  # for targets without local weights (remote servers)
-STYLE_TRAIN_EXAMPLES = 8  # inputs per step when the config leaves it open (RLPrompt's batch)
 
 
 @dataclass(frozen=True)
