@@ -334,10 +334,12 @@ class Trainer:
         best = returned_prompt(results, manual, check, self.config.replace_manual_p)
         test_check = None  # reported only: the same paired test on test, which chooses nothing
         if check and test:
+            calls = self.ctx.scorer.calls  # the pairs the reports above scored: cache hits
             learned, manual_test = (
                 self.ctx.example_scores([e["prompt"]], "test", e.get("label_words"))[0]
                 for e in (results[0], manual)
             )
+            self.ctx.scorer.calls = calls
             test_check = against_manual(learned, manual_test)
         summary = {
             "algo": self.config.algo,
