@@ -10,6 +10,7 @@ the target-call budget, atomic checkpoints and exact resume, metrics.jsonl and t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -288,10 +289,18 @@ class Trainer:
             groups.setdefault(tuple(entry.get("label_words") or ()), []).append(entry["prompt"])
         if self._scores_manual():
             groups.setdefault((), []).append(self.algorithm.manual_prompt())
+        with self._uncounted():
+            for words, prompts in groups.items():
+                self.ctx.example_scores(prompts, "test", list(words) or None)
+
+    @contextlib.contextmanager
+    def _uncounted(self):
+        """Scorings of pairs the final reports count themselves: no target calls."""
         calls = self.ctx.scorer.calls
-        for words, prompts in groups.items():
-            self.ctx.example_scores(prompts, "test", list(words) or None)
-        self.ctx.scorer.calls = calls
+        try:
+            yield
+        finally:
+            self.ctx.scorer.calls = calls
 
     def finish(self) -> dict:
         """Score the pool on test once; the best prompt is the one with the best dev score
@@ -334,12 +343,11 @@ class Trainer:
         best = returned_prompt(results, manual, check, self.config.replace_manual_p)
         test_check = None  # reported only: the same paired test on test, which chooses nothing
         if check and test:
-            calls = self.ctx.scorer.calls  # the pairs the reports above scored: cache hits
-            learned, manual_test = (
-                self.ctx.example_scores([e["prompt"]], "test", e.get("label_words"))[0]
-                for e in (results[0], manual)
-            )
-            self.ctx.scorer.calls = calls
+            with self._uncounted():  # the pairs the reports above scored: cache hits
+                learned, manual_test = (
+                    self.ctx.example_scores([e["prompt"]], "test", e.get("label_words"))[0]
+                    for e in (results[0], manual)
+                )
             test_check = against_manual(learned, manual_test)
         summary = {
             "algo": self.config.algo,
