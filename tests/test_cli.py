@@ -67,6 +67,11 @@ def test_eval_versus_tests_one_prompt_against_another_on_each_example(
     assert (versus["wins"], versus["losses"], versus["p"]) == (0, 0, 1.0)
 
 
+def test_eval_refuses_versus_with_an_agent(capsys, tmp_path):
+    code, _, stderr = run(capsys, "eval", "--agent", str(tmp_path), "--versus", "It was")
+    assert code == 2 and "eval takes --prompt (and --versus) or --agent" in stderr
+
+
 def test_train_from_yaml_with_cli_override(capsys, tiny_model_dir, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -203,6 +208,7 @@ def test_the_run_returns_the_manual_prompt_unless_beaten_on_dev(
 
     test_check, n_test = summary["test_check"], len(load_demo()["test"])
     learned, manual = summary["prompts"][0]["test"], summary["manual"]["test"]
+    assert test_check["wins"] + test_check["losses"] > 0  # the two prompts disagree somewhere
     assert (test_check["wins"] - test_check["losses"]) / n_test == pytest.approx(learned - manual)
     assert f"on test the learned prompt scored higher on {test_check['wins']} examples" in stdout
 
