@@ -272,7 +272,9 @@ def test_anchor_update_and_rollback_fire_exactly_at_thresholds(tiny_model_dir):
     initial = copy_trainable_state(algo.agent)
     # the anchor's prompt scores 0.50 when first scored; after the update it is the agent's
     agent_scores = iter([0.55, 0.5501, 0.4501, 0.4500, 0.5])
-    algo.greedy_prompt = lambda weights: "anchor" if weights is not None else f"v{algo.version}"
+    algo.greedy_prompt = lambda weights, index=0: (
+        "anchor" if weights is not None else f"v{algo.version}"
+    )
     algo.dev_scores = lambda prompts: [
         0.50 if p == "anchor" else next(agent_scores) for p in prompts
     ]
@@ -304,12 +306,12 @@ def test_an_agent_that_writes_the_anchors_prompt_is_kept_without_target_calls(ti
     algo = make_algo(tiny_model_dir, anchor_every=1)
     scored = []
     algo.dev_scores = lambda prompts: scored.extend(prompts) or [0.5] * len(prompts)
-    algo.greedy_prompt = lambda weights: "same"
+    algo.greedy_prompt = lambda weights, index=0: "same"
     metrics = [algo.train_step(step) for step in range(3)]
     assert scored == ["same"]  # the anchor's, at the first check only
     assert [m["anchor_event"] for m in metrics] == ["keep"] * 3
     assert all(m["agent_dev"] == m["anchor_dev"] == 0.5 for m in metrics)
-    algo.greedy_prompt = lambda weights: "same" if weights is not None else "new"
+    algo.greedy_prompt = lambda weights, index=0: "same" if weights is not None else "new"
     assert algo.train_step(3)["anchor_event"] == "keep"
     assert scored == ["same", "new"]
 
@@ -328,7 +330,7 @@ def test_anchor_on_reward_compares_the_train_reward_over_dev(tiny_model_dir):
         return torch.tensor([-9.0 if p == "anchor" else -8.4 for p in prompts])
 
     algo.prompt_rewards = rewards
-    algo.greedy_prompt = lambda weights: "anchor" if weights is not None else "agent"
+    algo.greedy_prompt = lambda weights, index=0: "anchor" if weights is not None else "agent"
     metrics = algo.train_step(0)
     assert metrics["anchor_event"] == "update"  # -8.4 beats -9.0 by more than 0.5
     assert metrics["agent_dev"] == pytest.approx(-8.4) and metrics["anchor_dev"] == -9.0
@@ -347,7 +349,7 @@ def test_anchor_on_samples_compares_the_sampled_rewards_without_target_calls(tin
         anchor_rollback_threshold=1.0,
     )
     algo.dev_scores = lambda prompts: pytest.fail("dev was scored")
-    algo.greedy_prompt = lambda weights: pytest.fail("a greedy prompt was written")
+    algo.greedy_prompt = lambda weights, index=0: pytest.fail("a greedy prompt was written")
     initial = copy_trainable_state(algo.agent)
 
     def steps(first: int, rewards: tuple[float, float]) -> dict:
@@ -380,8 +382,8 @@ def first_step_at_score(model_dir: str, score: float, **overrides) -> tuple:
     algo.empty_reward = torch.tensor(score)
     rollout, seen = algo.rollout, []
 
-    def recording_rollout():
-        query, samples, examples = rollout()
+    def recording_rollout(step):
+        query, samples, examples = rollout(step)
         seen.append(masked_mean(samples.values, samples.mask).item())
         return query, samples, examples
 

@@ -178,13 +178,13 @@ def test_batched_meta_prompts_decode_as_each_alone(tiny_model_dir):
 
 
 def test_add_manual_asks_to_rewrite_the_manual_prompt(tiny_model_dir):
-    algo = make_algo(tiny_model_dir, add_manual=True)
+    algo = make_algo(tiny_model_dir, add_manual="yes")
     assert "rewrite it for the input: It was\n" in algo.meta_prompt("I love it")
     assert "rewrite" not in make_algo(tiny_model_dir).meta_prompt("I love it")
     ctx = make_ctx(tiny_model_dir)
     ctx.task = dataclasses.replace(ctx.task, manual_prompt=None)
     with pytest.raises(UserError, match="no manual prompt to rewrite"):
-        ConditionedPPO(make_config(tiny_model_dir, add_manual=True), ctx)
+        ConditionedPPO(make_config(tiny_model_dir, add_manual="yes"), ctx)
 
 
 @pytest.mark.parametrize("algo", ["ppo", "best-of-n"])
@@ -198,9 +198,55 @@ def test_add_manual_asks_the_task_agent_to_improve_the_manual_prompt(tiny_model_
         return asked[-1]  # the meta-prompt the step sampled its prompts from
 
     assert "Start from this instruction and improve it: It was\n" in asked_in_a_step(
-        add_manual=True
+        add_manual="yes"
     )
     assert "improve it" not in asked_in_a_step()
+
+
+@pytest.mark.parametrize("algo", ["ppo", "best-of-n"])
+def test_add_manual_both_alternates_the_two_meta_prompts(tiny_model_dir, algo):
+    """Even steps ask for a fresh instruction, odd steps to improve the manual one."""
+    config = appo_config(tiny_model_dir, algo=algo, add_manual="both")
+    algorithm = build_algorithm(config, make_ctx(tiny_model_dir))
+    asked, encode = [], algorithm.agent.encode_query
+    algorithm.agent.encode_query = lambda text: asked.append(text) or encode(text)
+    improves = []
+    for step in range(3):
+        algorithm.train_step(step)
+        improves.append("Start from this instruction and improve it: It was\n" in asked[-1])
+    assert improves == [False, True, False]
+
+
+def test_add_manual_both_evaluates_and_anchors_on_the_greedy_prompt_of_each_meta_prompt(
+    tiny_model_dir,
+):
+    """Both greedy prompts are scored at an evaluation; the anchor check takes the better of
+    each policy's two (a text the anchor also wrote is not scored again)."""
+    from stableprompt.algorithms.ppo import SAMPLED_PER_EVAL
+
+    algo = build_algorithm(
+        appo_config(tiny_model_dir, add_manual="both", anchor_every=1), make_ctx(tiny_model_dir)
+    )
+    assert len(algo.eval_queries) == 2
+    assert algo.prompts_per_eval() == 2 + SAMPLED_PER_EVAL
+    dev = len(algo.ctx.splits["dev"])
+    assert algo.step_calls(0) == algo.calls_per_step() + 2 * 2 * dev
+    written = {(None, 0): "fresh", (None, 1): "improved", ("anchor", 0): "a0", ("anchor", 1): "a1"}
+    algo.greedy_prompt = lambda weights, index=0: written[
+        (None if weights is None else "anchor", index)
+    ]
+    scores = {"a0": 0.2, "a1": 0.5, "fresh": 0.7, "improved": 0.1}
+    scored = []
+    algo.dev_scores = lambda prompts: scored.extend(prompts) or [scores[p] for p in prompts]
+    metrics = algo.train_step(0)
+    assert metrics["anchor_dev"] == 0.5 and metrics["anchor_prompt"] == "a1"
+    assert metrics["agent_dev"] == 0.7 and metrics["anchor_event"] == "update"
+    assert sorted(scored) == ["a0", "a1", "fresh", "improved"]
+    assert algo.eval_prompts()[:2] == ["fresh", "improved"]
+    written[(None, 1)] = "fresh"  # both meta-prompts now give the anchor's own prompt
+    scored.clear()
+    metrics = algo.train_step(1)
+    assert scored == [] and metrics["anchor_event"] == "keep" and metrics["agent_dev"] == 0.7
 
 
 @pytest.mark.parametrize("anchor_on", ["reward", "samples"])
@@ -243,6 +289,8 @@ def test_conditioning_input_is_refused_for_other_algorithms(capsys, tmp_path, fl
     assert message in err and not (tmp_path / "run").exists()
     with pytest.raises(UserError, match="--add-manual applies to the instruction agent"):
         TrainConfig.from_dict({"algo": "sql", "add_manual": True})
+    with pytest.raises(UserError, match="--add-manual both alternates the task meta-prompts"):
+        TrainConfig.from_dict({"algo": "ppo", "conditioning": "input", "add_manual": "both"})
     with pytest.raises(UserError, match="--agent-temperature applies to the instruction agent"):
         TrainConfig.from_dict({"algo": "sparse-sql", "agent_temperature": 0.7})
     with pytest.raises(UserError, match="--select-on dev.train scores fixed prompts"):

@@ -77,6 +77,23 @@ def test_flags_parse_through_the_config_parser():
     assert (config.lr, config.steps, config.replay, config.out) == (1e-4, 20, True, "2024")
 
 
+@pytest.mark.parametrize(
+    ("flags", "value"),
+    [([], "no"), (["--add-manual"], "yes"), (["--add-manual", "both"], "both")],
+)
+def test_add_manual_is_a_flag_or_a_choice_and_old_yaml_booleans_still_load(flags, value):
+    """`--add-manual` alone means yes (it was a bool flag); YAML true/false read as yes/no."""
+    from stableprompt.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--algo", "ppo", *flags])
+    overrides = {k: v for k, v in vars(args).items() if k in FIELDS}
+    assert TrainConfig.from_dict(overrides).add_manual == value
+    assert TrainConfig.from_dict({"algo": "ppo", "add_manual": value != "no"}).add_manual == (
+        "no" if value == "no" else "yes"
+    )
+    assert TrainConfig(algo="ppo", add_manual=True).add_manual == "yes"
+
+
 def test_old_configs_with_kl_horizon_in_extra_still_load():
     config = TrainConfig.from_dict({"extra": {"kl_horizon": 500, "num_samples": 2}})
     assert config.kl_horizon == 500.0 and config.extra == {"num_samples": 2}

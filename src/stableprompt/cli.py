@@ -36,6 +36,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             action = argparse.BooleanOptionalAction
             parser.add_argument(flag(name), dest=name, action=action, default=SUPPRESS, help=text)
             continue
+        bare = f.metadata.get("bare")
         parser.add_argument(
             flag(name),
             dest=name,
@@ -43,6 +44,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             default=SUPPRESS,
             metavar="{" + ",".join(choices) + "}" if choices else f.type.split(" ")[0].upper(),
             help=text,
+            **({"nargs": "?", "const": bare} if bare is not None else {}),
         )
 
 

@@ -45,7 +45,8 @@ MAX_PROMPT_LENGTH = 128
 
 
 def option(default: Any, help: str, **rules: Any) -> Any:
-    """A config field: its default, help text and checks (choices, min, max, positive, hint)."""
+    """A config field: its default, help text and checks (choices, min, max, positive, hint);
+    `bare` is the value of the flag given alone (and of YAML `true`: it was once a bool)."""
     if isinstance(default, dict):
         return field(default_factory=dict, metadata={"help": help, **rules})
     return field(default=default, metadata={"help": help, **rules})
@@ -234,11 +235,16 @@ class TrainConfig:
         "and evaluation writes a prompt for every dev/test input)",
         choices=("task", "input"),
     )
-    add_manual: bool = option(
-        False,
-        "ppo, appo, best-of-n: the agent's meta-prompt gives the task's manual prompt as the "
-        "instruction to improve (with --conditioning input: to rewrite for the input, "
-        "StablePrompt's --add_manual), so it writes variants of the prompt you would write",
+    add_manual: str = option(
+        "no",
+        "ppo, appo, best-of-n: yes (the flag alone): the agent's meta-prompt gives the task's "
+        "manual prompt as the instruction to improve (with --conditioning input: to rewrite for "
+        "the input, StablePrompt's --add_manual), so it writes variants of the prompt you would "
+        "write | both: the steps alternate between that meta-prompt and the plain one, and "
+        "evaluations score the greedy prompt of each, so one run tries both at one run's budget "
+        "| no",
+        choices=("no", "yes", "both"),
+        bare="yes",
     )
     max_new_tokens: int = option(64, "longest prompt the instruction agent writes", min=1)
     agent_temperature: float = option(
@@ -291,6 +297,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Settings that only make sense together (each field alone is checked by its rules)."""
+        if isinstance(self.add_manual, bool):  # TrainConfig(add_manual=True): a bool until 12-06
+            self.add_manual = parse_value("add_manual", self.add_manual)
         if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
             raise UserError(
                 f"--conditioning input needs the instruction agent of --algo appo or ppo; "
@@ -307,13 +315,18 @@ class TrainConfig:
                 f"--demonstrations applies to sql and random without --continue-manual, not "
                 f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
             )
+        if self.add_manual == "both" and self.conditioning == "input":
+            raise UserError(
+                "--add-manual both alternates the task meta-prompts; --conditioning input writes "
+                "a prompt per input (pass --add-manual yes, or drop --conditioning input)"
+            )
         if self.select_on != "dev" and self.conditioning == "input":
             raise UserError(
                 "--select-on dev+train scores fixed prompts; --conditioning input writes one "
                 "per input, scored on dev (drop --select-on)"
             )
         for flag, used in (
-            ("--add-manual", self.add_manual),
+            ("--add-manual", self.add_manual != "no"),
             ("--agent-temperature", self.agent_temperature != 1.0),
         ):
             if used and self.algo not in INSTRUCTION_AGENT_ALGOS:
@@ -418,6 +431,9 @@ def parse_config(values: dict) -> TrainConfig:
 
 def parse_value(key: str, value: Any) -> Any:
     """One value converted to its field's type and checked against its choices and bounds."""
+    bare = FIELDS[key].metadata.get("bare")
+    if bare is not None and isinstance(value, bool):  # a flag that was once a bool: true/false
+        value = bare if value else FIELDS[key].default
     value = _convert(key, FIELDS[key].type, value)
     if value is not None:
         _check_rules(key, value, FIELDS[key].metadata)

@@ -66,16 +66,19 @@ class Algorithm(ABC):
             return ""
         return self.ctx.task.manual_prompt or None
 
-    def manual_to_rewrite(self) -> str:
-        """--add-manual: the manual prompt the instruction agent is asked to rewrite ('' without);
-        called before the agent loads, so a task without one fails at once."""
-        if not self.config.add_manual:
-            return ""
+    def instructions_to_rewrite(self) -> list[str]:
+        """--add-manual: the instructions the agent's meta-prompts ask it to rewrite, one per
+        meta-prompt ('' asks for a fresh one): [''], [manual] or, with `both`, ['', manual],
+        which steps take in turn. Called before the agent loads, so a task without a manual
+        prompt fails at once."""
+        if self.config.add_manual == "no":
+            return [""]
         if not self.ctx.task.manual_prompt:
             raise UserError(
                 f"task {self.ctx.task.name} has no manual prompt to rewrite (drop --add-manual)"
             )
-        return self.ctx.task.manual_prompt
+        manual = self.ctx.task.manual_prompt
+        return [manual] if self.config.add_manual == "yes" else ["", manual]
 
     def use_demonstrations(self) -> tuple[list[str], list[int] | None]:
         """Switch the context to prompts made of demonstrations (tasks/demonstrations.py);

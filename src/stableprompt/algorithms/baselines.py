@@ -147,7 +147,7 @@ class BestOfN(Algorithm):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        self.start = self.manual_to_rewrite()
+        self.starts = self.instructions_to_rewrite()
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
         # LoRA starts as the identity (B = 0) and is never trained: this is the initial agent.
         self.agent = InstructionAgent(lm, tokenizer, label_words=ctx.label_words)
@@ -158,9 +158,8 @@ class BestOfN(Algorithm):
     def train_step(self, step: int) -> dict:
         c, train = self.config, self.ctx.splits["train"]
         shown = random.sample(train, min(c.num_shots, len(train)))
-        query = self.agent.encode_query(
-            self.agent.meta_prompt(shown, c.num_shots, start=self.start)
-        )
+        start = self.starts[step % len(self.starts)]  # --add-manual both: in turn
+        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots, start=start))
         drawn = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         prompts = drawn.texts
         scores = self.dev_scores(prompts)

@@ -73,7 +73,7 @@ class ConditionedPPO(AdaptivePPO):
         draw = random.Random(f"{self.config.seed}:{text}").sample if fixed else random.sample
         others = [ex for ex in self.ctx.splits["train"] if ex.text != text]
         shown = draw(others, min(self.config.num_shots, len(others)))
-        return self.agent.meta_prompt(shown, self.config.num_shots, text, self.start)
+        return self.agent.meta_prompt(shown, self.config.num_shots, text, self.starts[0])
 
     def written_prompts(
         self, examples: list[Example], weights: dict[str, Tensor] | None = None, version: int = 0
@@ -94,7 +94,7 @@ class ConditionedPPO(AdaptivePPO):
 
     # the step ----------------------------------------------------------------------------------
 
-    def rollout(self) -> tuple[Query, Samples, list[Example]]:
+    def rollout(self, step: int) -> tuple[Query, Samples, list[Example]]:
         """`num_prompts` train inputs, one prompt sampled for each, and the inputs (each rewards
         its own prompt)."""
         self.step_inputs = random.sample(self.ctx.splits["train"], self.num_prompts)

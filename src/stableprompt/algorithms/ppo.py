@@ -324,7 +324,7 @@ class AdaptivePPO(Algorithm):
         if config.algo == "ppo" and self.reference == "anchor":
             self.reference = "initial"
         self.num_prompts = config.num_prompts
-        self.start = self.manual_to_rewrite()
+        self.starts = self.instructions_to_rewrite()
         self.empty_reward = empty_prompt_reward(ctx)
         # Own copy (shared=False): LoRA is injected into the modules in place.
         lm, tokenizer = load_lm(config.agent, dtype=trainable_dtype(config.dtype), shared=False)
@@ -349,17 +349,19 @@ class AdaptivePPO(Algorithm):
         shown = random.Random(config.seed).sample(
             ctx.splits["train"], min(config.num_shots, len(ctx.splits["train"]))
         )
-        meta = self.agent.meta_prompt(shown, config.num_shots, start=self.start)
-        self.eval_query = self.agent.encode_query(meta)
+        self.eval_queries = [  # one per meta-prompt (two with --add-manual both)
+            self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots, start=start))
+            for start in self.starts
+        ]
+        self.eval_query = self.eval_queries[0]
         # Greedy prompts cost a generation each: keep the agent's per weight version (bumped by
         # every optimizer step, rollback and load) and the anchor's until the anchor moves.
         self.version = 0
         # The agent version the KL reference's weights equal (initially all references are the
         # initial agent: LoRA's B starts at zero, so adapter on and off agree exactly).
         self.reference_version = 0
-        self.greedy_cache: tuple[int, str] = (-1, "")
-        self.anchor_prompt: str | None = None
-        self.anchor_dev = 0.0  # the anchor prompt's dev score, set with anchor_prompt
+        self.greedy_cache: dict[int, tuple[int, str]] = {}  # query index -> (version, prompt)
+        self.anchor_scores: dict[str, float] | None = None  # its greedy prompts' scores
         # --anchor-on samples: train rewards sampled since the last check, and the anchor's mean
         self.window: list[float] = []
         self.anchor_sampled: float | None = None
@@ -379,14 +381,14 @@ class AdaptivePPO(Algorithm):
 
     # the step ----------------------------------------------------------------------------------
 
-    def rollout(self) -> tuple[Query, Samples, list[Example]]:
-        """One meta-prompt of fresh train pairs, `num_prompts` prompts sampled for it (eval
-        mode), and the train examples that reward them."""
+    def rollout(self, step: int) -> tuple[Query, Samples, list[Example]]:
+        """One meta-prompt of fresh train pairs (with --add-manual both, the steps take the two
+        meta-prompts in turn), `num_prompts` prompts sampled for it (eval mode), and the train
+        examples that reward them."""
         c, train = self.config, self.ctx.splits["train"]
         shown = random.sample(train, min(c.num_shots, len(train)))
-        query = self.agent.encode_query(
-            self.agent.meta_prompt(shown, c.num_shots, start=self.start)
-        )
+        start = self.starts[step % len(self.starts)]
+        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots, start=start))
         samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         return query, samples, self.train_examples()
 
@@ -400,7 +402,7 @@ class AdaptivePPO(Algorithm):
 
         # 1. Rollout: prompts sampled from the agent.
         started = time.perf_counter()
-        query, samples, examples = self.rollout()
+        query, samples, examples = self.rollout(step)
         response, mask = samples.response, samples.mask
 
         # 2. Reward from the frozen target, per prompt.
@@ -518,24 +520,32 @@ class AdaptivePPO(Algorithm):
     def anchor_step(self) -> dict:
         if self.config.anchor_on == "samples":
             return self.anchor_step_on_samples()
-        agent_prompt = self.greedy_prompt(None)
-        if self.anchor_prompt is None:  # cached: the anchor's weights change only on an update
-            self.anchor_prompt = self.greedy_prompt(self.anchor_state)
-            self.anchor_dev = self.anchor_score(self.anchor_prompt)
-        anchor_prompt, anchor_dev = self.anchor_prompt, self.anchor_dev
+        if self.anchor_scores is None:  # cached: the anchor's weights change only on an update
+            self.anchor_scores = self.greedy_scores(self.anchor_state, {})
+        anchor = self.anchor_scores
         # The scorer is deterministic: the same text scores the same, so an agent that still
-        # writes the anchor's prompt is a keep that costs no target calls.
-        same = agent_prompt == anchor_prompt
-        agent_dev = anchor_dev if same else self.anchor_score(agent_prompt)
+        # writes the anchor's prompts is a keep that costs no target calls.
+        agent = self.greedy_scores(None, anchor)
+        agent_dev, anchor_dev = max(agent.values()), max(anchor.values())
         event = self.move_anchor(agent_dev, anchor_dev)
         if event == "update":
-            self.anchor_prompt, self.anchor_dev = agent_prompt, agent_dev
+            self.anchor_scores = agent
         return {
             "anchor_event": event,
             "agent_dev": agent_dev,
             "anchor_dev": anchor_dev,
-            "anchor_prompt": anchor_prompt,
+            "anchor_prompt": max(anchor, key=anchor.get),
         }
+
+    def greedy_scores(
+        self, weights: dict[str, Tensor] | None, known: dict[str, float]
+    ) -> dict[str, float]:
+        """The `anchor_score` of each greedy prompt (one per meta-prompt) of the agent (None)
+        or of `weights`; the policy's score is the best of them. A text in `known` is not
+        scored again."""
+        indices = range(len(self.eval_queries))
+        prompts = dict.fromkeys(self.greedy_prompt(weights, i) for i in indices)
+        return {p: known[p] if p in known else self.anchor_score(p) for p in prompts}
 
     def anchor_step_on_samples(self) -> dict:
         """Compare the policies by what they sampled, not by one greedy prompt each: a greedy
@@ -577,20 +587,20 @@ class AdaptivePPO(Algorithm):
             self.reference_version = self.version
         return event
 
-    def greedy_prompt(self, weights: dict[str, Tensor] | None) -> str:
-        """The greedy prompt for the evaluation meta-prompt: the agent's own (None; cached until
-        its weights change) or under `weights` (e.g. the anchor)."""
-        if weights is None and self.greedy_cache[0] == self.version:
-            return self.greedy_cache[1]
+    def greedy_prompt(self, weights: dict[str, Tensor] | None, index: int = 0) -> str:
+        """The greedy prompt for evaluation meta-prompt `index`: the agent's own (None; cached
+        until its weights change) or under `weights` (e.g. the anchor)."""
+        cached = self.greedy_cache.get(index)
+        if weights is None and cached is not None and cached[0] == self.version:
+            return cached[1]
         context = (
             self.agent.using_weights(weights) if weights is not None else contextlib.nullcontext()
         )
         with context:
-            prompt = self.agent.sample(
-                self.eval_query, 1, self.config.max_new_tokens, temperature=0
-            ).texts[0]
+            query, limit = self.eval_queries[index], self.config.max_new_tokens
+            prompt = self.agent.sample(query, 1, limit, temperature=0).texts[0]
         if weights is None:
-            self.greedy_cache = (self.version, prompt)
+            self.greedy_cache[index] = (self.version, prompt)
         return prompt
 
     def remember_sampled(self, scores: list[float], texts: list[str], empty: list[bool]) -> None:
@@ -604,10 +614,11 @@ class AdaptivePPO(Algorithm):
         del self.top_sampled[SAMPLED_PER_EVAL:]
 
     def eval_prompts(self) -> list[str]:
-        return [self.greedy_prompt(None)] + [prompt for _, prompt in self.top_sampled]
+        greedy = [self.greedy_prompt(None, i) for i in range(len(self.eval_queries))]
+        return greedy + [prompt for _, prompt in self.top_sampled]
 
     def prompts_per_eval(self) -> int:
-        return 1 + SAMPLED_PER_EVAL
+        return len(self.eval_queries) + SAMPLED_PER_EVAL
 
     def calls_per_step(self) -> int:
         """The rollout's rewards; anchor steps add their dev scoring (see `step_calls`)."""
@@ -615,7 +626,7 @@ class AdaptivePPO(Algorithm):
 
     def step_calls(self, step: int) -> int:
         scored = self.anchor_due(step) and self.config.anchor_on != "samples"
-        anchor = 2 * self.selection_size() if scored else 0
+        anchor = 2 * len(self.eval_queries) * self.selection_size() if scored else 0
         return self.calls_per_step() + anchor
 
     # checkpoint --------------------------------------------------------------------------------
@@ -635,7 +646,7 @@ class AdaptivePPO(Algorithm):
 
         load_trainable_state(self.agent, part("agent."))
         self.version += 1
-        self.anchor_prompt = None
+        self.anchor_scores = None
         if self.anchor_state is not None:
             self.anchor_state = part("anchor.")
         if self.previous_state is not None:
@@ -648,9 +659,8 @@ class AdaptivePPO(Algorithm):
             "version": self.version,
             "reference_version": self.reference_version,
             "top_sampled": [[score, prompt] for score, prompt in self.top_sampled],
-            # so that a resumed run does not spend calls re-scoring the anchor's prompt
-            "anchor_prompt": self.anchor_prompt,
-            "anchor_dev": self.anchor_dev,
+            # so that a resumed run does not spend calls re-scoring the anchor's prompts
+            "anchor_scores": self.anchor_scores,
             "window": self.window,
             "anchor_sampled": self.anchor_sampled,
         }
@@ -661,9 +671,10 @@ class AdaptivePPO(Algorithm):
         # Called after load_tensors; a resumed run takes the same shortcuts as an unbroken one.
         self.version = int(state.get("version", self.version))
         self.reference_version = int(state.get("reference_version", -1))
-        self.greedy_cache = (-1, "")
+        self.greedy_cache = {}
         self.top_sampled = [(float(score), str(p)) for score, p in state.get("top_sampled", [])]
-        self.anchor_prompt = state.get("anchor_prompt")  # None (older checkpoints): re-scored
-        self.anchor_dev = float(state.get("anchor_dev", 0.0))
+        self.anchor_scores = state.get("anchor_scores")
+        if state.get("anchor_prompt") is not None:  # older checkpoints: one prompt
+            self.anchor_scores = {state["anchor_prompt"]: float(state["anchor_dev"])}
         self.window = [float(r) for r in state.get("window", [])]
         self.anchor_sampled = state.get("anchor_sampled")
