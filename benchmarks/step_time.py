@@ -31,7 +31,7 @@ from stableprompt.contexts import build_context
 from stableprompt.trainer import Trainer
 
 
-def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int) -> dict:
+def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int | None) -> dict:
     """Train args.steps steps in `dtype`; the per-step seconds and the logged breakdown."""
     with tempfile.TemporaryDirectory() as out:
         config = TrainConfig(
@@ -70,6 +70,7 @@ def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int) -> dict:
         if timed and "response_len" in timed[0]
         else None,
         "n_train": trainer.algorithm.examples_per_step(),
+        "answer_tokens": getattr(ctx, "max_new_tokens", None),  # the cap resolved
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
 
@@ -92,12 +93,15 @@ def main() -> None:
     parser.add_argument("--task", default="sst-2")
     parser.add_argument("--generation-reward", default="metric", help="generation tasks' reward")
     parser.add_argument(
-        "--answer-tokens", default="32", help="generation tasks: comma-separated answer caps"
+        "--answer-tokens",
+        default="32",
+        help="generation tasks: comma-separated answer caps; auto: the library's default",
     )
     args = parser.parse_args()
 
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
-    settings = [(d, int(a)) for d in args.dtypes.split(",") for a in args.answer_tokens.split(",")]
+    caps = [None if a == "auto" else int(a) for a in args.answer_tokens.split(",")]
+    settings = [(d, a) for d in args.dtypes.split(",") for a in caps]
     results = {setting: timed_run(args, *setting) for setting in settings}
     first = next(iter(results.values()))
     base = statistics.mean(first["per_step"])
@@ -105,7 +109,8 @@ def main() -> None:
         mean = statistics.mean(r["per_step"])
         same = "the same" if r["rewards"] == first["rewards"] else "different"
         print(
-            f"{args.algo} {dtype}, answers <= {answer_tokens} tokens: "
+            f"{args.algo} {dtype}, answers <= {r['answer_tokens']} tokens"
+            f"{' (auto)' if answer_tokens is None else ''}: "
             f"{args.prompts_per_step or 'default'} prompts x {r['n_train']} "
             f"examples per step, {len(r['per_step'])} timed steps: mean {mean:.2f} s/step "
             f"(min {min(r['per_step']):.2f}, max {max(r['per_step']):.2f}; {base / mean:.2f}x "

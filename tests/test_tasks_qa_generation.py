@@ -166,6 +166,29 @@ def test_a_user_metric_replaces_a_generation_tasks_metric(tiny_lm):
         TextContext(get_task("sst-2"), {}, scorer, required=(), metric_fn=longer_than_two)
 
 
+def test_answer_cap_defaults_to_the_longest_train_or_dev_answer_plus_a_margin(tiny_lm):
+    """No --answer-tokens: the longest answer of train and dev (any of an example's accepted
+    answers, test never read) in the target's tokens, plus ANSWER_MARGIN."""
+    from stableprompt.contexts.text import ANSWER_MARGIN, ANSWER_TOKENS_WITHOUT_TOKENIZER
+
+    model, tokenizer = tiny_lm
+    scorer = LocalScorer(model, tokenizer)
+    longest = "much colder than the ice of the north"
+    splits = {
+        "train": [Example("hot", target="cold")],
+        "dev": [Example("warm", target=("cool", longest))],
+        "test": [Example("x", target="a test answer far longer than every other answer here")],
+    }
+    ctx = TextContext(get_task("antonyms"), splits, scorer)
+    expected = len(tokenizer(" " + longest, add_special_tokens=False).input_ids) + ANSWER_MARGIN
+    assert ctx.max_new_tokens == expected > ANSWER_MARGIN + 1
+    assert TextContext(get_task("antonyms"), splits, scorer, max_new_tokens=3).max_new_tokens == 3
+    scorer.tokenizer = None  # e.g. a remote target without a local tokenizer
+    assert TextContext(get_task("antonyms"), splits, scorer).max_new_tokens == (
+        ANSWER_TOKENS_WITHOUT_TOKENIZER
+    )
+
+
 def test_answer_tokens_caps_the_targets_answers(tiny_model_dir, tmp_path, monkeypatch):
     """--answer-tokens bounds the greedy decoding behind a generation task's reward and scores."""
     import json

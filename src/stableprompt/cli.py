@@ -195,6 +195,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     natural = _naturalness(prompt, args.reference_lm, args.dtype)
     result = {"task": task.name, "split": args.split, "target": args.target, "prompt": prompt}
     result |= {"template": ctx.template, "label_words": list(task.label_words)}
+    if ctx.generation:
+        result["answer_tokens"] = ctx.max_new_tokens  # where answers were cut
     if args.versus is not None:
         result["versus"] = _versus(ctx, prompt, args.versus, args.split)
     _write_json(args.out, result | {"label_word_search": search, **report, **natural})

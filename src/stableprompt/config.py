@@ -142,11 +142,12 @@ class TrainConfig:
         "always use the metric",
         choices=("metric", "likelihood", "loglikelihood"),
     )
-    answer_tokens: int = option(
-        32,
+    answer_tokens: int | None = option(
+        None,
         "generation tasks: longest answer the target writes (greedy, cut at the first newline); "
-        "the reward's and evaluation's decoding cost grows with it, and a one-word answer needs "
-        "~4",
+        "the reward's and evaluation's decoding cost grows with it (default: the longest train "
+        "or dev answer in the target's tokens plus 4, so no answer an exact match could count "
+        "is cut; 32 for a target without a local tokenizer)",
         min=1,
     )
     lr: float = option(

@@ -357,6 +357,8 @@ class Trainer:
             "template": self.ctx.template,  # in-context baselines change it
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,
+            # generation: where answers were cut (--answer-tokens, or its default resolved)
+            "answer_tokens": self.ctx.max_new_tokens if self.ctx.generation else None,
             "best_prompt": best["prompt"] if best else None,
             "best": best,  # the pool's best, or the manual prompt it did not beat on dev
             "prompts": results,

@@ -24,6 +24,11 @@ from stableprompt.tasks.verbalizers import candidates, search_label_words
 # Log-probability floor of an answer: one hopeless example (log p = -60) should not outweigh
 # everything else in a mean of log-likelihoods.
 ANSWER_LOGPROB_FLOOR = -20.0
+# The answer cap's default: the longest train/dev answer plus this many tokens. An answer cut
+# there is longer than any gold answer, so cutting it turns no wrong answer into an exact match,
+# and the margin covers a target that spells a gold answer in more tokens than the tokenizer.
+ANSWER_MARGIN = 4
+ANSWER_TOKENS_WITHOUT_TOKENIZER = 32
 
 
 class TextContext(TaskContext):
@@ -44,7 +49,7 @@ class TextContext(TaskContext):
         scorer: TargetScorer,
         template: str | None = None,
         required: tuple[str, ...] = ("train", "dev"),
-        max_new_tokens: int = 32,
+        max_new_tokens: int | None = None,
         generation_reward: str = "metric",
         label_search: dict | None = None,
         metric_fn: Callable[[str, Example], float] | None = None,
@@ -59,10 +64,25 @@ class TextContext(TaskContext):
         self.label_search = label_search  # how the label words were chosen (--label-words)
         validate_labels(splits, task.num_classes, required=required, generation=self.generation)
         self.task, self.splits, self.scorer = task, splits, scorer
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = max_new_tokens or self.answer_cap()
         self.generation_reward = generation_reward
         self.template = check_template(template or task.template)
         self.label_words = list(task.label_words)
+
+    def answer_cap(self) -> int:
+        """`--answer-tokens`' default: the longest train/dev answer in the target's tokens plus
+        ANSWER_MARGIN (without a local tokenizer, ANSWER_TOKENS_WITHOUT_TOKENIZER)."""
+        tokenizer = getattr(self.scorer, "tokenizer", None)
+        answers = {
+            answer.strip()
+            for split in ("train", "dev")
+            for ex in self.splits.get(split) or []
+            for answer in ([ex.target] if isinstance(ex.target, str) else ex.target or [])
+        }
+        if not self.generation or tokenizer is None or not answers:
+            return ANSWER_TOKENS_WITHOUT_TOKENIZER
+        ids = tokenizer([" " + a for a in sorted(answers)], add_special_tokens=False).input_ids
+        return max(map(len, ids)) + ANSWER_MARGIN
 
     def logprobs(
         self, prompts: list[str], examples: list[Example], label_words: list[str] | None = None
