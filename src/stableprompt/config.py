@@ -146,7 +146,7 @@ class TrainConfig:
         None,
         "generation tasks: longest answer the target writes (greedy, cut at the first newline); "
         "the reward's and evaluation's decoding cost grows with it (default: the longest train "
-        "or dev answer in the target's tokens plus 4, so no answer an exact match could count "
+        "or dev answer in the target's tokens plus 4, so no answer that could be an exact match "
         "is cut; 32 for a target without a local tokenizer)",
         min=1,
     )
