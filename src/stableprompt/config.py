@@ -146,8 +146,8 @@ class TrainConfig:
         None,
         "generation tasks: longest answer the target writes (greedy, cut at the first newline); "
         "the reward's and evaluation's decoding cost grows with it (default: the longest train "
-        "or dev answer in the target's tokens plus 4, so no answer that could be an exact match "
-        "is cut; 32 for a target without a local tokenizer)",
+        "or dev answer in the target's tokens plus 4, so only answers longer than every gold "
+        "answer are cut; 32 for a target without a local tokenizer)",
         min=1,
     )
     lr: float = option(
@@ -298,8 +298,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Settings that only make sense together (each field alone is checked by its rules)."""
-        if isinstance(self.add_manual, bool):  # TrainConfig(add_manual=True): a bool until 12-06
-            self.add_manual = parse_value("add_manual", self.add_manual)
+        for name, f in FIELDS.items():  # TrainConfig(add_manual=True): once a bool, as YAML
+            if "bare" in f.metadata and isinstance(getattr(self, name), bool):
+                setattr(self, name, parse_value(name, getattr(self, name)))
         if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
             raise UserError(
                 f"--conditioning input needs the instruction agent of --algo appo or ppo; "

@@ -25,8 +25,9 @@ from stableprompt.tasks.verbalizers import candidates, search_label_words
 # everything else in a mean of log-likelihoods.
 ANSWER_LOGPROB_FLOOR = -20.0
 # The answer cap's default: the longest train/dev answer plus this many tokens. An answer cut
-# there is longer than any gold answer, so cutting it turns no wrong answer into an exact match,
-# and the margin covers a target that spells a gold answer in more tokens than the tokenizer.
+# there is longer than any gold answer, so the cut makes no exact match unless normalisation
+# strips the extra tokens (punctuation, articles); the margin covers a target that spells a gold
+# answer in more tokens than the tokenizer does.
 ANSWER_MARGIN = 4
 ANSWER_TOKENS_WITHOUT_TOKENIZER = 32
 
