@@ -53,7 +53,8 @@ def make_config(model_dir: str, out, **kw) -> TrainConfig:
 @pytest.mark.parametrize("algo", ["sql", "sparse-sql"])
 def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo):
     config = make_config(tiny_model_dir, tmp_path / algo, algo=algo, pin_top_k=50, replay=True)
-    summary = Trainer(config, make_ctx(tiny_model_dir), progress=False).train()
+    trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    summary = trainer.train()
     run = tmp_path / algo
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == list(range(7))
@@ -68,9 +69,11 @@ def test_training_writes_a_complete_run_directory(tiny_model_dir, tmp_path, algo
     assert devs == sorted(devs, reverse=True)
     assert (run / "config.yaml").exists() and (run / "checkpoints" / "latest").exists()
     # 6 steps x 4 prompts x 4 train examples; dev evaluations of 4 examples: the greedy prompt at
-    # step 0, then at steps 2, 4 and 6 also the 3 best samples; after training, <=3 pool prompts
-    # x 6 test, and the manual prompt on dev (4) and test (6)
-    assert summary["target_calls"] == 6 * 4 * 4 + 4 + 3 * 4 * 4
+    # step 0, then at steps 2, 4 and 6 also the 3 best samples, each distinct prompt once;
+    # after training, <=3 pool prompts x 6 test, and the manual prompt on dev (4) and test (6)
+    scored = len(trainer.algorithm.dev_seen)
+    assert 1 <= scored <= 1 + 3 * 4
+    assert summary["target_calls"] == 6 * 4 * 4 + 4 * scored
     assert summary["test_calls"] == len(best["prompts"]) * 6 + 4 + 6 + 4  # + the check
     assert summary["manual"]["prompt"] == "It was" and 0 <= summary["manual"]["test"] <= 1
     assert summary["dtype"] == "float32"  # what the models ran in, recorded with the run
@@ -195,7 +198,31 @@ def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
     # and the manual prompt is scored on dev (4) and test (6)
     assert projected == 5 * 16 + 4 * 4 + 3 * 6 + 2 * 4 + 6
     spent = summary["target_calls"] + summary["test_calls"]
-    assert spent == projected - (3 - len(summary["prompts"])) * 6
+    # the projection is a bound: a greedy prompt that did not change is not scored again
+    repeats = 4 - len(trainer.algorithm.dev_seen)
+    assert spent == projected - (3 - len(summary["prompts"])) * 6 - 4 * repeats
+
+
+def test_a_prompt_is_scored_on_dev_once_per_run(tiny_model_dir, tmp_path):
+    """A fixed prompt's dev score never changes, so asking again costs no target calls; a
+    resumed run keeps the scores, so it spends what the unbroken run spends."""
+    config = make_config(tiny_model_dir, tmp_path, steps=2)
+    trainer = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    algo, scorer = trainer.algorithm, trainer.ctx.scorer
+    first = algo.dev_scores(["It was", "It is"])
+    calls = scorer.calls
+    again = algo.dev_scores(["It is", "It was", "It seems", "It seems"])
+    assert scorer.calls - calls == 4  # only "It seems", on the 4 dev examples, once
+    assert again[:2] == first[::-1] and again[2] == again[3]
+    fresh = algo.selection_scores(["It seems"])[0].mean().item()
+    assert again[2] == pytest.approx(fresh)
+    trainer.save()
+    resumed = Trainer(config, make_ctx(tiny_model_dir), progress=False)
+    resumed.load(tmp_path)
+    assert resumed.algorithm.dev_seen == algo.dev_seen
+    calls = resumed.ctx.scorer.calls
+    assert resumed.algorithm.dev_scores(["It seems"]) == [again[2]]
+    assert resumed.ctx.scorer.calls == calls
 
 
 def test_a_step_scores_at_most_32_train_examples_unless_told():

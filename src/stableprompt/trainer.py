@@ -136,7 +136,12 @@ class Trainer:
         scorer = self.ctx.scorer.state() if hasattr(self.ctx.scorer, "state") else None
         state = {"algorithm": self.algorithm.state(), "rng": rng_state(), "scorer": scorer}
         torch.save(state, tmp / "state.pt")
-        meta = {"step": self.step, "pool": self.pool.entries, "calls_used": self.calls_used()}
+        meta = {
+            "step": self.step,
+            "pool": self.pool.entries,
+            "calls_used": self.calls_used(),
+            "dev_seen": self.algorithm.dev_seen,
+        }
         (tmp / "trainer.json").write_text(json.dumps(meta))
         final = root / f"step-{self.step}"
         shutil.rmtree(final, ignore_errors=True)
@@ -156,6 +161,7 @@ class Trainer:
             self.ctx.scorer.load_state(state["scorer"])
         self.step = meta["step"]
         self.pool = PromptPool(self.config.pool_size, meta["pool"])
+        self.algorithm.dev_seen = meta["dev_seen"]
         self.calls_before = meta["calls_used"] - self.ctx.scorer.calls
         truncate_metrics(self.out / "metrics.jsonl", self.step)
 

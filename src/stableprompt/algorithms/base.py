@@ -25,6 +25,7 @@ class Algorithm(ABC):
     Budget: `step_calls(step)` must bound the target calls `train_step(step)` spends (rewards,
     and any dev scoring it does itself), and `prompts_per_eval()` the prompts an evaluation
     scores, so that the trainer can stop before a step or an evaluation would pass the cap.
+    Both are bounds: `dev_scores` does not score a prompt twice in a run.
 
     The trainer scores eval prompts with `dev_scores` and the pool on test with `report`: the
     context's metric of each fixed prompt, unless the algorithm's "prompts" are not fixed text
@@ -39,6 +40,8 @@ class Algorithm(ABC):
 
     def __init__(self, config: TrainConfig, ctx: TaskContext):
         self.config, self.ctx = config, ctx
+        # Every fixed prompt's selection score so far (`dev_scores`); checkpoints keep it.
+        self.dev_seen: dict[str, float] = {}
 
     def train_examples(self) -> list:
         """The train examples a step scores: all, or a fresh random `examples_per_step()`."""
@@ -122,9 +125,16 @@ class Algorithm(ABC):
 
     def dev_scores(self, prompts: list[str]) -> list[float]:
         """The selection score of each eval prompt: its mean over `selection_scores` (the dev
-        metric by default; tests script this)."""
-        scores = self.selection_scores(prompts)
-        return (scores.nanmean(1) if self.shown_texts else scores.mean(1)).tolist()
+        metric by default; tests script this). A fixed prompt on fixed examples always scores
+        the same, so a prompt scored before in the run is not sent to the target again: an
+        evaluation that puts forward an unchanged greedy prompt or the same best samples
+        spends nothing on them, and the calls go to training steps instead."""
+        new = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self.dev_seen]
+        if new:
+            scores = self.selection_scores(new)
+            means = (scores.nanmean(1) if self.shown_texts else scores.mean(1)).tolist()
+            self.dev_seen.update(zip(new, means, strict=True))
+        return [self.dev_seen[prompt] for prompt in prompts]
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """A pool prompt scored once on a split (`TaskContext.report`)."""
