@@ -50,15 +50,19 @@ def test_token_policies_and_baselines_stay_within_the_cap(tiny_model_dir, tmp_pa
 
 @pytest.mark.parametrize("algo", ["ppo", "appo"])
 def test_instruction_agents_stay_within_the_cap(tiny_model_dir, tmp_path, algo):
-    # 3 prompts x 4 train examples per step; appo adds an anchor check (2 prompts x 4 dev) every
-    # 2nd step, which a per-step average would let pass the cap; a dev evaluation stays reserved
-    # after every step, so both end after step 3 with an evaluation
+    # 3 prompts x 4 train examples per step, and the greedy prompt's dev scoring (4) reserved
+    # after every step: ppo, after the step-0 evaluation (4), takes 4 steps (52 calls) and then
+    # scores what the 12 left pay for. appo adds an anchor check (2 prompts x 4 dev) every 2nd
+    # step, which a per-step average would let pass the cap: 3 steps (48), then 12 + 8 + 4 > 16.
+    # Reserving a whole evaluation (4 prompts x 4 dev) after every step stopped ppo at 3 too.
     settings = {"steps": 20, "eval_every": 10, "anchor_every": 2, "max_target_calls": 64}
     config = appo_config(tiny_model_dir, tmp_path / algo, algo=algo, **settings)
     summary, records = run(config, appo_ctx(tiny_model_dir))
     assert max(r["calls"] for r in records) <= summary["target_calls"] <= 64
-    assert summary["steps"] == 3
+    assert summary["steps"] == {"ppo": 4, "appo": 3}[algo]
     assert "dev_accuracy" in records[-1]  # the step the budget ended on was evaluated
+    if algo == "ppo":  # its last evaluation scored the new prompts the 12 calls paid for
+        assert summary["target_calls"] == 64
     if algo == "appo":
         assert [r.get("anchor_event") is not None for r in records[1:]] == [False, True, False]
 

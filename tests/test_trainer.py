@@ -225,6 +225,24 @@ def test_a_prompt_is_scored_on_dev_once_per_run(tiny_model_dir, tmp_path):
     assert resumed.ctx.scorer.calls == calls
 
 
+def test_the_evaluation_the_budget_ends_on_scores_what_the_calls_left_pay_for(
+    tiny_model_dir, tmp_path
+):
+    """After the last step only the greedy prompt's dev scoring is reserved; the evaluation
+    keeps the algorithm's order (greedy first), takes prompts already scored for free, and
+    leaves the final choice of label words its calls."""
+    trainer = Trainer(make_config(tiny_model_dir, tmp_path), make_ctx(tiny_model_dir))
+    refit = 5
+    trainer.algorithm.refit_calls = lambda: refit  # as if each pool prompt's words were chosen
+    trainer.config.max_target_calls = refit + 4 + 3  # one new prompt on the 4 dev examples
+    trainer.algorithm.dev_seen["seen"] = 0.5
+    kept = trainer.affordable_eval_prompts(["greedy", "sample", "seen", "later"])
+    assert kept == ["greedy", "seen"]
+    assert trainer.next_step_calls() == trainer.algorithm.step_calls(0) + 4 + refit
+    trainer.config.max_target_calls = None
+    assert trainer.affordable_eval_prompts(["a", "b"]) == ["a", "b"]
+
+
 def test_a_step_scores_at_most_32_train_examples_unless_told():
     """Left open, a step draws 32 train examples (a large train split scored whole for every
     prompt made an instruction-induction step cost ~9k calls); a small split is used whole."""

@@ -113,12 +113,29 @@ class Trainer:
         return cap is None or self.calls_used() + calls <= cap
 
     def next_step_calls(self) -> int:
-        """The next step's calls plus a dev evaluation, reserved after every step so that the
-        step the budget ends on is evaluated (the steps since the last evaluation count), and
-        the final choice of label words."""
-        return (
-            self.algorithm.step_calls(self.step) + self.eval_calls() + self.algorithm.refit_calls()
-        )
+        """The next step's calls plus the dev scoring of one eval prompt (the greedy prompt,
+        which `eval_prompts` puts first), so that the step the budget ends on is evaluated, and
+        the final choice of label words. The rest of that evaluation takes what is left
+        (`affordable_eval_prompts`): a full evaluation reserved after every step left up to
+        `prompts_per_eval` dev scorings of the budget unspent."""
+        reserved = min(self.algorithm.prompts_per_eval(), 1) * self.algorithm.selection_size()
+        return self.algorithm.step_calls(self.step) + reserved + self.algorithm.refit_calls()
+
+    def affordable_eval_prompts(self, prompts: list[str]) -> list[str]:
+        """The eval prompts the budget still pays for, in the algorithm's order (greedy first):
+        a prompt scored before in the run is free (`Algorithm.dev_scores`); the final choice of
+        label words stays reserved. All of them when there is no cap."""
+        cap = self.config.max_target_calls
+        if cap is None:
+            return prompts
+        left = cap - self.calls_used() - self.algorithm.refit_calls()
+        kept = []
+        for prompt in prompts:
+            cost = 0 if prompt in self.algorithm.dev_seen else self.algorithm.selection_size()
+            if cost <= left:
+                kept.append(prompt)
+                left -= cost
+        return kept
 
     # -- checkpoints -------------------------------------------------------------------------
 
@@ -173,7 +190,7 @@ class Trainer:
         self.logger.log(record)
 
     def evaluate(self) -> dict:
-        prompts = list(dict.fromkeys(self.algorithm.eval_prompts()))
+        prompts = self.affordable_eval_prompts(list(dict.fromkeys(self.algorithm.eval_prompts())))
         if not prompts:  # e.g. best-of-n before its first draw
             return {}
         scores = self.algorithm.dev_scores(prompts)
@@ -230,7 +247,8 @@ class Trainer:
         last_dev = None  # the progress bar shows the latest dev score between evaluations
         started, calls_at_start = time.time(), self.calls_used()
         while self.step < self.steps:
-            # Stop before a step whose calls (and evaluation) would pass the budget; cache hits
+            # Stop before a step whose calls (and its greedy prompt's dev scoring) would pass the
+            # budget; cache hits
             # count as calls too, so the count is exact.
             if not self.affordable(self.next_step_calls()):
                 print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
