@@ -205,7 +205,8 @@ def test_add_manual_asks_the_task_agent_to_improve_the_manual_prompt(tiny_model_
 
 @pytest.mark.parametrize("algo", ["ppo", "best-of-n"])
 def test_add_manual_both_alternates_the_two_meta_prompts(tiny_model_dir, algo):
-    """Even steps ask for a fresh instruction, odd steps to improve the manual one."""
+    """Even steps ask for a fresh instruction, odd steps to improve the manual one (ppo: before
+    its first evaluation after step 0)."""
     config = appo_config(tiny_model_dir, algo=algo, add_manual="both")
     algorithm = build_algorithm(config, make_ctx(tiny_model_dir))
     asked, encode = [], algorithm.agent.encode_query
@@ -215,6 +216,45 @@ def test_add_manual_both_alternates_the_two_meta_prompts(tiny_model_dir, algo):
         algorithm.train_step(step)
         improves.append("Start from this instruction and improve it: It was\n" in asked[-1])
     assert improves == [False, True, False]
+
+
+def test_add_manual_both_gives_the_steps_to_the_meta_prompt_ahead_on_dev(tiny_model_dir):
+    """The two meta-prompts take turns until the first evaluation after step 0; from then on
+    the one whose prompts (greedy or sampled) scored best on dev takes each step, and they
+    take turns again while level. A resumed run keeps the credit."""
+    config = appo_config(tiny_model_dir, algo="ppo", add_manual="both", eval_every=2)
+    algo = build_algorithm(config, make_ctx(tiny_model_dir))
+    asked, encode = [], algo.agent.encode_query
+    algo.agent.encode_query = lambda text: asked.append(text) or encode(text)
+    algo.greedy_prompt = lambda weights, index=0: ["fresh", "improved"][index]
+    scores = {"fresh": 0.2, "improved": 0.6}
+    algo.selection_scores = lambda prompts, label_words=None: torch.tensor(
+        [[scores.get(p, 0.0)] for p in prompts]
+    )
+
+    def improves(step: int) -> bool:
+        metrics = algo.train_step(step)
+        improving = "Start from this instruction and improve it: It was\n" in asked[-1]
+        assert metrics["meta_prompt"] == int(improving)
+        return improving
+
+    assert [improves(0)] == [False]
+    assert {algo.written_by[p] for _, p in algo.top_sampled} == {0}  # step 0's samples
+    assert [improves(1)] == [True]
+    algo.dev_scores(algo.eval_prompts())  # the evaluation after step 1: "improved" leads
+    assert algo.best_dev_by_start == pytest.approx([0.2, 0.6])
+    assert [improves(step) for step in (2, 3)] == [True, True]
+    sampled = next(p for p, index in algo.written_by.items() if index == 0 and p != "fresh")
+    scores[sampled] = 0.9  # a prompt the fresh meta-prompt sampled now leads
+    algo.dev_seen.pop(sampled, None)  # (scored 0 at the evaluation before)
+    algo.dev_scores([sampled])
+    assert [improves(4)] == [False]
+    algo.best_dev_by_start = [0.6, 0.6]  # level: turns again
+    assert [improves(step) for step in (5, 6)] == [True, False]
+    resumed = build_algorithm(config, make_ctx(tiny_model_dir))
+    resumed.load_tensors(algo.tensors())
+    resumed.load_state(algo.state())
+    assert resumed.best_dev_by_start == [0.6, 0.6] and resumed.written_by == algo.written_by
 
 
 def test_add_manual_both_evaluates_and_anchors_on_the_greedy_prompt_of_each_meta_prompt(

@@ -241,9 +241,10 @@ class TrainConfig:
         "ppo, appo, best-of-n: yes (the flag alone): the agent's meta-prompt gives the task's "
         "manual prompt as the instruction to improve (with --conditioning input: to rewrite for "
         "the input, StablePrompt's --add_manual), so it writes variants of the prompt you would "
-        "write | both: the steps alternate between that meta-prompt and the plain one, and "
-        "evaluations score the greedy prompt of each, so one run tries both at one run's budget "
-        "| no",
+        "write | both: that meta-prompt and the plain one, each evaluation scoring the greedy "
+        "prompt of each; they take turns until the first evaluation after step 0, then the one "
+        "whose prompts score best on dev takes the steps (best-of-n: in turn), so one run tries "
+        "both at one run's budget | no",
         choices=("no", "yes", "both"),
         bare="yes",
     )

@@ -366,6 +366,11 @@ class AdaptivePPO(Algorithm):
         self.window: list[float] = []
         self.anchor_sampled: float | None = None
         self.top_sampled: list[tuple[float, str]] = []  # (train reward, prompt), best first
+        # --add-manual both: which meta-prompt wrote each prompt put forward for dev, and the
+        # best dev score of each meta-prompt's prompts so far (`meta_prompt_index`)
+        self.written_by: dict[str, int] = {}
+        self.best_dev_by_start = [float("-inf")] * len(self.starts)
+        self.start_index = 0  # the meta-prompt of the step being taken
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         # No weight decay: the KL penalty is the regulariser.
@@ -381,13 +386,36 @@ class AdaptivePPO(Algorithm):
 
     # the step ----------------------------------------------------------------------------------
 
+    def meta_prompt_index(self, step: int) -> int:
+        """Which meta-prompt step `step` samples from. With --add-manual both the two take turns
+        until the first evaluation after step 0, and after it while they are level; otherwise
+        the one that wrote the best prompt on dev so far takes the step. Taking turns for the
+        whole run gave each agent half the edits, and the run came out behind `--add-manual`
+        alone on every task where that was the better agent (docs/RESULTS.md)."""
+        if len(self.starts) == 1:
+            return 0
+        best = self.best_dev_by_start
+        if step < self.config.eval_every or best[0] == best[1]:
+            return step % 2
+        return int(best[1] > best[0])
+
+    def dev_scores(self, prompts: list[str]) -> list[float]:
+        """`Algorithm.dev_scores`, crediting each score to the meta-prompt that wrote the
+        prompt (for `meta_prompt_index`)."""
+        scores = super().dev_scores(prompts)
+        for prompt, score in zip(prompts, scores):
+            index = self.written_by.get(prompt)
+            if index is not None:
+                self.best_dev_by_start[index] = max(self.best_dev_by_start[index], score)
+        return scores
+
     def rollout(self, step: int) -> tuple[Query, Samples, list[Example]]:
-        """One meta-prompt of fresh train pairs (with --add-manual both, the steps take the two
-        meta-prompts in turn), `num_prompts` prompts sampled for it (eval mode), and the train
-        examples that reward them."""
+        """One meta-prompt (`meta_prompt_index`) of fresh train pairs, `num_prompts` prompts
+        sampled for it (eval mode), and the train examples that reward them."""
         c, train = self.config, self.ctx.splits["train"]
         shown = random.sample(train, min(c.num_shots, len(train)))
-        start = self.starts[step % len(self.starts)]
+        self.start_index = self.meta_prompt_index(step)
+        start = self.starts[self.start_index]
         query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots, start=start))
         samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         return query, samples, self.train_examples()
@@ -484,6 +512,7 @@ class AdaptivePPO(Algorithm):
             "reward_max": scores[best].item(),
             "prompt": samples.texts[best],
             "prompts": samples.texts,
+            **({"meta_prompt": self.start_index} if len(self.starts) > 1 else {}),
             "kl": kl,
             "kl_coef": kl_coef,
             "response_len": mask.sum(1).float().mean().item(),
@@ -604,17 +633,21 @@ class AdaptivePPO(Algorithm):
         return prompt
 
     def remember_sampled(self, scores: list[float], texts: list[str], empty: list[bool]) -> None:
-        """Keep the SAMPLED_PER_EVAL distinct written prompts with the best train reward."""
+        """Keep the SAMPLED_PER_EVAL distinct written prompts with the best train reward (and
+        which meta-prompt the step's were sampled from)."""
         known = {prompt for _, prompt in self.top_sampled}
         for score, text, is_empty in zip(scores, texts, empty):
             if not is_empty and text not in known:
                 self.top_sampled.append((score, text))
+                self.written_by.setdefault(text, self.start_index)
                 known.add(text)
         self.top_sampled.sort(key=lambda entry: -entry[0])  # stable: ties keep the earlier
         del self.top_sampled[SAMPLED_PER_EVAL:]
 
     def eval_prompts(self) -> list[str]:
         greedy = [self.greedy_prompt(None, i) for i in range(len(self.eval_queries))]
+        for index, prompt in enumerate(greedy):
+            self.written_by.setdefault(prompt, index)
         return greedy + [prompt for _, prompt in self.top_sampled]
 
     def prompts_per_eval(self) -> int:
@@ -663,6 +696,8 @@ class AdaptivePPO(Algorithm):
             "anchor_scores": self.anchor_scores,
             "window": self.window,
             "anchor_sampled": self.anchor_sampled,
+            "written_by": self.written_by,
+            "best_dev_by_start": self.best_dev_by_start,
         }
 
     def load_state(self, state: dict) -> None:
@@ -678,3 +713,7 @@ class AdaptivePPO(Algorithm):
             self.anchor_scores = {state["anchor_prompt"]: float(state["anchor_dev"])}
         self.window = [float(r) for r in state.get("window", [])]
         self.anchor_sampled = state.get("anchor_sampled")
+        self.written_by = {str(p): int(i) for p, i in state.get("written_by", {}).items()}
+        self.best_dev_by_start = [
+            float(b) for b in state.get("best_dev_by_start", self.best_dev_by_start)
+        ]
