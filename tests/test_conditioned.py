@@ -255,6 +255,10 @@ def test_add_manual_both_gives_the_steps_to_the_meta_prompt_ahead_on_dev(tiny_mo
     resumed.load_tensors(algo.tensors())
     resumed.load_state(algo.state())
     assert resumed.best_dev_by_start == [0.6, 0.6] and resumed.written_by == algo.written_by
+    single = build_algorithm(appo_config(tiny_model_dir, algo="ppo"), make_ctx(tiny_model_dir))
+    single.train_step(0)
+    single.dev_scores(single.eval_prompts())
+    assert single.written_by == {}  # one meta-prompt: nothing to credit, nothing kept
 
 
 def test_add_manual_both_evaluates_and_anchors_on_the_greedy_prompt_of_each_meta_prompt(

@@ -248,8 +248,7 @@ class Trainer:
         started, calls_at_start = time.time(), self.calls_used()
         while self.step < self.steps:
             # Stop before a step whose calls (and its greedy prompt's dev scoring) would pass the
-            # budget; cache hits
-            # count as calls too, so the count is exact.
+            # budget; cache hits count as calls too, so the count is exact.
             if not self.affordable(self.next_step_calls()):
                 print(f"budget of {c.max_target_calls:,} target calls reached at step {self.step}")
                 break

@@ -639,15 +639,17 @@ class AdaptivePPO(Algorithm):
         for score, text, is_empty in zip(scores, texts, empty):
             if not is_empty and text not in known:
                 self.top_sampled.append((score, text))
-                self.written_by.setdefault(text, self.start_index)
+                if len(self.starts) > 1:  # only --add-manual both asks who wrote it
+                    self.written_by.setdefault(text, self.start_index)
                 known.add(text)
         self.top_sampled.sort(key=lambda entry: -entry[0])  # stable: ties keep the earlier
         del self.top_sampled[SAMPLED_PER_EVAL:]
 
     def eval_prompts(self) -> list[str]:
         greedy = [self.greedy_prompt(None, i) for i in range(len(self.eval_queries))]
-        for index, prompt in enumerate(greedy):
-            self.written_by.setdefault(prompt, index)
+        if len(greedy) > 1:
+            for index, prompt in enumerate(greedy):
+                self.written_by.setdefault(prompt, index)
         return greedy + [prompt for _, prompt in self.top_sampled]
 
     def prompts_per_eval(self) -> int:
