@@ -123,7 +123,7 @@ class Trainer:
 
     def affordable_eval_prompts(self, prompts: list[str]) -> list[str]:
         """The eval prompts the budget still pays for, in the algorithm's order (greedy first):
-        a prompt scored before in the run is free (`Algorithm.dev_scores`); the final choice of
+        a prompt scored before in the run is free (`Algorithm.dev_cost`); the final choice of
         label words stays reserved. All of them when there is no cap."""
         cap = self.config.max_target_calls
         if cap is None:
@@ -131,7 +131,7 @@ class Trainer:
         left = cap - self.calls_used() - self.algorithm.refit_calls()
         kept = []
         for prompt in prompts:
-            cost = 0 if prompt in self.algorithm.dev_seen else self.algorithm.selection_size()
+            cost = self.algorithm.dev_cost(prompt)
             if cost <= left:
                 kept.append(prompt)
                 left -= cost

@@ -136,6 +136,10 @@ class Algorithm(ABC):
             self.dev_seen.update(zip(new, means, strict=True))
         return [self.dev_seen[prompt] for prompt in prompts]
 
+    def dev_cost(self, prompt: str) -> int:
+        """Target calls `dev_scores` spends on `prompt`: none once it was scored in the run."""
+        return 0 if prompt in self.dev_seen else self.selection_size()
+
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """A pool prompt scored once on a split (`TaskContext.report`)."""
         return self.ctx.report(prompt, split, label_words)

@@ -391,7 +391,7 @@ class AdaptivePPO(Algorithm):
         until the first evaluation after step 0, and after it while they are level; otherwise
         the one that wrote the best prompt on dev so far takes the step. Taking turns for the
         whole run gave each agent half the edits, and the run came out behind `--add-manual`
-        alone on every task where that was the better agent (docs/RESULTS.md)."""
+        alone in four of six runs and never ahead (docs/RESULTS.md)."""
         if len(self.starts) == 1:
             return 0
         best = self.best_dev_by_start
