@@ -220,6 +220,7 @@ C3_II_THRESHOLDS = {"anchor_update_threshold": 0.5, "anchor_rollback_threshold":
 C3_II_EDIT = C3_II["extra"] | {"value_init": "first-batch", "kl_coef": 0.3, "answer_tokens": 8}
 C3_II_EDIT |= {"add_manual": True, "agent_temperature": 0.7, "train_examples": 16}
 C3_II_EDIT |= {"max_new_tokens": 32}
+C3_II_EDIT_APPO = C3_II_EDIT | {"anchor_on": "samples"} | C3_II_THRESHOLDS
 
 
 def units(only: set[str]) -> list[dict]:
@@ -577,8 +578,8 @@ def units(only: set[str]) -> list[dict]:
         # else as c3-ii-value-kl, with that section's train inputs per step and prompt length
         antonyms = C3_II | dict(task="antonyms", data="ii:antonyms")
         ppo = dict(method="ppo", name="ii-6k-add-manual-t0.7", extra=C3_II_EDIT)
-        appo_extra = C3_II_EDIT | {"anchor_on": "samples"} | C3_II_THRESHOLDS
-        appo = dict(method="appo", name="ii-6k-anchor-samples-add-manual-t0.7", extra=appo_extra)
+        appo_name = "ii-6k-anchor-samples-add-manual-t0.7"
+        appo = dict(method="appo", name=appo_name, extra=C3_II_EDIT_APPO)
         # seed 3 added after the first three (APPO's lead rested on one seed)
         out += [antonyms | dict(seed=seed, **m) for seed in range(4) for m in (ppo, appo)]
     if "c3-ii-edit" in only:  # C3 on the two tasks where improving the manual prompt gained most
@@ -588,9 +589,8 @@ def units(only: set[str]) -> list[dict]:
         for task in ("singular_to_plural", "larger_animal"):
             edit = C3_II | dict(task=task, data=f"ii:{task}")
             ppo = dict(method="ppo", name=f"ii-6k-add-manual-t0.7-{task}", extra=C3_II_EDIT)
-            appo_extra = C3_II_EDIT | {"anchor_on": "samples"} | C3_II_THRESHOLDS
             appo_name = f"ii-6k-anchor-samples-add-manual-t0.7-{task}"
-            appo = dict(method="appo", name=appo_name, extra=appo_extra)
+            appo = dict(method="appo", name=appo_name, extra=C3_II_EDIT_APPO)
             out += [edit | dict(seed=seed, **m) for seed in range(3) for m in (ppo, appo)]
     if "tte" in only:  # issue 15: one prompt for the task vs a prompt per input, same budget
         # 1,024 calls: a prompt per input costs an agent generation and update per call (16 per
