@@ -99,11 +99,44 @@ def test_compare_overlays_runs(tmp_path):
     md_path = write_compare([a, b], tmp_path / "cmp")
     md = md_path.read_text()
     assert md_path == tmp_path / "cmp" / "compare.md"
-    assert "| a | appo | sst-2 | 10 / 10 | 672 |" in md and "| b | sql |" in md
-    assert "0.680 | 0.613 |" in md and "did not finish" in md
+    # a finished run counts its last evaluation's calls too (best_prompts.json), a stopped one
+    # what its last step logged
+    assert (
+        "| a | appo | sst-2 | 10 / 10 | 800 |" in md and "| b | sql | sst-2 | 10 / 10 | 672 |" in md
+    )
+    assert "0.680 | 0.613 | – | – |" in md and "did not finish" in md
+    assert "Chosen on dev" not in md  # one finished run: nothing to choose between
     for name in ("reward", "dev"):
         assert f"]({name}.png)" in md
         assert_png(tmp_path / "cmp" / f"{name}.png")
+
+
+def returning(run, prompt, dev, test, source="learned", **config):
+    """Give a finished fake run what the Trainer writes at the end: the prompt it returns and
+    the manual prompt's scores; `config` overrides config.yaml entries."""
+    summary = json.loads((run / "best_prompts.json").read_text())
+    summary["best"] = {"prompt": prompt, "dev": dev, "test": test, "source": source}
+    summary["manual"] = {"prompt": "It was", "dev": 0.5, "test": 0.5}
+    (run / "best_prompts.json").write_text(json.dumps(summary))
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    (run / "config.yaml").write_text(yaml.safe_dump({**saved, **config}))
+    return run
+
+
+def test_compare_shows_what_each_run_returns_and_which_dev_picks(tmp_path):
+    plain = returning(fake_run(tmp_path / "plain"), "It was", 0.5, 0.5, source="manual")
+    edit = returning(fake_run(tmp_path / "edit"), "Rate it:", 0.7, 0.66)
+    later = returning(fake_run(tmp_path / "later"), "Rate:", 0.7, 0.9)  # ties go to the first
+    md = write_compare([plain, edit, later], tmp_path / "cmp").read_text()
+    assert "| plain | appo | sst-2 | 10 / 10 | 800 |" in md
+    assert "` It was ` (manual) | 0.500 | 0.500 | 0.500 | 0.500 |" in md
+    assert "| ` Rate it: ` | 0.700 | 0.660 | 0.500 | 0.500 |" in md
+    pick = "Chosen on dev: edit, ` Rate it: ` (dev 0.700, test 0.660); the manual prompt: dev 0.500"
+    assert pick in md
+    # another seed draws another dev from a pool without one: the scores do not compare
+    returning(later, "Rate:", 0.9, 0.9, seed=1)
+    md = write_compare([plain, edit, later], tmp_path / "cmp").read_text()
+    assert "Chosen on dev" not in md and "dev picks none of them" in md
 
 
 def test_wall_time_adds_up_resumed_sessions(tmp_path):

@@ -62,6 +62,17 @@ class Run:
         r = max(evals, key=lambda r: r["dev_accuracy"])  # earliest wins ties
         return {"prompt": r["dev_prompt"], "dev": r["dev_accuracy"], "step": r["step"]}
 
+    def returned_prompt(self) -> dict | None:
+        """What the run returns: best_prompts.json's `best` (the pool's best, or the manual
+        prompt when dev did not show the pool's better), else `top_prompt` (older or stopped
+        runs)."""
+        return (self.best or {}).get("best") or self.top_prompt()
+
+    def target_calls(self) -> int:
+        """Training and dev calls: best_prompts.json's count includes the last evaluation,
+        which the last metrics record (logged before it) does not."""
+        return int((self.best or {}).get("target_calls") or self.records[-1].get("calls", 0))
+
 
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
@@ -292,6 +303,26 @@ def write_report(run_dir: str | Path) -> Path:
     return out
 
 
+def _chosen_on_dev(runs: list[Run], names: list[str]) -> list[str]:
+    """Which finished run's prompt dev picks (the first listed on ties), when all the runs
+    choose on the same examples: the way to settle several runs on one task without test."""
+    done = [(run, name) for run, name in zip(runs, names) if (run.best or {}).get("best")]
+    if len(done) < 2:
+        return []
+    # what a dev score depends on (the seed draws dev from a pool that has no dev split)
+    same = ("task", "data", "seed", "select_on", "target", "answer_tokens")
+    if len({tuple(run.config.get(k) for k in same) for run, _ in done}) > 1:
+        why = "task, data, seed, target or answer length"
+        return ["", f"The runs score dev differently ({why}): dev picks none of them."]
+    run, name = max(done, key=lambda pair: pair[0].best["best"]["dev"])
+    best, manual = run.best["best"], run.best.get("manual")
+    line = f"Chosen on dev: {_text(name)}, {_code(best['prompt'])} (dev {_num(best['dev'])}, "
+    line += f"test {_num(best.get('test'))})"
+    if manual:
+        line += f"; the manual prompt: dev {_num(manual['dev'])}, test {_num(manual['test'])}"
+    return ["", line + "."]
+
+
 def write_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
     """Overlay several runs: out_dir/reward.png, out_dir/dev.png and out_dir/compare.md."""
     if not run_dirs:
@@ -318,23 +349,26 @@ def write_compare(run_dirs: list[str | Path], out_dir: str | Path) -> Path:
             md += [f"![{title}]({file})", ""]
     rows = []
     for run, name in zip(runs, names):
-        top, last = run.top_prompt() or {}, run.records[-1]
+        top, manual = run.returned_prompt() or {}, (run.best or {}).get("manual") or {}
+        prompt = _code(top["prompt"]) if top else "–"
         rows.append(
             [
                 _text(name),
                 _text(run.algo),
                 _text(run.config.get("task", "?")),
-                f"{last['step']} / {run.config.get('steps', '?')}",
-                f"{last.get('calls', 0):,}",
+                f"{run.records[-1]['step']} / {run.config.get('steps', '?')}",
+                f"{run.target_calls():,}",
                 _duration(run.wall_seconds()),
-                _code(top["prompt"]) if top else "–",
+                prompt + (" (manual)" if top.get("source") == "manual" else ""),
                 _num(top.get("dev")),
                 _num(top.get("test")),
+                _num(manual.get("dev")),
+                _num(manual.get("test")),
             ]
         )
-    md += _table(
-        ["run", "algo", "task", "steps", "calls", "wall time", "best prompt", "dev", "test"], rows
-    )
+    header = ["run", "algo", "task", "steps", "calls", "wall time", "returned prompt", "dev"]
+    md += _table(header + ["test", "manual dev", "manual test"], rows)
+    md += _chosen_on_dev(runs, names)
     if any(r.best is None for r in runs):
         md += [
             "",
