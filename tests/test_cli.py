@@ -67,6 +67,34 @@ def test_eval_versus_tests_one_prompt_against_another_on_each_example(
     assert (versus["wins"], versus["losses"], versus["p"]) == (0, 0, 1.0)
 
 
+def test_eval_of_a_generation_task_shows_and_writes_each_answer(
+    capsys, tiny_model_dir, tmp_path, monkeypatch
+):
+    """A generation task's eval writes every input's answer beside its gold one and score (the
+    scores average to the metric) and prints the first wrong ones."""
+    words = ["hot", "up", "in", "big"]
+    rows = {str(i): {"input": w, "output": ["cold", "chilly"]} for i, w in enumerate(words)}
+    for part in ("induce", "execute"):
+        (tmp_path / "ii" / part).mkdir(parents=True)
+        (tmp_path / "ii" / part / "antonyms.json").write_text(json.dumps({"examples": rows}))
+    monkeypatch.setenv("STABLEPROMPT_DATA", str(tmp_path))
+    out = tmp_path / "result.json"
+    code, stdout, _ = run(
+        capsys, "eval", "--task", "antonyms", "--data", "ii:antonyms", "--target", tiny_model_dir,
+        "--dtype", "float32", "--answer-tokens", "3", "--reference-lm", "none", "--out", str(out),
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert [row["input"] for row in result["rows"]] == words  # the test split, in order
+    assert {row["gold"] for row in result["rows"]} == {"cold"}  # the first acceptable answer
+    scores = [row["score"] for row in result["rows"]]
+    assert sum(scores) / len(scores) == pytest.approx(result["accuracy"])
+    wrong = [row for row in result["rows"] if row["score"] < 1]
+    assert wrong, "a random model should not answer antonyms"
+    assert f"wrong answers ({len(wrong)} of 4; all answers in --out)" in stdout
+    assert f"input 'hot' -> {wrong[0]['prediction'][:30]!r} (gold 'cold')" in stdout
+
+
 def test_eval_refuses_versus_with_an_agent(capsys, tmp_path):
     code, _, stderr = run(capsys, "eval", "--agent", str(tmp_path), "--versus", "It was")
     assert code == 2 and "eval takes --prompt (and --versus) or --agent" in stderr

@@ -17,6 +17,8 @@ from stableprompt import __version__
 from stableprompt.config import FIELDS, TrainConfig, flag, parse_value
 from stableprompt.errors import UserError
 
+WRONG_SHOWN = 5  # wrong answers `eval` prints for a generation task
+
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per TrainConfig field, help and choices from its metadata. Values go through the
@@ -197,6 +199,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result |= {"template": ctx.template, "label_words": list(task.label_words)}
     if ctx.generation:
         result["answer_tokens"] = ctx.max_new_tokens  # where answers were cut
+        result["rows"] = _answer_rows(ctx, prompt, args.split)
     if args.versus is not None:
         result["versus"] = _versus(ctx, prompt, args.versus, args.split)
     _write_json(args.out, result | {"label_word_search": search, **report, **natural})
@@ -241,6 +244,24 @@ def eval_agent(args: argparse.Namespace) -> int:
     result |= {"agent": str(run), "conditioning": "input", "template": ctx.template}
     _write_json(args.out, result | {"label_words": list(ctx.task.label_words), **report})
     return 0
+
+
+def _answer_rows(ctx, prompt: str, split: str) -> list[dict]:
+    """A generation task's answers to `prompt`, input by input (cache hits: the report has just
+    generated them), for --out; the first few wrong ones are printed, to show how it fails."""
+    examples = ctx.splits[split]
+    answers, scores = ctx.answers([(prompt, ex) for ex in examples])
+    rows = [
+        {"input": ex.text, "prediction": answer.strip(), "gold": ex.answers[0], "score": score}
+        for ex, answer, score in zip(examples, answers, scores.tolist(), strict=True)
+    ]
+    wrong = [row for row in rows if row["score"] < 1.0]
+    if wrong:
+        print(f"wrong answers ({len(wrong)} of {len(rows)}; all answers in --out), the first few:")
+    for row in wrong[:WRONG_SHOWN]:
+        answer, gold = row["prediction"][:30], row["gold"][:30]
+        print(f"  input {row['input'][:40]!r} -> {answer!r} (gold {gold!r})")
+    return rows
 
 
 def _versus(ctx, prompt: str, baseline: str, split: str) -> dict:

@@ -199,7 +199,7 @@ class InstructionAgent(nn.Module):
 
     def output_text(self, example: Example) -> str:
         if example.target is not None:  # generation task: the first acceptable answer
-            return example.target if isinstance(example.target, str) else example.target[0]
+            return example.answers[0]
         return self.label_words[example.label]
 
     def meta_prompt(

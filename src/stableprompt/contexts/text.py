@@ -78,7 +78,7 @@ class TextContext(TaskContext):
             answer.strip()
             for split in ("train", "dev")
             for ex in self.splits.get(split) or []
-            for answer in ([ex.target] if isinstance(ex.target, str) else ex.target or [])
+            for answer in ex.answers
         }
         if not self.generation or tokenizer is None or not answers:
             return ANSWER_TOKENS_WITHOUT_TOKENIZER
@@ -120,11 +120,10 @@ class TextContext(TaskContext):
         space = "" if self.template[-1:].isspace() else " "
         columns = []
         for ex in examples:
-            answers = [ex.target] if isinstance(ex.target, str) else list(ex.target or [])
-            if not answers:
+            if not ex.answers:
                 columns.append(torch.full((len(prompts),), ANSWER_LOGPROB_FLOOR))
                 continue
-            line = space + answers[0].strip() + "\n"
+            line = space + ex.answers[0].strip() + "\n"
             logprobs = self.scorer.score(prompts, [ex.text], self.template, [line])
             columns.append(logprobs[:, 0, 0].clamp(min=ANSWER_LOGPROB_FLOOR))
         # checked after scoring: a remote server reveals its mode on the first query

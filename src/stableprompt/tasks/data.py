@@ -28,6 +28,11 @@ class Example:
     label: int = -1  # class index for classification; -1 when unlabelled
     target: str | tuple[str, ...] | None = None  # acceptable outputs for generation tasks
 
+    @property
+    def answers(self) -> tuple[str, ...]:
+        """The acceptable outputs of a generation example (empty for classification)."""
+        return (self.target,) if isinstance(self.target, str) else tuple(self.target or ())
+
 
 Splits = dict[str, list[Example]]  # keys "train", "dev", "test" ("test" may be empty)
 

@@ -23,9 +23,7 @@ from stableprompt.tasks.registry import fill_template
 def render_demonstrations(ctx, examples: list[Example], prompt: str) -> str:
     """Each example in the task's template with `prompt`, then its answer, one per line."""
     if ctx.generation:  # the first acceptable answer, after a space as the model would write it
-        answers = [
-            " " + (ex.target if isinstance(ex.target, str) else ex.target[0]) for ex in examples
-        ]
+        answers = [" " + ex.answers[0] for ex in examples]
     else:
         answers = [ctx.label_words[ex.label] for ex in examples]
     # Literal braces in an example would read as placeholders later: drop them.
