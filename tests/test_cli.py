@@ -1,10 +1,13 @@
 """The command line: results, files written, and one-line errors with exit code 2."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
 from stableprompt.cli import main
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
 
 from .conftest import SHARED_DATA
 
@@ -73,7 +76,7 @@ def test_eval_of_a_generation_task_shows_and_writes_each_answer(
     """A generation task's eval writes every input's answer beside its gold one and score (the
     scores average to the metric) and prints the first wrong ones."""
     words = ["hot", "up", "in", "big"]
-    rows = {str(i): {"input": w, "output": ["cold", "chilly"]} for i, w in enumerate(words)}
+    rows = {str(i): {"input": w, "output": [f"not {w}", "other"]} for i, w in enumerate(words)}
     for part in ("induce", "execute"):
         (tmp_path / "ii" / part).mkdir(parents=True)
         (tmp_path / "ii" / part / "antonyms.json").write_text(json.dumps({"examples": rows}))
@@ -86,13 +89,20 @@ def test_eval_of_a_generation_task_shows_and_writes_each_answer(
     assert code == 0
     result = json.loads(out.read_text())
     assert [row["input"] for row in result["rows"]] == words  # the test split, in order
-    assert {row["gold"] for row in result["rows"]} == {"cold"}  # the first acceptable answer
+    assert [row["gold"] for row in result["rows"]] == [f"not {w}" for w in words]  # the first
+    # each row holds its own input's answer: the target asked about each input alone says the
+    # same, and the answers differ between inputs, so a shuffled row would show
+    config = TrainConfig(task="antonyms", data="ii:antonyms", target=tiny_model_dir)
+    ctx = build_context(replace(config, dtype="float32", answer_tokens=3), required=("test",))
+    prompt = ctx.task.manual_prompt
+    alone = [ctx.answers([(prompt, ex)])[0][0].strip() for ex in ctx.splits["test"]]
+    assert [row["prediction"] for row in result["rows"]] == alone and len(set(alone)) > 1
     scores = [row["score"] for row in result["rows"]]
     assert sum(scores) / len(scores) == pytest.approx(result["accuracy"])
     wrong = [row for row in result["rows"] if row["score"] < 1]
     assert wrong, "a random model should not answer antonyms"
     assert f"wrong answers ({len(wrong)} of 4; all answers in --out)" in stdout
-    assert f"input 'hot' -> {wrong[0]['prediction'][:30]!r} (gold 'cold')" in stdout
+    assert f"-> {wrong[0]['prediction'][:30]!r} (gold 'not {wrong[0]['input']}')" in stdout
 
 
 def test_eval_refuses_versus_with_an_agent(capsys, tmp_path):

@@ -133,6 +133,12 @@ def test_compare_shows_what_each_run_returns_and_which_dev_picks(tmp_path):
     assert "| ` Rate it: ` | 0.700 | 0.660 | 0.500 | 0.500 |" in md
     pick = "Chosen on dev: edit, ` Rate it: ` (dev 0.700, test 0.660); the manual prompt: dev 0.500"
     assert pick in md
+    # data without a test split: the manual prompt has no test score, and the line says so
+    summary = json.loads((edit / "best_prompts.json").read_text())
+    del summary["manual"]["test"]
+    (edit / "best_prompts.json").write_text(json.dumps(summary))
+    md = write_compare([plain, edit, later], tmp_path / "cmp").read_text()
+    assert "the manual prompt: dev 0.500, test –." in md
     # another seed draws another dev from a pool without one: the scores do not compare
     returning(later, "Rate:", 0.9, 0.9, seed=1)
     md = write_compare([plain, edit, later], tmp_path / "cmp").read_text()

@@ -319,7 +319,7 @@ def _chosen_on_dev(runs: list[Run], names: list[str]) -> list[str]:
     line = f"Chosen on dev: {_text(name)}, {_code(best['prompt'])} (dev {_num(best['dev'])}, "
     line += f"test {_num(best.get('test'))})"
     if manual:
-        line += f"; the manual prompt: dev {_num(manual['dev'])}, test {_num(manual['test'])}"
+        line += f"; the manual prompt: dev {_num(manual['dev'])}, test {_num(manual.get('test'))}"
     return ["", line + "."]
 
 
