@@ -5,14 +5,12 @@ import json
 import pytest
 import torch
 
-from stableprompt.algorithms.baselines import (
-    BestOfN,
-    in_context_template,
-    random_token_prompts,
-)
+from stableprompt.algorithms.baselines import BestOfN, random_token_prompts
 from stableprompt.config import TrainConfig
+from stableprompt.errors import UserError
 from stableprompt.models import load_lm
 from stableprompt.tasks import get_task
+from stableprompt.tasks.demonstrations import show_solved_pairs
 from stableprompt.tasks.registry import fill_template
 from stableprompt.trainer import Trainer
 from tests.test_trainer import make_ctx  # 6 texts: train 4, dev 4, test 6
@@ -48,17 +46,50 @@ def test_manual_baseline_scores_dev_then_test_once(tiny_model_dir, tmp_path):
     assert saved["algo"] == "manual" and saved["template"] == ctx.template
 
 
-def test_in_context_template_shows_solved_train_examples(tiny_model_dir):
+def test_solved_pairs_go_before_the_input_under_the_prompt_and_leave_train(tiny_model_dir):
     ctx = make_ctx(tiny_model_dir)
-    template = in_context_template(ctx, k=3, seed=0)
-    lines = template.split("\n")
-    assert len(lines) == 4 and lines[-1] == ctx.template
-    manual = ctx.task.manual_prompt
-    train = {fill_template(ctx.template, manual, ex.text): ex.label for ex in ctx.splits["train"]}
-    for line in lines[:3]:
-        shown = next(text for text in train if line.startswith(text))
-        assert line == shown + ctx.label_words[train[shown]]
-    assert in_context_template(ctx, k=3, seed=0) == template
+    plain, train = ctx.template, ctx.splits["train"]
+    show_solved_pairs(ctx, k=3, seed=0)
+    lines = fill_template(ctx.template, "PROMPT", "INPUT").split("\n")
+    assert len(lines) == 4 and lines[-1] == fill_template(plain, "PROMPT", "INPUT")
+    by_line = {fill_template(plain, "PROMPT", ex.text): ex for ex in train}
+    shown = []
+    for line in lines[:3]:  # each pair: the template under the prompt, then the label word
+        text = next(text for text in by_line if line.startswith(text))
+        assert line == text + ctx.label_words[by_line[text].label]
+        shown.append(by_line[text])
+    assert len({id(ex) for ex in shown}) == 3
+    # the pairs shown no longer reward; the one left is the train example not shown
+    assert [id(ex) for ex in ctx.splits["train"]] == [
+        id(ex) for ex in train if all(ex is not s for s in shown)
+    ]
+    again = make_ctx(tiny_model_dir)
+    show_solved_pairs(again, k=3, seed=0)
+    assert again.template == ctx.template  # the seed fixes the draw
+    with pytest.raises(UserError, match="more than 4 train examples.*lower --target-shots"):
+        show_solved_pairs(make_ctx(tiny_model_dir), k=4, seed=0)
+
+
+def test_in_context_is_the_manual_prompt_with_target_shots(tiny_model_dir, tmp_path):
+    runs = {}
+    for algo, kw in (("in-context", {"num_shots": 2}), ("manual", {"target_shots": 2})):
+        ctx = make_ctx(tiny_model_dir)
+        config = make_config(tiny_model_dir, tmp_path / algo, algo=algo, **kw)
+        runs[algo] = Trainer(config, ctx, progress=False).train()
+    saved = json.loads((tmp_path / "manual" / "best_prompts.json").read_text())
+    assert saved["template"].count("{prompt}") == 3
+    assert (
+        saved["template"]
+        == json.loads((tmp_path / "in-context" / "best_prompts.json").read_text())["template"]
+    )
+    assert runs["manual"]["prompts"] == runs["in-context"]["prompts"]
+
+
+def test_target_shots_is_refused_where_pairs_are_already_chosen(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="--demonstrations chooses them.*drop --target-shots"):
+        make_config(tiny_model_dir, tmp_path, algo="sql", demonstrations=2, target_shots=2)
+    with pytest.raises(UserError, match="in-context shows --num-shots.*drop --target-shots"):
+        make_config(tiny_model_dir, tmp_path, algo="in-context", target_shots=2)
 
 
 def test_random_prompts_have_the_length_and_follow_the_seed(tiny_model_dir):

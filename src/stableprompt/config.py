@@ -194,6 +194,13 @@ class TrainConfig:
         "train examples it does not show (twice the candidates and the rewarding examples)",
         choices=("half", "all"),
     )
+    target_shots: int = option(
+        0,
+        "any algorithm but in-context (which has --num-shots): show the target this many solved "
+        "train pairs before every input, each under the prompt, as the in-context baseline "
+        "does; drawn once with --seed, and they leave the examples that reward; 0: none",
+        min=0,
+    )
     top_k: int = option(256, "sampling filter while training (sql)", min=1)
     eval_samples: int = option(
         3,
@@ -227,7 +234,9 @@ class TrainConfig:
         "KL reference of ppo/appo (--algo ppo runs no anchor, so anchor means initial there)",
         choices=("anchor", "initial", "previous"),
     )
-    num_shots: int = option(5, "train pairs shown in the agent's meta-prompt", min=0)
+    num_shots: int = option(
+        5, "train pairs shown in the agent's meta-prompt (in-context: to the target)", min=0
+    )
     conditioning: str = option(
         "task",
         "appo, ppo: task (one prompt for the task) | input (StablePrompt's test-time editing: "
@@ -317,6 +326,15 @@ class TrainConfig:
             raise UserError(
                 f"--demonstrations applies to sql and random without --continue-manual, not "
                 f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
+            )
+        if self.target_shots and (self.demonstrations or self.algo == "in-context"):
+            chooser = (
+                "--demonstrations chooses them"
+                if self.demonstrations
+                else "in-context shows --num-shots of them"
+            )
+            raise UserError(
+                f"--target-shots adds solved pairs to the template; {chooser} (drop --target-shots)"
             )
         if self.add_manual == "both" and self.conditioning == "input":
             raise UserError(

@@ -11,7 +11,7 @@ import torch
 from stableprompt.config import DEFAULT_TRAIN_EXAMPLES, TrainConfig
 from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
-from stableprompt.tasks.demonstrations import shows, use_demonstrations
+from stableprompt.tasks.demonstrations import show_solved_pairs, shows, use_demonstrations
 
 
 class Algorithm(ABC):
@@ -42,6 +42,8 @@ class Algorithm(ABC):
         self.config, self.ctx = config, ctx
         # Every fixed prompt's selection score so far (`dev_scores`); checkpoints keep it.
         self.dev_seen: dict[str, float] = {}
+        if config.target_shots:  # before a subclass reads the template or train
+            show_solved_pairs(ctx, config.target_shots, config.seed)
 
     def train_examples(self) -> list:
         """The train examples a step scores: all, or a fresh random `examples_per_step()`."""
@@ -106,6 +108,8 @@ class Algorithm(ABC):
             c.refit_label_words
             and c.conditioning == "task"
             and not c.demonstrations
+            and not c.target_shots
+            and c.algo != "in-context"
             and c.select_on == "dev"  # the words would be ranked on dev alone
         )
         return c.pool_size * self.ctx.fit_label_words_calls() if wanted else 0

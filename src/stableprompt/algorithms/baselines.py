@@ -27,10 +27,7 @@ from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
-from stableprompt.tasks.demonstrations import (
-    class_cap,
-    render_demonstrations,
-)
+from stableprompt.tasks.demonstrations import class_cap, show_solved_pairs
 
 
 class FixedPrompts(Algorithm):
@@ -60,7 +57,7 @@ class FixedPrompts(Algorithm):
             raise UserError(f"task {ctx.task.name} has no manual prompt (add manual_prompt)")
         self.prompts = [ctx.task.manual_prompt]
         if config.algo == "in-context":
-            ctx.template = in_context_template(ctx, config.num_shots, config.seed)
+            show_solved_pairs(ctx, config.num_shots, config.seed)
 
     def prompts_in_budget(self) -> int:
         """random: `--prompts-per-step`, else as many prompts as `--max-target-calls` buys
@@ -106,12 +103,6 @@ def random_token_prompts(
     generator = torch.Generator().manual_seed(seed)
     picks = ids[torch.randint(len(ids), (n, length), generator=generator)]
     return decode_after(tokenizer, torch.tensor(token_ids(tokenizer, context)), picks)
-
-
-def in_context_template(ctx, k: int, seed: int) -> str:
-    """The task template preceded by k solved train examples, one per line (same prompt)."""
-    demos = random.Random(seed).sample(ctx.splits["train"], min(k, len(ctx.splits["train"])))
-    return render_demonstrations(ctx, demos, ctx.task.manual_prompt) + ctx.template
 
 
 def random_demonstrations(

@@ -13,6 +13,8 @@ being shown its own label would teach nothing.
 
 from __future__ import annotations
 
+import random
+
 import torch
 
 from stableprompt.errors import UserError
@@ -33,6 +35,23 @@ def render_demonstrations(ctx, examples: list[Example], prompt: str) -> str:
         + "\n"
         for ex, answer in zip(examples, answers, strict=True)
     )
+
+
+def show_solved_pairs(ctx, k: int, seed: int) -> None:
+    """Put `k` solved train pairs, drawn with `seed`, before every input (`--target-shots`, and
+    the in-context baseline): each in the task's template under the prompt, then its answer, so
+    the target reads the prompt k + 1 times. The pairs leave train: a prompt rewarded on a pair
+    the target has just been shown would be rewarded for nothing."""
+    train = ctx.splits["train"]
+    if len(train) <= k:
+        raise UserError(
+            f"{k} solved pairs before the input need more than {k} train examples (the pairs "
+            f"shown do not reward); this task has {len(train)} (lower --target-shots or "
+            "--num-shots)"
+        )
+    shown = random.Random(seed).sample(train, k)
+    ctx.template = render_demonstrations(ctx, shown, "{prompt}") + ctx.template
+    ctx.splits = {**ctx.splits, "train": [ex for ex in train if all(ex is not s for s in shown)]}
 
 
 def split_for_demonstrations(train: list[Example]) -> tuple[list[Example], list[Example]]:
