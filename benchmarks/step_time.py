@@ -6,12 +6,17 @@
     python benchmarks/step_time.py --algo sql --train-examples 16 --dtypes float32,int8
     python benchmarks/step_time.py --algo ppo --task sentiment --data ii:sentiment \
         --prompts-per-step 4 --train-examples 16 --answer-tokens 32,4
+    python benchmarks/step_time.py --algo ppo --task larger_animal --data ii:larger_animal \
+        --prompts-per-step 4 --train-examples 16 --answer-tokens 8 --max-new-tokens 32 \
+        --generation-reward loglikelihood --target-shots 5 --prefix repeats,first
 
 The first step is a warm-up (it also encodes every train input once) and is not counted. Prints
 the mean and range of the other steps with the date, machine (CPU flags) and git revision, where
 each step's time went (sampling the prompts, the target's reward, the update), the ratio of each
 setting's mean to the first's (dtypes x answer lengths, all measured in one process), whether
-its train rewards equal the first setting's step for step, and the peak RSS.
+its train rewards equal the first setting's step for step, and the peak RSS. `--prefix first`
+times the scoring engine as it was until 2026-12-07 (only the first placeholder in the
+shared prefix), so a template that repeats the prompt (`--target-shots`) is compared in one run.
 """
 
 from __future__ import annotations
@@ -23,17 +28,31 @@ import resource
 import statistics
 import tempfile
 from pathlib import Path
+from unittest import mock
 
 from scoring import ROOT, machine, revision
 
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
+from stableprompt.models import scoring
+from stableprompt.tasks.registry import fill_template
 from stableprompt.trainer import Trainer
 
 
-def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int | None) -> dict:
+def split_at_first_placeholder(template: str, prompt: str, text: str) -> tuple[str, str]:
+    """The engine's split until 2026-12-07: after the first placeholder alone."""
+    first = min(("{prompt}", "{input}"), key=template.find)
+    cut = template.find(first) + len(first)
+    return fill_template(template[:cut], prompt, text), fill_template(template[cut:], prompt, text)
+
+
+SPLITS = {"repeats": scoring.split_template, "first": split_at_first_placeholder}
+
+
+def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int | None, prefix: str) -> dict:
     """Train args.steps steps in `dtype`; the per-step seconds and the logged breakdown."""
-    with tempfile.TemporaryDirectory() as out:
+    split = mock.patch.object(scoring, "split_template", SPLITS[prefix])
+    with tempfile.TemporaryDirectory() as out, split:
         config = TrainConfig(
             algo=args.algo,
             task=args.task,
@@ -50,6 +69,7 @@ def timed_run(args: argparse.Namespace, dtype: str, answer_tokens: int | None) -
             max_new_tokens=args.max_new_tokens,
             answer_tokens=answer_tokens,
             generation_reward=args.generation_reward,
+            target_shots=args.target_shots,
             pool_size=1,  # the final test scoring is not timed; keep it short
             score_manual=False,
             out=out,
@@ -97,20 +117,28 @@ def main() -> None:
         default="32",
         help="generation tasks: comma-separated answer caps; auto: the library's default",
     )
+    parser.add_argument("--target-shots", type=int, default=0, help="solved pairs in the template")
+    parser.add_argument(
+        "--prefix",
+        default="repeats",
+        help="comma-separated shared-prefix rules: repeats (the engine's) or first (its old one)",
+    )
     args = parser.parse_args()
 
     print(f"{datetime.date.today()}  rev {revision()}  {machine()}")
     caps = [None if a == "auto" else int(a) for a in args.answer_tokens.split(",")]
-    settings = [(d, a) for d in args.dtypes.split(",") for a in caps]
+    settings = [
+        (d, a, p) for d in args.dtypes.split(",") for a in caps for p in args.prefix.split(",")
+    ]
     results = {setting: timed_run(args, *setting) for setting in settings}
     first = next(iter(results.values()))
     base = statistics.mean(first["per_step"])
-    for (dtype, answer_tokens), r in results.items():
+    for (dtype, answer_tokens, prefix), r in results.items():
         mean = statistics.mean(r["per_step"])
         same = "the same" if r["rewards"] == first["rewards"] else "different"
         print(
             f"{args.algo} {dtype}, answers <= {r['answer_tokens']} tokens"
-            f"{' (auto)' if answer_tokens is None else ''}: "
+            f"{' (auto)' if answer_tokens is None else ''}, prefix {prefix}: "
             f"{args.prompts_per_step or 'default'} prompts x {r['n_train']} "
             f"examples per step, {len(r['per_step'])} timed steps: mean {mean:.2f} s/step "
             f"(min {min(r['per_step']):.2f}, max {max(r['per_step']):.2f}; {base / mean:.2f}x "

@@ -38,6 +38,8 @@ INPUTS = ["the film was great!", "boring", "I hate it, the plot is bad.", "fun"]
         "Review: {input} {prompt} Sentiment:",
         # a long constant head (in-context demos)
         "the film was fun. It was good\nI hate the plot. It was bad\n{input} {prompt}",
+        # solved pairs under the prompt (--target-shots): the prompt repeats before the input
+        "{prompt}\nInput: fun\nOutput: good\n{prompt}\nInput: {input}\nOutput:",
     ],
 )
 @pytest.mark.parametrize(
@@ -137,6 +139,10 @@ def test_split_template_puts_first_placeholder_in_prefix():
     assert split_template("Q: {prompt}\n{input}", "P", "X") == ("Q: P", "\nX")
     with pytest.raises(UserError, match="must contain both"):
         split_template("{input} only", "P", "X")
+    # repeats of the first placeholder before the other one stay in the shared prefix
+    shots = "{prompt}\nIn: a\nOut: b\n{prompt}\nIn: {input}\nOut:"
+    assert split_template(shots, "P", "X") == ("P\nIn: a\nOut: b\nP", "\nIn: X\nOut:")
+    assert split_template("{input}\n{input} {prompt} {input}", "P", "X") == ("X\nX", " P X")
 
 
 def test_unknown_label_word_is_a_clear_error(tiny_lm):
@@ -164,6 +170,18 @@ def test_prefix_store_encodes_each_input_once_across_calls(tiny_lm):
     longest_input = max(len(tokenizer(x).input_ids) for x in INPUTS)
     assert widths and max(widths) < longest_input
     assert all(engine.prefix_store[p][1] is h for p, h in stored.items())
+
+
+def test_a_prompt_shown_before_each_solved_pair_is_encoded_once_for_all_inputs(tiny_lm):
+    model, tokenizer = tiny_lm
+    engine = LocalScorer(model, tokenizer)
+    shots = "{prompt}\nInput: fun\nOutput: good\n{prompt}\nInput: {input}\nOutput:"
+    engine.score(PROMPTS[:2], INPUTS, shots, [" good", " bad"])
+    # one stored prefix per prompt, holding the pair and the prompt's second copy
+    assert len(engine.prefix_store) == 2
+    for prompt in PROMPTS[:2]:
+        head = f"{prompt}\nInput: fun\nOutput: good\n{prompt}"
+        assert tuple(tokenizer(head).input_ids) in engine.prefix_store
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -3,9 +3,10 @@
 This is the hot path of every algorithm. A sequence is `template` with `{prompt}` and `{input}`
 filled in, followed by a label word. Its tokens are tokenize(prefix) + tokenize(suffix) +
 tokenize(label), where the prefix is the template up to and including whichever placeholder comes
-first. Every row that shares a prefix shares its KV cache, so with an input-first template each
-input is encoded once for all prompts, and with a prompt-first template each prompt once for all
-inputs. Only the positions that predict label tokens are projected onto the vocabulary.
+first (and its repeats before the other one). Every row that shares a prefix shares its KV cache,
+so with an input-first template each input is encoded once for all prompts, and with a
+prompt-first template each prompt once for all inputs. Only the positions that predict label
+tokens are projected onto the vocabulary.
 """
 
 from __future__ import annotations
@@ -35,10 +36,12 @@ PREFIX_BUCKET = 16  # prefixes are padded to a multiple of this many tokens (see
 
 
 def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:
-    """Split the filled template after its first placeholder: (shared prefix, rest)."""
+    """Split the filled template after the last placeholder of the kind that comes first, before
+    the other kind appears: (shared prefix, rest). A template that repeats the prompt before the
+    input (`--target-shots`: solved pairs under the prompt) shares all of them."""
     check_template(template)
-    first = min(("{prompt}", "{input}"), key=template.find)
-    cut = template.find(first) + len(first)
+    first, other = sorted(("{prompt}", "{input}"), key=template.find)
+    cut = template.rfind(first, 0, template.find(other)) + len(first)
     return fill_template(template[:cut], prompt, text), fill_template(template[cut:], prompt, text)
 
 
