@@ -135,14 +135,14 @@ def main() -> None:
     base = statistics.mean(first["per_step"])
     for (dtype, answer_tokens, prefix), r in results.items():
         mean = statistics.mean(r["per_step"])
-        same = "the same" if r["rewards"] == first["rewards"] else "different"
+        same = "the same as" if r["rewards"] == first["rewards"] else "different from"
         print(
             f"{args.algo} {dtype}, answers <= {r['answer_tokens']} tokens"
             f"{' (auto)' if answer_tokens is None else ''}, prefix {prefix}: "
             f"{args.prompts_per_step or 'default'} prompts x {r['n_train']} "
             f"examples per step, {len(r['per_step'])} timed steps: mean {mean:.2f} s/step "
             f"(min {min(r['per_step']):.2f}, max {max(r['per_step']):.2f}; {base / mean:.2f}x "
-            f"the first setting's speed); first step {r['first']:.2f} s; train rewards {same} as "
+            f"the first setting's speed); first step {r['first']:.2f} s; train rewards {same} "
             f"the first setting's; peak RSS so far {r['peak_rss_gb']:.2f} GB"
         )
         if r["parts"]:
