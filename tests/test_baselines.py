@@ -74,8 +74,18 @@ def test_in_context_is_the_manual_prompt_with_target_shots(tiny_model_dir, tmp_p
     runs = {}
     for algo, kw in (("in-context", {"num_shots": 2}), ("manual", {"target_shots": 2})):
         ctx = make_ctx(tiny_model_dir)
+        ctx.label_search = {"setting": "auto"}  # words a run would re-choose per prompt
         config = make_config(tiny_model_dir, tmp_path / algo, algo=algo, **kw)
-        runs[algo] = Trainer(config, ctx, progress=False).train()
+        trainer = Trainer(config, ctx, progress=False)
+        # the pairs carry the task's label words: a prompt's own words would not match them
+        assert config.refit_label_words and trainer.algorithm.refit_calls() == 0
+        runs[algo] = trainer.train()
+    plain, ctx = (
+        make_config(tiny_model_dir, tmp_path / "plain", algo="manual"),
+        make_ctx(tiny_model_dir),
+    )
+    ctx.label_search = {"setting": "auto"}
+    assert Trainer(plain, ctx, progress=False).algorithm.refit_calls() > 0
     saved = json.loads((tmp_path / "manual" / "best_prompts.json").read_text())
     assert saved["template"].count("{prompt}") == 3
     assert (
