@@ -19,7 +19,9 @@ from stableprompt.models.loading import load_lm
 from stableprompt.models.scoring import (
     LocalScorer,
     NaiveScorer,
+    greedy_generate,
     padded_batches,
+    plain_greedy,
     prefix_chunks,
     split_template,
 )
@@ -365,14 +367,79 @@ def test_a_long_scoring_shows_progress_and_scores_the_same(tiny_lm, monkeypatch,
 
 def test_a_long_generation_shows_progress_and_writes_the_same(tiny_lm, capsys):
     """Greedy answers (generation tasks' `eval`) cost a decoding loop each: the bar moves every
-    GENERATION_CHUNK texts, which are greedy_generate's own batches, so the answers are the same."""
+    GENERATION_CHUNK texts, which are the decoder's own batches, so the answers are the same."""
     model, tokenizer = tiny_lm
-    texts = [f"{p} {x}" for p in PROMPTS for x in INPUTS]  # 20 texts: two chunks
+    texts = [f"{p} {x}" for p in PROMPTS for x in INPUTS]
+    texts += [f"{x} {p}" for p in PROMPTS for x in INPUTS]  # 40 texts: two chunks
     quiet = LocalScorer(model, tokenizer).generate(texts, max_new_tokens=3, stop=None)
     shown = LocalScorer(model, tokenizer)
     shown.progress = True
     assert shown.generate(texts, max_new_tokens=3, stop=None) == quiet
     assert f"{len(texts)}/{len(texts)}" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def sharp_lm(tiny_lm):
+    """The tiny LM with queries and keys scaled up: its attention is peaked enough that a wrong
+    position or mask changes greedy answers (the random model writes much the same otherwise)."""
+    model = copy.deepcopy(tiny_lm[0])
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight *= 6
+            layer.self_attn.k_proj.weight *= 6
+    return model, tiny_lm[1]
+
+
+def solved_pairs_texts(prompts: list[str]) -> list[str]:
+    """Generation-task texts as `--target-shots` renders them: a prompt over three solved pairs,
+    then the input (prompt-major, so most batches share a long prefix)."""
+    pairs = "".join(f"{{p}}\nInput: {x}\nOutput: {x[::-1]}\n" for x in INPUTS[:3])
+    return [pairs.format(p=p) + f"{p}\nInput: {x}\nOutput:" for p in prompts for x in INPUTS]
+
+
+@pytest.mark.parametrize("stop", [None, "\n", " t"])
+def test_greedy_answers_over_a_shared_prefix_are_transformers_generate_answers(sharp_lm, stop):
+    """The scorer decodes a batch's common tokens once (the prefix store) and then each row's
+    input and answer; the answers are exactly `generate`'s on the whole texts, with stop strings,
+    rows padded to different lengths, a batch of two prompts and a one-token text."""
+    model, tokenizer = sharp_lm
+    mixed = ["fun", "it is the film"]  # sharing no pairs; "fun" is one token (no BOS here)
+    texts = solved_pairs_texts(PROMPTS[:2]) + mixed + solved_pairs_texts(PROMPTS)
+    scorer = LocalScorer(model, tokenizer)
+    answers = scorer.generate(texts, max_new_tokens=6, stop=stop)
+    assert answers == greedy_generate(model, tokenizer, texts, 6, stop)
+    shared = tokenizer(solved_pairs_texts(PROMPTS[:1])[0]).input_ids
+    longest = max(len(p) for p in scorer.prefix_store)
+    assert longest > len(shared) // 2  # the pairs were encoded once, as a prefix
+
+
+def test_greedy_answers_end_at_eos_like_generate(sharp_lm):
+    """A row ends at the generation config's EOS token as in `generate` (what follows is not
+    part of the answer), while the batch's other rows run on."""
+    model, tokenizer = copy.deepcopy(sharp_lm[0]), sharp_lm[1]
+    texts = solved_pairs_texts(PROMPTS[:2])
+    free = greedy_generate(model, tokenizer, texts, 6, None)
+    first = tokenizer(texts[0], return_tensors="pt")
+    written = model.generate(**first, max_new_tokens=3, do_sample=False, pad_token_id=0)
+    third = int(written[0, -1])  # the first row's third answer token
+    model.generation_config.eos_token_id = third
+    answers = LocalScorer(model, tokenizer).generate(texts, max_new_tokens=6, stop=None)
+    assert answers == greedy_generate(model, tokenizer, texts, 6, None)
+    assert answers != free and len(answers[0]) < len(free[0])
+
+
+def test_a_generation_config_that_changes_greedy_decoding_is_honoured(sharp_lm):
+    """Tokens the model's generation config suppresses (or a repetition penalty) change greedy
+    answers: such a model decodes with `generate`, so its answers keep the setting."""
+    model, tokenizer = copy.deepcopy(sharp_lm[0]), sharp_lm[1]
+    texts = solved_pairs_texts(PROMPTS[:2])
+    plain = LocalScorer(model, tokenizer).generate(texts, max_new_tokens=8, stop=None)
+    first = tokenizer(texts[0], return_tensors="pt")
+    written = model.generate(**first, max_new_tokens=1, do_sample=False, pad_token_id=0)
+    model.generation_config.suppress_tokens = [int(written[0, -1])]
+    assert not plain_greedy(model.generation_config)
+    suppressed = LocalScorer(model, tokenizer).generate(texts, max_new_tokens=8, stop=None)
+    assert suppressed == greedy_generate(model, tokenizer, texts, 8, None) != plain
 
 
 def test_grouped_sdpa_gives_sdpas_values_and_gradients_without_copying_heads(tiny_tokenizer):
