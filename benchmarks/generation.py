@@ -60,7 +60,7 @@ def main() -> None:
 
     print(f"# {datetime.date.today()}, revision {revision()}")
     print(f"# machine: {machine()}")
-    print(f"# {args.model} ({args.dtype}), {args.task}: {args.inputs} dev inputs")
+    print(f"# {args.model} ({args.dtype}), {args.task}: the first {args.inputs} dev inputs")
     print("| pairs shown | way | seconds (best) | mean | agree | exact match | ratio |")
     print("|---:|---|---:|---:|---:|---:|---:|")
     for shots in map(int, args.shots.split(",")):
