@@ -85,8 +85,8 @@ class ScoreCache:
 
 # Pairs scored per chunk when a progress bar is on; shorter scorings (a training step) run whole.
 PROGRESS_CHUNK = 512
-# Texts decoded as one batch (32 rows: 1.26x faster than 16 under five solved pairs, measured
-# with benchmarks/generation.py); progress chunks keep the batches, so the same answers.
+# Texts decoded as one batch (benchmarks/generation.py times it); progress chunks keep the
+# batches, so the same answers.
 GENERATION_CHUNK = 32
 
 
