@@ -408,6 +408,9 @@ def test_greedy_answers_over_a_shared_prefix_are_transformers_generate_answers(s
     scorer = LocalScorer(model, tokenizer)
     answers = scorer.generate(texts, max_new_tokens=6, stop=stop)
     assert answers == greedy_generate(model, tokenizer, texts, 6, stop)
+    apart = [*mixed, "boring"]  # a batch whose texts share no first token (a fresh cache)
+    alone = LocalScorer(model, tokenizer).generate(apart, 6, stop)
+    assert alone == greedy_generate(model, tokenizer, apart, 6, stop)
     shared = tokenizer(solved_pairs_texts(PROMPTS[:1])[0]).input_ids
     longest = max(len(p) for p in scorer.prefix_store)
     assert longest > len(shared) // 2  # the pairs were encoded once, as a prefix

@@ -6,12 +6,14 @@ tokenize(label), where the prefix is the template up to and including whichever 
 first (and its repeats before the other one). Every row that shares a prefix shares its KV cache,
 so with an input-first template each input is encoded once for all prompts, and with a
 prompt-first template each prompt once for all inputs. Only the positions that predict label
-tokens are projected onto the vocabulary.
+tokens are projected onto the vocabulary. A generation task's greedy answers are decoded on the
+same prefix store: the tokens a batch of texts shares (a prompt and its solved pairs) run once.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -559,29 +561,17 @@ def prefix_chunks(prefixes: list[tuple[int, ...]], budget: int) -> list[list[int
     return chunks
 
 
-def agreement(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    """How many leading tokens `a` and `b` have in common."""
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
-
-
-def common_prefix(sequences: list[tuple[int, ...]]) -> tuple[int, ...]:
-    """The tokens every sequence starts with, leaving each sequence at least one of its own
-    (the last token's hidden state predicts the first answer token)."""
-    shortest = min(len(s) for s in sequences)
-    n = min(agreement(sequences[0], s) for s in sequences)
-    return sequences[0][: min(n, shortest - 1)]
-
-
 def shared_prefixes(sequences: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
-    """Each sequence's prefix to encode once: the `common_prefix` of its group, where groups
-    are the sequences that agree on at least half the longest stretch any two agree on (the
-    texts of one prompt, when a batch holds the last texts of one and the first of the next).
-    A sequence sharing nothing (no BOS, another first word) keeps its first token."""
+    """Each sequence's prefix to encode once: the tokens all of its group start with, where
+    groups are the sequences that agree on at least half the longest stretch any two agree on
+    (the texts of one prompt, when a batch holds the last texts of one and the first of the
+    next). A sequence alone in its group is all prefix (its last hidden state predicts the
+    answer); one sharing nothing (no BOS, another first word) keeps its first token.
+    `os.path.commonprefix` compares element-wise, so it works on token tuples."""
     order = sorted(range(len(sequences)), key=lambda i: sequences[i])
-    agree = [agreement(sequences[a], sequences[b]) for a, b in zip(order, order[1:])]
+    agree = [
+        len(os.path.commonprefix([sequences[a], sequences[b]])) for a, b in zip(order, order[1:])
+    ]
     cut = max(agree, default=0) / 2
     groups = [[order[0]]]
     for i, n in zip(order[1:], agree):
@@ -590,7 +580,7 @@ def shared_prefixes(sequences: list[tuple[int, ...]]) -> list[tuple[int, ...]]:
         groups[-1].append(i)
     prefixes: list[tuple[int, ...]] = [()] * len(sequences)
     for group in groups:
-        shared = common_prefix([sequences[i] for i in group])
+        shared = os.path.commonprefix([sequences[i] for i in group])
         for i in group:
             prefixes[i] = shared or sequences[i][:1]
     return prefixes
