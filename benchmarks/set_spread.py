@@ -1,0 +1,152 @@
+"""Is there anything to choose? Random demonstration sets scored on train, dev and test.
+
+    python benchmarks/set_spread.py --task larger_animal --answer-tokens 8 --sets 40 \
+        --out docs/results/set_spread/larger_animal-s0.json
+
+Draws `--sets` random sets of `--demonstrations` solved train pairs, exactly as `train --algo
+random --demonstrations K` draws them (same seed, same candidates), and scores every set on
+`--train-inputs` rewarding train inputs (the log-likelihood of the gold answer, the reward sql
+trains on, and the exact match of the greedy answer), on every dev input and on every test input.
+
+Prints, with the date, machine and git revision:
+- the split-half reliability of dev and of test: the Pearson r, over the sets, of each set's
+  score on the odd inputs with its score on the even inputs, stepped up to the whole split
+  (Spearman-Brown, 2r / (1 + r)). Near 0: the sets' scores differ by the inputs' noise alone,
+  and no optimiser can choose among them on that split.
+- the Spearman rank correlation of each train signal (on the first 8 inputs, what an sql step
+  scores, and on all `--train-inputs`) and of dev with dev and with test;
+- the test score of the set each signal ranks first, against the sets' mean and best test score.
+
+No method chooses on test here: test only reports how much the sets truly differ. `--out` keeps
+every score (JSON), and `--summarize F` prints the summary of a file written before.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+from scoring import machine, revision
+
+from stableprompt.algorithms.baselines import FixedPrompts
+from stableprompt.config import TrainConfig
+from stableprompt.contexts import build_context
+
+TRAIN_STEP = 8  # train inputs an sql step scores a set on (--train-examples 8 in RESULTS' runs)
+
+
+def ranks(x: torch.Tensor) -> torch.Tensor:
+    return x.argsort().argsort().float()
+
+
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-12)).item()
+
+
+def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    return pearson(ranks(a), ranks(b))
+
+
+def split_half(scores: torch.Tensor) -> float:
+    """Spearman-Brown reliability of the sets' mean scores over these inputs [sets, inputs]."""
+    r = pearson(scores[:, 0::2].mean(1), scores[:, 1::2].mean(1))
+    return 2 * r / (1 + r) if r > -1 else float("nan")
+
+
+def summarize(data: dict) -> str:
+    t = {k: torch.tensor(v) for k, v in data["scores"].items()}
+    dev, test = t["dev"].mean(1), t["test"].mean(1)
+    signals = {
+        f"LL {TRAIN_STEP} train": t["train_loglikelihood"][:, :TRAIN_STEP].mean(1),
+        f"LL {t['train_loglikelihood'].shape[1]} train": t["train_loglikelihood"].mean(1),
+        f"EM {TRAIN_STEP} train": t["train_exact_match"][:, :TRAIN_STEP].mean(1),
+        f"EM {t['train_exact_match'].shape[1]} train": t["train_exact_match"].mean(1),
+        "dev EM": dev,
+    }
+    lines = [
+        f"{data['task']} seed {data['seed']}: {len(dev)} sets of {data['demonstrations']} pairs; "
+        f"dev {t['dev'].shape[1]} inputs, test {t['test'].shape[1]} "
+        f"({data['date']}, rev {data['revision']}, {data['machine']}, {data['seconds']:.0f} s)",
+        f"dev  mean {dev.mean():.3f} sd {dev.std():.3f} split-half reliability "
+        f"{split_half(t['dev']):+.2f}",
+        f"test mean {test.mean():.3f} sd {test.std():.3f} split-half reliability "
+        f"{split_half(t['test']):+.2f}; best set {test.max():.2f}",
+        f"{'signal':<13} {'rank r dev':>10} {'rank r test':>11} {'test of its top set':>20}",
+    ]
+    for name, x in signals.items():
+        lines.append(
+            f"{name:<13} {spearman(x, dev):>+10.2f} {spearman(x, test):>+11.2f} "
+            f"{test[int(x.argmax())]:>20.2f}"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="larger_animal")
+    parser.add_argument("--data", default=None, help="default ii:<task>")
+    parser.add_argument("--target", default="smollm2-135m")
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--answer-tokens", type=int, default=None)
+    parser.add_argument("--demonstrations", type=int, default=5)
+    parser.add_argument("--sets", type=int, default=40)
+    parser.add_argument("--train-inputs", type=int, default=32)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="JSON of every score")
+    parser.add_argument("--summarize", type=Path, default=None, help="print a saved file")
+    args = parser.parse_args()
+    if args.summarize:
+        print(summarize(json.loads(args.summarize.read_text())))
+        return
+    values = {
+        "algo": "random",
+        "task": args.task,
+        "data": args.data or f"ii:{args.task}",
+        "target": args.target,
+        "agent": args.target,
+        "dtype": args.dtype,
+        "seed": args.seed,
+        "demonstrations": args.demonstrations,
+        "prompts_per_step": args.sets,
+        "generation_reward": "loglikelihood",
+    }
+    if args.answer_tokens:
+        values["answer_tokens"] = args.answer_tokens
+    config = TrainConfig.from_dict(values)
+    ctx = build_context(config)
+    prompts = FixedPrompts(config, ctx).prompts  # the sets `--algo random` draws first
+    train = list(ctx.splits["train"])
+    random.Random(args.seed).shuffle(train)
+    train = train[: args.train_inputs]
+    start = time.perf_counter()
+    scores = {
+        "train_loglikelihood": ctx.answer_logprobs(prompts, train),
+        "train_exact_match": ctx.generation_scores(prompts, train),
+        "dev": ctx.example_scores(prompts, "dev"),
+        "test": ctx.example_scores(prompts, "test"),
+    }
+    data = {
+        "task": args.task,
+        "seed": args.seed,
+        "demonstrations": args.demonstrations,
+        "date": str(datetime.date.today()),
+        "revision": revision(),
+        "machine": machine(),
+        "seconds": time.perf_counter() - start,
+        "prompts": prompts,
+        "scores": {k: v.tolist() for k, v in scores.items()},
+    }
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(data))
+    print(summarize(data))
+
+
+if __name__ == "__main__":
+    main()
