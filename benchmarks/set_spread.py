@@ -9,10 +9,11 @@ random --demonstrations K` draws them (same seed, same candidates), and scores e
 trains on, and the exact match of the greedy answer), on every dev input and on every test input.
 
 Prints, with the date, machine and git revision:
-- the split-half reliability of dev and of test: the Pearson r, over the sets, of each set's
-  score on the odd inputs with its score on the even inputs, stepped up to the whole split
-  (Spearman-Brown, 2r / (1 + r)). Near 0: the sets' scores differ by the inputs' noise alone,
-  and no optimiser can choose among them on that split.
+- the split-half reliability of dev and of test (`split_half_reliability`, what a run prints
+  for the prompts it scored on dev): the Pearson r, over the sets, of each set's score on the
+  even inputs with its score on the odd ones, stepped up to the whole split (Spearman-Brown,
+  2r / (1 + r)), floored at 0. Near 0: the sets' scores differ by the inputs' noise alone, and
+  no optimiser can choose among them on that split.
 - the Spearman rank correlation of each train signal (on the first 8 inputs, what an sql step
   scores, and on all `--train-inputs`) and of dev with dev and with test;
 - the test score of the set each signal ranks first, against the sets' mean and best test score.
@@ -36,6 +37,7 @@ from scoring import machine, revision
 from stableprompt.algorithms.baselines import FixedPrompts
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
+from stableprompt.selection import split_half_reliability
 
 TRAIN_STEP = 8  # train inputs an sql step scores a set on (--train-examples 8 in RESULTS' runs)
 
@@ -54,9 +56,9 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def split_half(scores: torch.Tensor) -> float:
-    """Spearman-Brown reliability of the sets' mean scores over these inputs [sets, inputs]."""
-    r = pearson(scores[:, 0::2].mean(1), scores[:, 1::2].mean(1))
-    return 2 * r / (1 + r) if r > -1 else float("nan")
+    """The trainer's reliability of the sets' mean scores over these inputs [sets, inputs]."""
+    halves = torch.stack([scores[:, 0::2].mean(1), scores[:, 1::2].mean(1)], 1)
+    return split_half_reliability(halves.tolist())
 
 
 def summarize(data: dict) -> str:
@@ -74,9 +76,9 @@ def summarize(data: dict) -> str:
         f"dev {t['dev'].shape[1]} inputs, test {t['test'].shape[1]} "
         f"({data['date']}, rev {data['revision']}, {data['machine']}, {data['seconds']:.0f} s)",
         f"dev  mean {dev.mean():.3f} sd {dev.std():.3f} split-half reliability "
-        f"{split_half(t['dev']):+.2f}",
+        f"{split_half(t['dev']):.2f}",
         f"test mean {test.mean():.3f} sd {test.std():.3f} split-half reliability "
-        f"{split_half(t['test']):+.2f}; best set {test.max():.2f}",
+        f"{split_half(t['test']):.2f}; best set {test.max():.2f}",
         f"{'signal':<13} {'rank r dev':>10} {'rank r test':>11} {'test of its top set':>20}",
     ]
     for name, x in signals.items():

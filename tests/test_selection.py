@@ -3,9 +3,11 @@
 import math
 
 import pytest
+import torch
 
+from stableprompt.cli import format_summary
 from stableprompt.contexts import TextContext
-from stableprompt.selection import against_manual, returned_prompt
+from stableprompt.selection import against_manual, returned_prompt, split_half_reliability
 from stableprompt.tasks import get_task
 from stableprompt.tasks.metrics import sign_test
 from tests.test_verbalizers import PromptDependentTarget, sentiment_examples
@@ -43,3 +45,27 @@ def test_returned_prompt_keeps_the_manual_one_without_evidence():
     assert returned_prompt(pool, manual, weak, 1.0)["source"] == "learned"  # the check is off
     assert returned_prompt(pool, None, None, 0.1)["source"] == "learned"  # nothing to beat
     assert returned_prompt([], manual, None, 0.1) is None
+
+
+def halves_of(quality: torch.Tensor, examples: int, seed: int) -> list[list[float]]:
+    """Each prompt's mean 0/1 score on the even and the odd examples, each example correct with
+    the prompt's probability `quality`."""
+    generator = torch.Generator().manual_seed(seed)
+    scores = torch.bernoulli(quality[:, None].expand(-1, examples), generator=generator)
+    return torch.stack([scores[:, 0::2].mean(1), scores[:, 1::2].mean(1)], 1).tolist()
+
+
+def test_split_half_reliability_tells_real_differences_from_noise():
+    differ = torch.linspace(0.2, 0.8, 30)  # prompts that truly differ, 200 examples each
+    assert split_half_reliability(halves_of(differ, 200, 0)) > 0.9
+    for seed in range(5):  # the same quality: what dev tells apart is the examples' noise
+        assert 0.0 <= split_half_reliability(halves_of(torch.full((30,), 0.6), 200, seed)) < 0.5
+    assert split_half_reliability([[0.5, 0.6], [0.7, 0.9]]) is None  # too few to correlate
+    assert split_half_reliability([[0.5, 0.5]] * 4) is None  # nothing varies
+
+
+def test_the_summary_says_how_well_dev_told_the_prompts_apart():
+    summary = {"prompts": [{"prompt": "a b", "dev": 0.6}], "steps": 3, "target_calls": 90}
+    assert "dev reliability" not in format_summary(summary | {"dev_reliability": None}, "out")
+    text = format_summary(summary | {"dev_reliability": 0.0, "dev_prompts_scored": 41}, "out")
+    assert "dev reliability over the 41 prompts scored: 0.00 (split-half; near 0" in text

@@ -10,6 +10,7 @@ from stableprompt.config import TrainConfig
 from stableprompt.contexts import TextContext
 from stableprompt.errors import UserError
 from stableprompt.models import LocalScorer, load_lm
+from stableprompt.selection import split_half_reliability
 from stableprompt.tasks import Example, get_task
 from stableprompt.trainer import Trainer
 
@@ -198,6 +199,12 @@ def test_projection_counts_the_final_evaluation(tiny_model_dir, tmp_path):
     # and the manual prompt is scored on dev (4) and test (6)
     assert projected == 5 * 16 + 4 * 4 + 3 * 6 + 2 * 4 + 6
     spent = summary["target_calls"] + summary["test_calls"]
+    # every prompt scored on dev says how well dev tells them apart (the manual one is not
+    # among them: it is not a choice)
+    halves = trainer.algorithm.dev_halves
+    assert summary["dev_prompts_scored"] == len(halves) == len(trainer.algorithm.dev_seen)
+    assert trainer.algorithm.manual_prompt() not in halves
+    assert summary["dev_reliability"] == split_half_reliability(list(halves.values()))
     # the projection is a bound: a greedy prompt that did not change is not scored again
     repeats = 4 - len(trainer.algorithm.dev_seen)
     assert spent == projected - (3 - len(summary["prompts"])) * 6 - 4 * repeats
@@ -216,10 +223,14 @@ def test_a_prompt_is_scored_on_dev_once_per_run(tiny_model_dir, tmp_path):
     assert again[:2] == first[::-1] and again[2] == again[3]
     fresh = algo.selection_scores(["It seems"])[0].mean().item()
     assert again[2] == pytest.approx(fresh)
+    scores = algo.selection_scores(["It seems"])[0]  # the 4 dev examples: 0 and 2, 1 and 3
+    halves = [scores[0::2].mean().item(), scores[1::2].mean().item()]
+    assert algo.dev_halves["It seems"] == pytest.approx(halves)
     trainer.save()
     resumed = Trainer(config, make_ctx(tiny_model_dir), progress=False)
     resumed.load(tmp_path)
     assert resumed.algorithm.dev_seen == algo.dev_seen
+    assert resumed.algorithm.dev_halves == algo.dev_halves
     calls = resumed.ctx.scorer.calls
     assert resumed.algorithm.dev_scores(["It seems"]) == [again[2]]
     assert resumed.ctx.scorer.calls == calls

@@ -132,6 +132,13 @@ def format_summary(summary: dict, out: str) -> str:
             f"on test the learned prompt scored higher on {test_check['wins']} examples, lower on "
             f"{test_check['losses']} than the manual one (sign test p = {test_check['p']:.3f})"
         )
+    reliability = summary.get("dev_reliability")
+    if reliability is not None:  # how much the choice on dev is worth
+        lines.append(
+            f"dev reliability over the {summary['dev_prompts_scored']} prompts scored: "
+            f"{reliability:.2f} (split-half; near 0, dev cannot tell them apart and the best "
+            "dev score is luck: more dev examples would help more than more search)"
+        )
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
         lines.append(

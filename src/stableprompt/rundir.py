@@ -60,9 +60,10 @@ def read_checkpoint(ckpt: Path) -> tuple[dict, dict, dict]:
         tensors = load_file(ckpt / "weights.safetensors")
         state = torch.load(ckpt / "state.pt", weights_only=True)
         meta = json.loads((ckpt / "trainer.json").read_text())
-        # dev_seen: the dev scores so far (`Algorithm.dev_scores`); older checkpoints lack it
+        # dev_seen, dev_halves: the dev scores so far (`Algorithm.dev_scores`); older
+        # checkpoints lack them
         meta = {key: meta[key] for key in ("step", "pool", "calls_used")} | {
-            "dev_seen": dict(meta.get("dev_seen", {}))
+            key: dict(meta.get(key, {})) for key in ("dev_seen", "dev_halves")
         }
     except (
         OSError,

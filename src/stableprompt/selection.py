@@ -9,6 +9,7 @@ were tried, and returns the manual prompt when the evidence is not there.
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from stableprompt.tasks.metrics import sign_test
@@ -51,3 +52,15 @@ def returned_prompt(results: list[dict], manual: dict | None, check: dict | None
     if manual is None or check is None or p >= 1 or check["p"] < p:
         return results[0] | {"source": "learned", "check": check}
     return manual | {"source": "manual", "check": check}
+
+
+def split_half_reliability(halves: list[list[float]]) -> float | None:
+    """How well the selection examples tell the scored prompts apart: the Pearson r, over the
+    prompts, of each one's mean score on the even-numbered examples with its mean on the odd
+    ones, stepped up to all of them (Spearman-Brown, 2r / (1 + r)) and floored at 0. Near 0
+    the prompts' scores differ by the examples' noise alone, and the best is the luckiest; None
+    with fewer than 3 prompts or halves that do not vary."""
+    if len(halves) < 3:
+        return None
+    r = torch.corrcoef(torch.tensor(halves).T)[0, 1].item()
+    return max(0.0, 2 * r / (1 + r)) if r == r else None  # r != r: NaN (constant halves)

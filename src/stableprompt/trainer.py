@@ -44,7 +44,12 @@ from stableprompt.rundir import (
     stop_on_sigint,
     truncate_metrics,
 )
-from stableprompt.selection import PromptPool, against_manual, returned_prompt
+from stableprompt.selection import (
+    PromptPool,
+    against_manual,
+    returned_prompt,
+    split_half_reliability,
+)
 
 if TYPE_CHECKING:
     from stableprompt.algorithms.base import Algorithm
@@ -158,6 +163,7 @@ class Trainer:
             "pool": self.pool.entries,
             "calls_used": self.calls_used(),
             "dev_seen": self.algorithm.dev_seen,
+            "dev_halves": self.algorithm.dev_halves,
         }
         (tmp / "trainer.json").write_text(json.dumps(meta))
         final = root / f"step-{self.step}"
@@ -178,7 +184,7 @@ class Trainer:
             self.ctx.scorer.load_state(state["scorer"])
         self.step = meta["step"]
         self.pool = PromptPool(self.config.pool_size, meta["pool"])
-        self.algorithm.dev_seen = meta["dev_seen"]
+        self.algorithm.dev_seen, self.algorithm.dev_halves = meta["dev_seen"], meta["dev_halves"]
         self.calls_before = meta["calls_used"] - self.ctx.scorer.calls
         truncate_metrics(self.out / "metrics.jsonl", self.step)
 
@@ -388,6 +394,9 @@ class Trainer:
             "manual": manual,
             # the pool's best against the manual prompt, per test example (as "check" on dev)
             "test_check": test_check,
+            # can dev tell the prompts the run scored apart? (near 0: the best is the luckiest)
+            "dev_reliability": split_half_reliability(list(self.algorithm.dev_halves.values())),
+            "dev_prompts_scored": len(self.algorithm.dev_halves),
             "steps": self.step,
             "target_calls": calls_before_test,  # training and dev evaluation: the budgeted calls
             "test_calls": self.calls_used() - calls_before_test,

@@ -42,6 +42,8 @@ class Algorithm(ABC):
         self.config, self.ctx = config, ctx
         # Every fixed prompt's selection score so far (`dev_scores`); checkpoints keep it.
         self.dev_seen: dict[str, float] = {}
+        # Each one's mean on the even- and odd-numbered examples (`split_half_reliability`).
+        self.dev_halves: dict[str, list[float]] = {}
         if config.target_shots:  # before a subclass reads the template or train
             show_solved_pairs(ctx, config.target_shots, config.seed)
 
@@ -134,9 +136,10 @@ class Algorithm(ABC):
         spends nothing on them, and the calls go to training steps instead."""
         new = [prompt for prompt in dict.fromkeys(prompts) if prompt not in self.dev_seen]
         if new:
-            scores = self.selection_scores(new)
-            means = (scores.nanmean(1) if self.shown_texts else scores.mean(1)).tolist()
-            self.dev_seen.update(zip(new, means, strict=True))
+            scores = self.selection_scores(new)  # NaN where a prompt shows the example
+            self.dev_seen.update(zip(new, scores.nanmean(1).tolist(), strict=True))
+            halves = torch.stack([scores[:, 0::2].nanmean(1), scores[:, 1::2].nanmean(1)], 1)
+            self.dev_halves.update(zip(new, halves.tolist(), strict=True))
         return [self.dev_seen[prompt] for prompt in prompts]
 
     def dev_cost(self, prompt: str) -> int:
