@@ -22,7 +22,7 @@ Prints, with the date, machine and git revision:
   inputs (160 calls) with the best of them that the remaining calls pay for scored on dev.
 
 No method chooses on test here: test only reports how much the sets truly differ. `--out` keeps
-every score (JSON), and `--summarize F` prints the summary of a file written before.
+every score (JSON), and `--summarize F [F ...]` prints the summaries of files written before.
 """
 
 from __future__ import annotations
@@ -135,10 +135,10 @@ def main() -> None:
     parser.add_argument("--train-inputs", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="JSON of every score")
-    parser.add_argument("--summarize", type=Path, default=None, help="print a saved file")
+    parser.add_argument("--summarize", type=Path, nargs="+", help="print files saved before")
     args = parser.parse_args()
     if args.summarize:
-        print(summarize(json.loads(args.summarize.read_text())))
+        print("\n\n".join(summarize(json.loads(path.read_text())) for path in args.summarize))
         return
     values = {
         "algo": "random",

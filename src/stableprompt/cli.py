@@ -136,8 +136,9 @@ def format_summary(summary: dict, out: str) -> str:
     if reliability is not None:  # how much the choice on dev is worth
         lines.append(
             f"dev reliability over the {summary['dev_prompts_scored']} prompts scored: "
-            f"{reliability:.2f} (split-half; near 0, dev cannot tell them apart and the best "
-            "dev score is luck: more dev examples would help more than more search)"
+            f"{reliability:.2f} (split-half; near 0, dev cannot tell them apart, so the best "
+            "dev score is luck and more search will not help; more examples to choose on, e.g. "
+            "--select-on dev+train, may)"
         )
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
