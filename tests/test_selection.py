@@ -62,6 +62,7 @@ def test_split_half_reliability_tells_real_differences_from_noise():
         assert 0.0 <= split_half_reliability(halves_of(torch.full((30,), 0.6), 200, seed)) < 0.5
     assert split_half_reliability([[0.5, 0.6], [0.7, 0.9]]) is None  # too few to correlate
     assert split_half_reliability([[0.5, 0.5]] * 4) is None  # nothing varies
+    assert split_half_reliability([[0.1, 0.9], [0.5, 0.5], [0.9, 0.1]]) == 0.0  # r = -1
 
 
 def test_the_summary_says_how_well_dev_told_the_prompts_apart():

@@ -63,4 +63,6 @@ def split_half_reliability(halves: list[list[float]]) -> float | None:
     if len(halves) < 3:
         return None
     r = torch.corrcoef(torch.tensor(halves).T)[0, 1].item()
-    return max(0.0, 2 * r / (1 + r)) if r == r else None  # r != r: NaN (constant halves)
+    if r != r:  # NaN: constant halves
+        return None
+    return 2 * r / (1 + r) if r > 0 else 0.0
