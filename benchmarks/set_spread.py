@@ -48,7 +48,9 @@ PICKS, SCREENED, TRIALS = 5, 20, 4000  # `at_equal_calls`
 
 
 def ranks(x: torch.Tensor) -> torch.Tensor:
-    return x.argsort().argsort().float()
+    """0-based ranks, ties sharing the mean of their positions (as Spearman's r takes them)."""
+    _, inverse, counts = torch.unique(x, return_inverse=True, return_counts=True)
+    return (counts.cumsum(0) - (counts + 1) / 2)[inverse].float()
 
 
 def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
