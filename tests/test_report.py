@@ -47,6 +47,7 @@ def fake_run(path, algo="appo", finished=True):
             {"prompt": "It was", "dev": 0.5, "step": 0, "test": 0.5, "test_ci95": [0.44, 0.56]},
         ]
         summary = {"best_prompt": TOP, "prompts": prompts, "steps": 10, "target_calls": 800}
+        summary |= {"dev_reliability": 0.4, "dev_prompts_scored": 12}
         (path / "best_prompts.json").write_text(json.dumps(summary))
     return path
 
@@ -66,6 +67,7 @@ def test_report_has_config_plots_prompts_and_anchor_counts(tmp_path):
     assert "Rate it \\| great or terrible:" in md  # the pipe is escaped inside the table
     assert "| 1 | ` Rate it \\| great or terrible: ` | 0.680 | 0.613 | [0.550, 0.670] | 9 |" in md
     assert "Anchor checks: 1 update, 1 rollback, 1 keep." in md
+    assert "Dev reliability over the 12 prompts scored: 0.40 (split-half" in md
     # rewards 0.1..1.0 over steps 1-10 in blocks of 2; steps are logged 1.5 s apart; KL = step
     assert "| 1-2 | 0.150 | – | 1.5 | 1.5 |" in md and "| 9-10 | 0.950 | – | 1.5 | 9.5 |" in md
     for name in ("reward", "dev", "anchor"):

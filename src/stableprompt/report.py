@@ -277,6 +277,12 @@ def write_report(run_dir: str | Path) -> Path:
     if dev:
         best = max(range(len(dev)), key=dev.__getitem__)
         md.append(f"Best dev accuracy {dev[best]:.3f} at step {dev_steps[best]}.")
+    reliability = (run.best or {}).get("dev_reliability")
+    if reliability is not None:  # `cli.format_summary` says what it means
+        md.append(
+            f"Dev reliability over the {run.best['dev_prompts_scored']} prompts scored: "
+            f"{reliability:.2f} (split-half; near 0, dev could not tell them apart)."
+        )
     for title, path in plots.items():
         if path is None:
             continue
