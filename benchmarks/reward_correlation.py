@@ -16,18 +16,13 @@ import datetime
 import random
 
 import torch
-from scoring import ROOT, machine, revision
+from scoring import ROOT, machine, pearson, revision
 
 from stableprompt.algorithms.sparse_sql import SparseSoftQLearning
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
 from stableprompt.tasks.rewards import rlprompt_reward, worst_class_reward
 from stableprompt.tasks.verbalizers import balanced_accuracy
-
-
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return (a @ b / (a.norm() * b.norm())).item()
 
 
 def main() -> None:

@@ -84,6 +84,12 @@ def revision() -> str:
         return "unknown"
 
 
+def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Pearson r of two 1-D tensors (0 when either is constant)."""
+    a, b = a - a.mean(), b - b.mean()
+    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-12)).item()
+
+
 def timed(fn):
     start = time.perf_counter()
     result = fn()

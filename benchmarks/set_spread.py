@@ -36,12 +36,12 @@ import time
 from pathlib import Path
 
 import torch
-from scoring import machine, revision
+from scoring import machine, pearson, revision
 
 from stableprompt.algorithms.baselines import FixedPrompts
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
-from stableprompt.selection import split_half_reliability
+from stableprompt.selection import split_half_reliability, split_halves
 
 TRAIN_STEP = 8  # train inputs an sql step scores a set on (--train-examples 8 in RESULTS' runs)
 PICKS, SCREENED, TRIALS = 5, 20, 4000  # `at_equal_calls`
@@ -53,19 +53,8 @@ def ranks(x: torch.Tensor) -> torch.Tensor:
     return (counts.cumsum(0) - (counts + 1) / 2)[inverse].float()
 
 
-def pearson(a: torch.Tensor, b: torch.Tensor) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    return (a @ b / (a.norm() * b.norm()).clamp(min=1e-12)).item()
-
-
 def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
     return pearson(ranks(a), ranks(b))
-
-
-def split_half(scores: torch.Tensor) -> float:
-    """The trainer's reliability of the sets' mean scores over these inputs [sets, inputs]."""
-    halves = torch.stack([scores[:, 0::2].mean(1), scores[:, 1::2].mean(1)], 1)
-    return split_half_reliability(halves.tolist())
 
 
 def at_equal_calls(
@@ -104,9 +93,9 @@ def summarize(data: dict) -> str:
         f"dev {t['dev'].shape[1]} inputs, test {t['test'].shape[1]} "
         f"({data['date']}, rev {data['revision']}, {data['machine']}, {data['seconds']:.0f} s)",
         f"dev  mean {dev.mean():.3f} sd {dev.std():.3f} split-half reliability "
-        f"{split_half(t['dev']):.2f}",
+        f"{split_half_reliability(split_halves(t['dev'])):.2f}",
         f"test mean {test.mean():.3f} sd {test.std():.3f} split-half reliability "
-        f"{split_half(t['test']):.2f}; best set {test.max():.2f}",
+        f"{split_half_reliability(split_halves(t['test'])):.2f}; best set {test.max():.2f}",
         f"{'signal':<13} {'rank r dev':>10} {'rank r test':>11} {'test of its top set':>20}",
     ]
     for name, x in signals.items():

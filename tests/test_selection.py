@@ -7,7 +7,12 @@ import torch
 
 from stableprompt.cli import format_summary
 from stableprompt.contexts import TextContext
-from stableprompt.selection import against_manual, returned_prompt, split_half_reliability
+from stableprompt.selection import (
+    against_manual,
+    returned_prompt,
+    split_half_reliability,
+    split_halves,
+)
 from stableprompt.tasks import get_task
 from stableprompt.tasks.metrics import sign_test
 from tests.test_verbalizers import PromptDependentTarget, sentiment_examples
@@ -51,8 +56,7 @@ def halves_of(quality: torch.Tensor, examples: int, seed: int) -> list[list[floa
     """Each prompt's mean 0/1 score on the even and the odd examples, each example correct with
     the prompt's probability `quality`."""
     generator = torch.Generator().manual_seed(seed)
-    scores = torch.bernoulli(quality[:, None].expand(-1, examples), generator=generator)
-    return torch.stack([scores[:, 0::2].mean(1), scores[:, 1::2].mean(1)], 1).tolist()
+    return split_halves(torch.bernoulli(quality[:, None].expand(-1, examples), generator=generator))
 
 
 def test_split_half_reliability_tells_real_differences_from_noise():

@@ -54,6 +54,12 @@ def returned_prompt(results: list[dict], manual: dict | None, check: dict | None
     return manual | {"source": "manual", "check": check}
 
 
+def split_halves(scores: Tensor) -> list[list[float]]:
+    """[prompts, examples] -> each prompt's mean on the even- and on the odd-numbered examples
+    (NaN, an example a prompt shows, left out), for `split_half_reliability`."""
+    return torch.stack([scores[:, 0::2].nanmean(1), scores[:, 1::2].nanmean(1)], 1).tolist()
+
+
 def split_half_reliability(halves: list[list[float]]) -> float | None:
     """How well the selection examples tell the scored prompts apart: the Pearson r, over the
     prompts, of each one's mean score on the even-numbered examples with its mean on the odd

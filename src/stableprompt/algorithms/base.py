@@ -11,6 +11,7 @@ import torch
 from stableprompt.config import DEFAULT_TRAIN_EXAMPLES, TrainConfig
 from stableprompt.contexts.base import TaskContext
 from stableprompt.errors import UserError
+from stableprompt.selection import split_halves
 from stableprompt.tasks.demonstrations import show_solved_pairs, shows, use_demonstrations
 
 
@@ -138,8 +139,7 @@ class Algorithm(ABC):
         if new:
             scores = self.selection_scores(new)  # NaN where a prompt shows the example
             self.dev_seen.update(zip(new, scores.nanmean(1).tolist(), strict=True))
-            halves = torch.stack([scores[:, 0::2].nanmean(1), scores[:, 1::2].nanmean(1)], 1)
-            self.dev_halves.update(zip(new, halves.tolist(), strict=True))
+            self.dev_halves.update(zip(new, split_halves(scores), strict=True))
         return [self.dev_seen[prompt] for prompt in prompts]
 
     def dev_cost(self, prompt: str) -> int:
