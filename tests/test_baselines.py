@@ -70,8 +70,8 @@ def test_solved_pairs_go_before_the_input_under_the_prompt_and_leave_train(tiny_
         show_solved_pairs(make_ctx(tiny_model_dir), k=4, seed=0)
 
 
-def test_in_context_is_the_manual_prompt_with_target_shots(tiny_model_dir, tmp_path):
-    runs = {}
+def test_in_context_shows_the_pairs_target_shots_shows(tiny_model_dir, tmp_path):
+    runs, saved = {}, {}
     for algo, kw in (("in-context", {"num_shots": 2}), ("manual", {"target_shots": 2})):
         ctx = make_ctx(tiny_model_dir)
         ctx.label_search = {"setting": "auto"}  # words a run would re-choose per prompt
@@ -80,19 +80,42 @@ def test_in_context_is_the_manual_prompt_with_target_shots(tiny_model_dir, tmp_p
         # the pairs carry the task's label words: a prompt's own words would not match them
         assert config.refit_label_words and trainer.algorithm.refit_calls() == 0
         runs[algo] = trainer.train()
+        saved[algo] = json.loads((tmp_path / algo / "best_prompts.json").read_text())
     plain, ctx = (
         make_config(tiny_model_dir, tmp_path / "plain", algo="manual"),
         make_ctx(tiny_model_dir),
     )
     ctx.label_search = {"setting": "auto"}
     assert Trainer(plain, ctx, progress=False).algorithm.refit_calls() > 0
-    saved = json.loads((tmp_path / "manual" / "best_prompts.json").read_text())
-    assert saved["template"].count("{prompt}") == 3
-    assert (
-        saved["template"]
-        == json.loads((tmp_path / "in-context" / "best_prompts.json").read_text())["template"]
-    )
-    assert runs["manual"]["prompts"] == runs["in-context"]["prompts"]
+    # in-context's prompt is the two pairs (under the manual prompt), which --target-shots puts
+    # in the template: the target reads the same text and scores it the same
+    assert saved["manual"]["template"].count("{prompt}") == 3
+    assert runs["in-context"]["best_prompt"].count(get_task("sst-2").manual_prompt) == 2
+    read = {a: fill_template(saved[a]["template"], runs[a]["best_prompt"], "x y") for a in runs}
+    assert read["in-context"] == read["manual"]
+    scores = {a: [(p["dev"], p["test"]) for p in runs[a]["prompts"]] for a in runs}
+    assert scores["in-context"] == scores["manual"]
+
+
+def test_in_context_counts_add_pairs_and_dev_chooses(tiny_model_dir, tmp_path):
+    ctx = make_ctx(tiny_model_dir)
+    config = make_config(tiny_model_dir, tmp_path, algo="in-context", num_shots="0,3,1")
+    trainer = Trainer(config, ctx, progress=False)
+    none, three, one = trainer.algorithm.prompts
+    assert none == "" and one.count("\n") == 1 and three.count("\n") == 3
+    for seed in range(6):  # one draw per seed: the larger count adds pairs to the smaller's
+        config = make_config(
+            tiny_model_dir, tmp_path, algo="in-context", num_shots="3,1", seed=seed
+        )
+        more, fewer = Trainer(config, make_ctx(tiny_model_dir), progress=False).algorithm.prompts
+        assert more.startswith(fewer)
+    summary = trainer.train()
+    assert len(summary["prompts"]) == 3  # each count scored on dev and on test
+    assert summary["best"]["dev"] == max(p["dev"] for p in summary["prompts"])
+    assert summary["best_prompt"] in (none, three, one)
+    big = make_config(tiny_model_dir, tmp_path / "big", algo="in-context", num_shots=4)
+    with pytest.raises(UserError, match="--num-shots 4 needs more than 4 train examples"):
+        Trainer(big, make_ctx(tiny_model_dir), progress=False)
 
 
 def test_target_shots_is_refused_where_pairs_are_already_chosen(tiny_model_dir, tmp_path):

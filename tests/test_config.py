@@ -40,6 +40,18 @@ BAD_FLAGS = [
     (["--target-update-rate", "2"], "target_update_rate must be at most 1.0"),
     (["--anchor-every", "0"], "anchor_every must be at least 1"),
     (["--algo", "dqn"], "unknown algo 'dqn' (use one of sql, sparse-sql"),
+    (
+        ["--num-shots", "-1"],
+        "num_shots must be a count or distinct comma-separated counts, e.g. 5 or 5,10,20, got "
+        "'-1' (fix --num-shots)",
+    ),
+    (["--num-shots", "5,x"], "num_shots must be a count or distinct comma-separated counts"),
+    (["--num-shots", "5,10,5"], "num_shots must be a count or distinct comma-separated counts"),
+    (
+        ["--num-shots", "5,10", "--algo", "appo"],
+        "--num-shots 5,10: appo's meta-prompt shows one number of pairs; several counts are for "
+        "--algo in-context (give one)",
+    ),
 ]
 
 

@@ -234,8 +234,11 @@ class TrainConfig:
         "KL reference of ppo/appo (--algo ppo runs no anchor, so anchor means initial there)",
         choices=("anchor", "initial", "previous"),
     )
-    num_shots: int = option(
-        5, "train pairs shown in the agent's meta-prompt (in-context: to the target)", min=0
+    num_shots: str = option(
+        "5",
+        "train pairs shown in the agent's meta-prompt; in-context: shown to the target, and "
+        "several comma-separated counts (e.g. 5,10,20,40) are each scored on the selection "
+        "examples and the best kept (more shots add to fewer: one seeded draw)",
     )
     conditioning: str = option(
         "task",
@@ -311,6 +314,12 @@ class TrainConfig:
         for name, f in FIELDS.items():  # TrainConfig(add_manual=True): once a bool, as YAML
             if "bare" in f.metadata and isinstance(getattr(self, name), bool):
                 setattr(self, name, parse_value(name, getattr(self, name)))
+        self.num_shots = parse_value("num_shots", self.num_shots)  # TrainConfig(num_shots=5)
+        if len(self.shot_counts) > 1 and self.algo != "in-context":
+            raise UserError(
+                f"--num-shots {self.num_shots}: {self.algo}'s meta-prompt shows one number of "
+                "pairs; several counts are for --algo in-context (give one)"
+            )
         if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
             raise UserError(
                 f"--conditioning input needs the instruction agent of --algo appo or ppo; "
@@ -355,6 +364,11 @@ class TrainConfig:
                     f"{flag} applies to the instruction agent of ppo, appo and best-of-n, not "
                     f"{self.algo} (drop {flag})"
                 )
+
+    @property
+    def shot_counts(self) -> list[int]:
+        """`num_shots` as counts: the agent's meta-prompt takes the one, in-context each."""
+        return parse_counts("num_shots", self.num_shots)
 
     @property
     def num_prompts(self) -> int:
@@ -406,6 +420,20 @@ FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(Tr
 CHOICES: dict[str, tuple[str, ...]] = {
     name: f.metadata["choices"] for name, f in FIELDS.items() if "choices" in f.metadata
 }
+
+
+def parse_counts(key: str, text: str) -> list[int]:
+    """'5,10,20' -> [5, 10, 20]: distinct counts >= 0, with a one-line error otherwise."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or min(counts) < 0 or len(set(counts)) < len(counts):
+        raise UserError(
+            f"config key {key} must be a count or distinct comma-separated counts, e.g. 5 or "
+            f"5,10,20, got {text!r} (fix {flag(key)})"
+        )
+    return counts
 
 
 def flag(name: str) -> str:

@@ -383,7 +383,7 @@ class Trainer:
             "metric": self.ctx.metric,  # what dev and test report
             "select_on": self.config.select_on,  # what "dev" scores: dev, or dev and train
             "dtype": dtype_name(self.config.dtype),  # what local models ran in (auto resolved)
-            "template": self.ctx.template,  # in-context baselines change it
+            "template": self.ctx.template,  # solved pairs change it
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,
             # generation: where answers were cut (--answer-tokens, or its default resolved)

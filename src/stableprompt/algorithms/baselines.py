@@ -7,7 +7,9 @@ the same run directory (metrics.jsonl, best_prompts.json).
   tokens a token policy may emit (same length as the RL prompts); left open, as many as
   `--max-target-calls` buys (one without a budget), so it spends what an RL run spends.
 * ``in-context``: the manual prompt with `num_shots` train examples shown before the input,
-  each rendered with the task template and its label word (classification tasks).
+  each rendered with the task template and its answer (`--demonstrations` form); with several
+  counts (`--num-shots 5,10,20,40`) one prompt per count, chosen on dev like any other: how
+  many pairs a target reads best differs by task (docs/RESULTS.md, "How many solved pairs").
 * ``best-of-n``: draw prompts from the *untrained* instruction agent (StablePrompt's starting
   point), score every one on dev, keep the best. Set `--max-target-calls` to an RL run's budget
   and it draws N = budget / |dev| prompts: the same spend as the run it is compared with.
@@ -27,7 +29,7 @@ from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
-from stableprompt.tasks.demonstrations import class_cap, show_solved_pairs
+from stableprompt.tasks.demonstrations import class_cap, use_demonstrations
 
 
 class FixedPrompts(Algorithm):
@@ -55,9 +57,20 @@ class FixedPrompts(Algorithm):
             return
         if not ctx.task.manual_prompt and config.algo in ("manual", "in-context"):
             raise UserError(f"task {ctx.task.name} has no manual prompt (add manual_prompt)")
-        self.prompts = [ctx.task.manual_prompt]
         if config.algo == "in-context":
-            show_solved_pairs(ctx, config.num_shots, config.seed)
+            self.prompts = self.in_context_prompts()
+            return
+        self.prompts = [ctx.task.manual_prompt]
+
+    def in_context_prompts(self) -> list[str]:
+        """One prompt per count in `--num-shots`: that many solved train pairs, the first of
+        one seeded draw (so a larger count adds pairs to a smaller one's), each under the
+        manual prompt, which the template then repeats before the input."""
+        counts = self.config.shot_counts
+        texts, _ = use_demonstrations(self.ctx, max(counts), False, "all", flag="--num-shots")
+        self.shown_texts = texts  # --select-on dev+train leaves out the pairs a prompt shows
+        order = random.Random(self.config.seed).sample(range(len(texts)), max(counts))
+        return ["".join(texts[i] for i in order[:k]) for k in counts]
 
     def prompts_in_budget(self) -> int:
         """random: `--prompts-per-step`, else as many prompts as `--max-target-calls` buys
@@ -148,9 +161,11 @@ class BestOfN(Algorithm):
     @torch.no_grad()
     def train_step(self, step: int) -> dict:
         c, train = self.config, self.ctx.splits["train"]
-        shown = random.sample(train, min(c.num_shots, len(train)))
+        shown = random.sample(train, min(c.shot_counts[0], len(train)))
         start = self.starts[step % len(self.starts)]  # --add-manual both: in turn
-        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots, start=start))
+        query = self.agent.encode_query(
+            self.agent.meta_prompt(shown, c.shot_counts[0], start=start)
+        )
         drawn = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         prompts = drawn.texts
         scores = self.dev_scores(prompts)

@@ -72,8 +72,8 @@ class ConditionedPPO(AdaptivePPO):
         (training) or fixed per input by the run's seed (evaluation, and so reproducible)."""
         draw = random.Random(f"{self.config.seed}:{text}").sample if fixed else random.sample
         others = [ex for ex in self.ctx.splits["train"] if ex.text != text]
-        shown = draw(others, min(self.config.num_shots, len(others)))
-        return self.agent.meta_prompt(shown, self.config.num_shots, text, self.starts[0])
+        shown = draw(others, min(self.config.shot_counts[0], len(others)))
+        return self.agent.meta_prompt(shown, self.config.shot_counts[0], text, self.starts[0])
 
     def written_prompts(
         self, examples: list[Example], weights: dict[str, Tensor] | None = None, version: int = 0

@@ -347,10 +347,12 @@ class AdaptivePPO(Algorithm):
         self.previous_state = initial if self.reference == "previous" else None
         # Fixed evaluation meta-prompt: its own RNG, so evaluating never shifts the training draws.
         shown = random.Random(config.seed).sample(
-            ctx.splits["train"], min(config.num_shots, len(ctx.splits["train"]))
+            ctx.splits["train"], min(config.shot_counts[0], len(ctx.splits["train"]))
         )
         self.eval_queries = [  # one per meta-prompt (two with --add-manual both)
-            self.agent.encode_query(self.agent.meta_prompt(shown, config.num_shots, start=start))
+            self.agent.encode_query(
+                self.agent.meta_prompt(shown, config.shot_counts[0], start=start)
+            )
             for start in self.starts
         ]
         self.eval_query = self.eval_queries[0]
@@ -413,10 +415,12 @@ class AdaptivePPO(Algorithm):
         """One meta-prompt (`meta_prompt_index`) of fresh train pairs, `num_prompts` prompts
         sampled for it (eval mode), and the train examples that reward them."""
         c, train = self.config, self.ctx.splits["train"]
-        shown = random.sample(train, min(c.num_shots, len(train)))
+        shown = random.sample(train, min(c.shot_counts[0], len(train)))
         self.start_index = self.meta_prompt_index(step)
         start = self.starts[self.start_index]
-        query = self.agent.encode_query(self.agent.meta_prompt(shown, c.num_shots, start=start))
+        query = self.agent.encode_query(
+            self.agent.meta_prompt(shown, c.shot_counts[0], start=start)
+        )
         samples = self.agent.sample(query, self.num_prompts, c.max_new_tokens, c.agent_temperature)
         return query, samples, self.train_examples()
 

@@ -31,7 +31,7 @@ class TaskContext(Protocol):
     task: TaskSpec
     splits: dict[str, list]
     scorer: Any  # counts `calls`: (prompt, example) pairs asked for, cache hits included
-    template: str  # with {prompt} (and {input} for text); the in-context baseline rewrites it
+    template: str  # with {prompt} (and {input} for text); solved pairs rewrite it
     label_words: list[str]  # empty for tasks without label words
     generation: bool  # the target writes answers (no label words)
     label_search: dict | None  # how the label words were chosen, for the run directory

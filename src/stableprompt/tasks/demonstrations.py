@@ -38,10 +38,10 @@ def render_demonstrations(ctx, examples: list[Example], prompt: str) -> str:
 
 
 def show_solved_pairs(ctx, k: int, seed: int) -> None:
-    """Put `k` solved train pairs, drawn with `seed`, before every input (`--target-shots`, and
-    the in-context baseline): each in the task's template under the prompt, then its answer, so
-    the target reads the prompt k + 1 times. The pairs leave train: a prompt rewarded on a pair
-    the target has just been shown would be rewarded for nothing."""
+    """Put `k` solved train pairs, drawn with `seed`, before every input (`--target-shots`):
+    each in the task's template under the prompt, then its answer, so the target reads the
+    prompt k + 1 times. The pairs leave train: a prompt rewarded on a pair the target has just
+    been shown would be rewarded for nothing."""
     train = ctx.splits["train"]
     if len(train) <= k:
         raise UserError(
@@ -66,7 +66,7 @@ def split_for_demonstrations(train: list[Example]) -> tuple[list[Example], list[
 
 
 def use_demonstrations(
-    ctx, k: int, balanced: bool, pool: str = "half"
+    ctx, k: int, balanced: bool, pool: str = "half", flag: str = "--demonstrations"
 ) -> tuple[list[str], list[int] | None]:
     """Switch `ctx` to prompts made of demonstrations: its template becomes `{prompt}` followed
     by the task's template with the manual prompt in place, so the empty prompt is the manual
@@ -78,16 +78,16 @@ def use_demonstrations(
     manual = ctx.task.manual_prompt
     if "{" in manual or "}" in manual:
         raise UserError(
-            "--demonstrations keeps the manual prompt in the template, so it may not contain "
-            "braces; rephrase the manual prompt"
+            f"{flag} keeps the manual prompt in the template, so it may not contain braces; "
+            "rephrase the manual prompt"
         )
     train = ctx.splits["train"]
     if pool == "all":
         shown, rewarded = train, train
         if len(train) <= k:
             raise UserError(
-                f"--demonstrations {k} needs more than {k} train examples (a prompt is rewarded "
-                f"on those it does not show); this task has {len(train)} (lower --demonstrations)"
+                f"{flag} {k} needs more than {k} train examples (a prompt is rewarded on those it "
+                f"does not show); this task has {len(train)} (lower {flag})"
             )
     else:
         shown, rewarded = split_for_demonstrations(train)
