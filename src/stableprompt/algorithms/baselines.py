@@ -67,7 +67,9 @@ class FixedPrompts(Algorithm):
         one seeded draw (so a larger count adds pairs to a smaller one's), each under the
         manual prompt, which the template then repeats before the input."""
         counts = self.config.shot_counts
-        texts, _ = use_demonstrations(self.ctx, max(counts), False, "all", flag="--num-shots")
+        texts, _ = use_demonstrations(
+            self.ctx, max(counts), balanced=False, pool="all", flag="--num-shots"
+        )
         self.shown_texts = texts  # --select-on dev+train leaves out the pairs a prompt shows
         order = random.Random(self.config.seed).sample(range(len(texts)), max(counts))
         return ["".join(texts[i] for i in order[:k]) for k in counts]
