@@ -113,6 +113,13 @@ def test_in_context_counts_add_pairs_and_dev_chooses(tiny_model_dir, tmp_path):
     assert len(summary["prompts"]) == 3  # each count scored on dev and on test
     assert summary["best"]["dev"] == max(p["dev"] for p in summary["prompts"])
     assert summary["best_prompt"] in (none, three, one)
+    # chosen on dev and train too, a prompt is not scored on the train pairs it shows
+    config = make_config(
+        tiny_model_dir, tmp_path / "pooled", algo="in-context", num_shots="2", select_on="dev+train"
+    )
+    algorithm = Trainer(config, make_ctx(tiny_model_dir), progress=False).algorithm
+    scores = algorithm.selection_scores(algorithm.prompts)  # [1, 4 dev + 4 train]
+    assert scores[0, :4].isnan().sum() == 0 and scores[0, 4:].isnan().sum() == 2
     big = make_config(tiny_model_dir, tmp_path / "big", algo="in-context", num_shots=4)
     with pytest.raises(UserError, match="--num-shots 4 needs more than 4 train examples"):
         Trainer(big, make_ctx(tiny_model_dir), progress=False)
