@@ -1,0 +1,92 @@
+"""benchmarks/wide_test.py: runs' prompts scored on the train examples they never read."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from stableprompt.errors import UserError
+from stableprompt.models import build_scorer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import wide_test  # noqa: E402
+
+PAIRS = [(f"the movie {i} is good", f"the movie {i} is not good") for i in range(12)]
+
+
+@pytest.fixture
+def ii_root(tmp_path, monkeypatch):
+    """A tiny instruction-induction data root: 12 negation pairs to induce, 2 to execute."""
+    for split, pairs in (("induce", PAIRS), ("execute", PAIRS[:2])):
+        path = tmp_path / "ii" / split / "negation.json"
+        path.parent.mkdir(parents=True)
+        rows = {str(i): {"input": a, "output": b} for i, (a, b) in enumerate(pairs)}
+        path.write_text(json.dumps({"examples": rows}))
+    monkeypatch.setenv("STABLEPROMPT_DATA", str(tmp_path))
+    return tmp_path
+
+
+def config(target, algo="random", **extra):
+    return {"algo": algo, "task": "negation", "data": "ii:negation", "seed": 0, "target": target,
+            "dtype": "float32", "answer_tokens": 2, "select_on": "dev", **extra}  # fmt: skip
+
+
+def make_run(root: Path, name: str, values: dict, prompt: str, template: str) -> str:
+    run = root / name
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(values))
+    entry = {"prompt": prompt, "dev": 0.5, "test": 0.25}
+    best = {"best_prompt": prompt, "best": entry, "prompts": [entry], "template": template}
+    (run / "best_prompts.json").write_text(json.dumps(best))
+    return str(run)
+
+
+def test_a_prompt_is_not_scored_on_the_pairs_it_shows(ii_root, tiny_model_dir):
+    ctx, texts = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
+    train = len(ctx.splits["train"])
+    assert len(texts) == train == 11  # 12 induce pairs, one to dev
+    prompt = texts[3] + texts[7]
+    scores = wide_test.score_held_out(ctx, texts, [1, 3, 5, 7], prompt)
+    assert scores[1] is None and scores[3] is None
+    assert all(isinstance(s, float) for s in (scores[0], scores[2]))
+    assert len(ctx.splits["train"]) == train  # the sample is put back
+    assert wide_test.pairs_shown(prompt, texts) == 2
+
+
+def test_runs_write_scores_and_compare_on_inputs_neither_shows(ii_root, tiny_model_dir, tmp_path):
+    ctx, texts = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
+    runs = [
+        make_run(tmp_path, "two-s0", config(tiny_model_dir), texts[0] + texts[1], ctx.template),
+        make_run(tmp_path, "one-s0", config(tiny_model_dir), texts[2], ctx.template),
+    ]
+    data, saves = {"groups": {}}, []
+    wide_test.score_runs(runs, 6, False, data, lambda: saves.append(1))
+    (group,) = data["groups"].values()
+    assert set(group["labels"]) == {"manual", "two", "one"} and len(saves) == 3
+    assert len(group["sample"]) == 6 and group["prompts"][texts[2]]["test"] == 0.25
+    wide_test.score_runs(runs, 6, False, data, lambda: saves.append(1))
+    assert len(saves) == 3  # a rerun scores nothing again
+    shown = {i for i in group["sample"] if i < 3}
+    both = len(group["sample"]) - len(shown)
+    assert f"on {both} inputs" in wide_test.compare(data, "two", "one")
+
+
+@pytest.mark.parametrize(
+    "values, template, message",
+    [
+        ({"algo": "sql"}, None, "sql with --select-on dev read train answers"),
+        ({"select_on": "dev+train"}, None, "random with --select-on dev+train"),
+        ({}, "{prompt}\nInput: {input}\nOutput:", "not the demonstrations form"),
+    ],
+)
+def test_runs_that_read_train_or_are_not_demonstrations_are_refused(
+    ii_root, tiny_model_dir, tmp_path, values, template, message
+):
+    ctx, _ = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
+    values = config(tiny_model_dir, **values)
+    run = make_run(tmp_path, "run-s0", values, "x", template or ctx.template)
+    with pytest.raises(UserError, match=re.escape(message)):
+        wide_test.score_runs([run], 4, False, {"groups": {}}, lambda: None)
