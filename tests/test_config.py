@@ -52,6 +52,16 @@ BAD_FLAGS = [
         "--num-shots 5,10: appo's meta-prompt shows one number of pairs; several counts are for "
         "--algo in-context (give one)",
     ),
+    (
+        ["--demonstrations", "5,10", "--algo", "sql"],
+        "--demonstrations 5,10: several counts of pairs share the sets of --algo random; sql's "
+        "policy shows one (give one count)",
+    ),
+    (
+        ["--demonstrations", "0,5", "--algo", "random"],
+        "--demonstrations 0,5: 0 means token prompts, not a count of pairs (drop the 0)",
+    ),
+    (["--demonstrations", "-2"], "demonstrations must be a count or distinct comma-separated"),
 ]
 
 

@@ -87,8 +87,8 @@ def test_balanced_demonstrations_show_one_example_of_each_class(tiny_lm):
     first = rollout.actions[0].tolist()  # after the first pick its class is closed
     closed = [i for i, c in enumerate(classes) if c == classes[first[0]]]
     assert not policy.mask(rollout)[0, 1, closed].any()
-    prompts = random_demonstrations(texts, n=20, k=3, seed=0, classes=classes)
-    assert prompts == random_demonstrations(texts, n=20, k=3, seed=0, classes=classes)
+    prompts = random_demonstrations(texts, n=20, counts=[3], seed=0, classes=classes)
+    assert prompts == random_demonstrations(texts, n=20, counts=[3], seed=0, classes=classes)
     for prompt in prompts:
         shown = [texts.index(line + "\n") for line in prompt.splitlines()]
         assert sorted(classes[i] for i in shown) == [0, 1, 2]
@@ -98,7 +98,7 @@ def test_balanced_demonstrations_show_one_example_of_each_class(tiny_lm):
     policy = DemoPolicy(lm, tokenizer, texts, length=4, mlp_hidden=16, classes=classes)
     rollout = policy.rollout(64, lambda q, base: torch.multinomial(q.softmax(-1), 1)[:, 0])
     assert all([classes[i] for i in row].count(0) <= 2 for row in rollout.actions.tolist())
-    for prompt in random_demonstrations(texts, n=64, k=4, seed=0, classes=classes):
+    for prompt in random_demonstrations(texts, n=64, counts=[4], seed=0, classes=classes):
         assert [classes[texts.index(line + "\n")] for line in prompt.splitlines()].count(0) <= 2
 
 
@@ -158,8 +158,8 @@ def test_lr_zero_screens_samples_without_learning(tiny_model_dir, tmp_path):
 
 def test_random_demonstrations_follow_the_seed():
     texts = ["a\n", "b\n", "c\n", "d\n"]
-    prompts = random_demonstrations(texts, n=5, k=2, seed=0)
-    assert prompts == random_demonstrations(texts, n=5, k=2, seed=0)
+    prompts = random_demonstrations(texts, n=5, counts=[2], seed=0)
+    assert prompts == random_demonstrations(texts, n=5, counts=[2], seed=0)
     assert all(len(p.split("\n")) == 3 and p.split("\n")[0] != p.split("\n")[1] for p in prompts)
 
 
@@ -266,7 +266,34 @@ def test_random_demonstration_sets_are_the_random_baselines_draws():
         assert len(set(picked)) == 3 and all(0 <= i < 12 for i in picked)
         assert sorted(classes[i] for i in picked) == [0, 1, 2]  # cap 1: one of each class
     rendered = ["".join(texts[i] for i in picked) for picked in sets]
-    assert rendered == random_demonstrations(texts, n=30, k=3, seed=1, classes=classes)
+    assert rendered == random_demonstrations(texts, n=30, counts=[3], seed=1, classes=classes)
+
+
+def test_random_demonstrations_of_several_counts_share_the_sets_in_turn():
+    """Prompt i shows counts[i % 3] pairs, and each count's prompts are the first ones that
+    count alone draws (with and without classes)."""
+    texts = [f"example {i}\n" for i in range(12)]
+    for classes in (None, [i % 3 for i in range(12)]):
+        prompts = random_demonstrations(texts, n=8, counts=[3, 6, 1], seed=2, classes=classes)
+        assert [p.count("\n") for p in prompts] == [3, 6, 1, 3, 6, 1, 3, 6]
+        for j, k in enumerate([3, 6, 1]):
+            alone = random_demonstrations(texts, n=8, counts=[k], seed=2, classes=classes)
+            assert prompts[j::3] == alone[: len(prompts[j::3])]
+
+
+def test_random_over_several_counts_is_chosen_on_dev_like_one_count(tiny_model_dir, tmp_path):
+    kw = dict(algo="random", demonstrations="1,2", demonstrations_from="all", prompts_per_step=6)
+    ctx = make_ctx(tiny_model_dir)
+    trainer = Trainer(make_config(tiny_model_dir, tmp_path, **kw), ctx, progress=False)
+    prompts = trainer.algorithm.prompts
+    train = ctx.splits["train"]
+    assert [sum(f"{ex.text} " in p for ex in train) for p in prompts] == [1, 2] * 3
+    summary = trainer.train()
+    best = max(dict.fromkeys(prompts), key=lambda p: ctx.evaluate([p], "dev").values[0])
+    assert summary["best"]["dev"] == pytest.approx(ctx.evaluate([best], "dev").values[0])
+    with pytest.raises(UserError, match="--demonstrations 4 needs more than 4 train examples"):
+        kw["demonstrations"] = "1,4"
+        Trainer(make_config(tiny_model_dir, tmp_path / "big", **kw), make_ctx(tiny_model_dir))
 
 
 def scores_without_shown(ctx, prompt: str) -> torch.Tensor:

@@ -174,12 +174,12 @@ class TrainConfig:
         "learned tokens (the policy reads the manual prompt first, so it samples continuations "
         "of it), and the run is checked against the manual prompt alone",
     )
-    demonstrations: int = option(
-        0,
+    demonstrations: str = option(
+        "0",
         "sql, random: a prompt is this many labelled train examples shown before the input "
         "(the manual prompt stays; the policy chooses which examples and their order, from "
-        "the train examples --demonstrations-from names); 0: token prompts",
-        min=0,
+        "the train examples --demonstrations-from names); 0: token prompts. random: several "
+        "comma-separated counts (e.g. 5,10,20,40) share its sets equally, all chosen on dev",
     )
     balanced_demonstrations: bool = option(
         True,
@@ -315,6 +315,16 @@ class TrainConfig:
             if "bare" in f.metadata and isinstance(getattr(self, name), bool):
                 setattr(self, name, parse_value(name, getattr(self, name)))
         self.num_shots = parse_value("num_shots", self.num_shots)  # TrainConfig(num_shots=5)
+        self.demonstrations = parse_value("demonstrations", self.demonstrations)
+        counts = parse_counts("demonstrations", self.demonstrations)
+        if len(counts) > 1 and (self.algo != "random" or 0 in counts):
+            raise UserError(
+                f"--demonstrations {self.demonstrations}: several counts of pairs share the sets "
+                f"of --algo random; {self.algo}'s policy shows one (give one count)"
+                if self.algo != "random"
+                else f"--demonstrations {self.demonstrations}: 0 means token prompts, not a count "
+                "of pairs (drop the 0)"
+            )
         if len(self.shot_counts) > 1 and self.algo != "in-context":
             raise UserError(
                 f"--num-shots {self.num_shots}: {self.algo}'s meta-prompt shows one number of "
@@ -331,15 +341,17 @@ class TrainConfig:
                 f"--continue-manual applies to the token prompts of sql, sparse-sql and random, "
                 f"not {self.algo} (drop --continue-manual)"
             )
-        if self.demonstrations and (self.algo not in ("sql", "random") or self.continue_manual):
+        if self.demonstration_counts and (
+            self.algo not in ("sql", "random") or self.continue_manual
+        ):
             raise UserError(
                 f"--demonstrations applies to sql and random without --continue-manual, not "
                 f"{self.algo}{' with it' if self.continue_manual else ''} (drop --demonstrations)"
             )
-        if self.target_shots and (self.demonstrations or self.algo == "in-context"):
+        if self.target_shots and (self.demonstration_counts or self.algo == "in-context"):
             chooser = (
                 "--demonstrations chooses them"
-                if self.demonstrations
+                if self.demonstration_counts
                 else "in-context shows --num-shots of them"
             )
             raise UserError(
@@ -369,6 +381,13 @@ class TrainConfig:
     def shot_counts(self) -> list[int]:
         """`num_shots` as counts: the agent's meta-prompt takes the one, in-context each."""
         return parse_counts("num_shots", self.num_shots)
+
+    @property
+    def demonstration_counts(self) -> list[int]:
+        """`demonstrations` as counts of pairs, [] for token prompts: sql's policy shows the
+        one, random's sets share them."""
+        counts = parse_counts("demonstrations", self.demonstrations)
+        return [] if counts == [0] else counts
 
     @property
     def num_prompts(self) -> int:

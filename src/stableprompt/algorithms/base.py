@@ -70,7 +70,7 @@ class Algorithm(ABC):
     def manual_prompt(self) -> str | None:
         """The prompt a run is checked against: the task's manual prompt (None without one);
         with --demonstrations the empty prompt, which is the manual prompt with none shown."""
-        if self.config.demonstrations:
+        if self.config.demonstration_counts:
             return ""
         return self.ctx.task.manual_prompt or None
 
@@ -93,7 +93,7 @@ class Algorithm(ABC):
         returns the candidates rendered and their classes."""
         c = self.config
         texts, classes = use_demonstrations(
-            self.ctx, c.demonstrations, c.balanced_demonstrations, c.demonstrations_from
+            self.ctx, max(c.demonstration_counts), c.balanced_demonstrations, c.demonstrations_from
         )
         if c.demonstrations_from == "all":
             self.shown_texts = texts
@@ -107,7 +107,7 @@ class Algorithm(ABC):
     def refit_calls(self) -> int:
         """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
         c = self.config
-        shows_pairs = c.demonstrations or c.target_shots or c.algo == "in-context"
+        shows_pairs = c.demonstration_counts or c.target_shots or c.algo == "in-context"
         wanted = (  # solved pairs carry the words they were rendered with: no refit
             c.refit_label_words
             and c.conditioning == "task"

@@ -39,10 +39,10 @@ class FixedPrompts(Algorithm):
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
-        if config.algo == "random" and config.demonstrations:
+        if config.algo == "random" and config.demonstration_counts:
             texts, classes = self.use_demonstrations()
             self.prompts = random_demonstrations(
-                texts, self.prompts_in_budget(), config.demonstrations, config.seed, classes
+                texts, self.prompts_in_budget(), config.demonstration_counts, config.seed, classes
             )
             return
         if config.algo == "random":
@@ -121,10 +121,17 @@ def random_token_prompts(
 
 
 def random_demonstrations(
-    texts: list[str], n: int, k: int, seed: int, classes: list[int] | None = None
+    texts: list[str], n: int, counts: list[int], seed: int, classes: list[int] | None = None
 ) -> list[str]:
-    """`n` prompts of `k` distinct demonstrations each (`random_demonstration_sets`)."""
-    sets = random_demonstration_sets(len(texts), n, k, seed, classes)
+    """`n` prompts of distinct demonstrations (`random_demonstration_sets`), the counts in
+    turn: prompt i shows counts[i % len(counts)] pairs. Each count's sets are the first ones
+    `--demonstrations` with that count alone draws (the same seed), so a run over several
+    counts chooses among a share of each single-count run's sets."""
+    per_count = [
+        random_demonstration_sets(len(texts), -(-(n - j) // len(counts)), k, seed, classes)
+        for j, k in enumerate(counts)
+    ]
+    sets = [per_count[i % len(counts)][i // len(counts)] for i in range(n)]
     return ["".join(texts[i] for i in picked) for picked in sets]
 
 

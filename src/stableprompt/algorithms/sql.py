@@ -163,10 +163,10 @@ class SoftQLearning(Algorithm):
     def __init__(self, config, ctx):
         super().__init__(config, ctx)
         lm, tokenizer = load_lm(config.agent, dtype=config.dtype, shared=True)
-        if config.demonstrations:  # a prompt is K train examples (tasks/demonstrations.py)
+        if config.demonstration_counts:  # a prompt is K train examples (tasks/demonstrations.py)
             texts, classes = self.use_demonstrations()
             self.policy = DemoPolicy(
-                lm, tokenizer, texts, config.demonstrations, config.mlp_hidden, classes
+                lm, tokenizer, texts, config.demonstration_counts[0], config.mlp_hidden, classes
             )
         else:
             context = prompt_context(config, ctx)  # learned tokens may continue the user's prompt
@@ -216,7 +216,7 @@ class SoftQLearning(Algorithm):
         sampled = time.perf_counter()
         examples = self.train_examples()
         keep = None  # a prompt is not rewarded on the train examples it shows
-        if c.demonstrations and c.demonstrations_from == "all":
+        if c.demonstration_counts and c.demonstrations_from == "all":
             keep = unshown(rollout.actions, examples, self.ctx.splits["train"])
         raw = self.ctx.rewards(prompts, examples, c.classification_reward, keep)
         rewarded = time.perf_counter()
