@@ -67,8 +67,9 @@ def read_unread_run(run_dir: str) -> dict:
 
 
 def group_key(config: dict) -> str:
-    """Runs scored on one sample: same task, data, seed, target and decoding."""
-    keys = ("task", "data", "seed", "target", "dtype", "answer_tokens", "generation_reward")
+    """Runs scored on one sample: same task, data, seed, target and decoding (the reward a
+    run trained on does not change a score)."""
+    keys = ("task", "data", "seed", "target", "dtype", "answer_tokens")
     return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
 
 

@@ -60,11 +60,17 @@ def test_runs_write_scores_and_compare_on_inputs_neither_shows(ii_root, tiny_mod
     ctx, texts = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
     runs = [
         make_run(tmp_path, "two-s0", config(tiny_model_dir), texts[0] + texts[1], ctx.template),
-        make_run(tmp_path, "one-s0", config(tiny_model_dir), texts[2], ctx.template),
+        make_run(
+            tmp_path,
+            "one-s0",
+            config(tiny_model_dir, generation_reward="metric"),
+            texts[2],
+            ctx.template,
+        ),  # fmt: skip
     ]
     data, saves = {"groups": {}}, []
     wide_test.score_runs(runs, 6, False, data, lambda: saves.append(1))
-    (group,) = data["groups"].values()
+    (group,) = data["groups"].values()  # one sample for runs that trained on other rewards
     assert set(group["labels"]) == {"manual", "two", "one"} and len(saves) == 3
     assert len(group["sample"]) == 6 and group["prompts"][texts[2]]["test"] == 0.25
     wide_test.score_runs(runs, 6, False, data, lambda: saves.append(1))
