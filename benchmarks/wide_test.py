@@ -105,7 +105,8 @@ def score_held_out(ctx, texts: list[str], sample: list[int], prompt: str) -> lis
 
 
 def pairs_shown(prompt: str, texts: list[str]) -> int:
-    return int(shows([prompt], texts).sum())
+    """Distinct pairs the prompt shows (a pair the data holds twice is one)."""
+    return len({text for text in texts if text in prompt})
 
 
 def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save) -> None:

@@ -14,12 +14,13 @@ from stableprompt.models import build_scorer
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import wide_test  # noqa: E402
 
-PAIRS = [(f"the movie {i} is good", f"the movie {i} is not good") for i in range(12)]
+PAIRS = [(f"the movie {i} is good", f"the movie {i} is not good") for i in range(11)] * 2
 
 
 @pytest.fixture
 def ii_root(tmp_path, monkeypatch):
-    """A tiny instruction-induction data root: 12 negation pairs to induce, 2 to execute."""
+    """A tiny instruction-induction data root: 11 negation pairs twice to induce (APE's files
+    repeat some), 2 to execute."""
     for split, pairs in (("induce", PAIRS), ("execute", PAIRS[:2])):
         path = tmp_path / "ii" / split / "negation.json"
         path.parent.mkdir(parents=True)
@@ -47,11 +48,12 @@ def make_run(root: Path, name: str, values: dict, prompt: str, template: str) ->
 def test_a_prompt_is_not_scored_on_the_pairs_it_shows(ii_root, tiny_model_dir):
     ctx, texts = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
     train = len(ctx.splits["train"])
-    assert len(texts) == train == 11  # 12 induce pairs, one to dev
+    assert len(texts) == train == 20  # 22 induce pairs, two to dev
     prompt = texts[3] + texts[7]
-    scores = wide_test.score_held_out(ctx, texts, [1, 3, 5, 7], prompt)
-    assert scores[1] is None and scores[3] is None
-    assert all(isinstance(s, float) for s in (scores[0], scores[2]))
+    scores = wide_test.score_held_out(ctx, texts, list(range(train)), prompt)
+    shown = [text in (texts[3], texts[7]) for text in texts]
+    assert [s is None for s in scores] == shown and sum(shown) > 2  # a pair's copy is shown too
+    assert all(isinstance(s, float) for s, hidden in zip(scores, shown) if not hidden)
     assert len(ctx.splits["train"]) == train  # the sample is put back
     assert wide_test.pairs_shown(prompt, texts) == 2
 
@@ -75,7 +77,7 @@ def test_runs_write_scores_and_compare_on_inputs_neither_shows(ii_root, tiny_mod
     assert len(group["sample"]) == 6 and group["prompts"][texts[2]]["test"] == 0.25
     wide_test.score_runs(runs, 6, False, data, lambda: saves.append(1))
     assert len(saves) == 3  # a rerun scores nothing again
-    shown = {i for i in group["sample"] if i < 3}
+    shown = {i for i in group["sample"] if texts[i] in texts[0] + texts[1] + texts[2]}
     both = len(group["sample"]) - len(shown)
     assert f"on {both} inputs" in wide_test.compare(data, "two", "one")
 
