@@ -37,7 +37,7 @@ from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.rundir import atomic_write_text
 from stableprompt.selection import against_manual
-from stableprompt.tasks.demonstrations import shows, use_demonstrations
+from stableprompt.tasks.demonstrations import count_pairs, shows, use_demonstrations
 from stableprompt.transfer import SETTINGS, read_run
 
 UNTRAINED = ("random", "in-context", "best-of-n")  # algorithms that read no train answers
@@ -104,11 +104,6 @@ def score_held_out(ctx, texts: list[str], sample: list[int], prompt: str) -> lis
     return [None if s else float(v) for v, s in zip(scores.tolist(), shown.tolist(), strict=True)]
 
 
-def pairs_shown(prompt: str, texts: list[str]) -> int:
-    """Distinct pairs the prompt shows (a pair the data holds twice is one)."""
-    return len({text for text in texts if text in prompt})
-
-
 def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save) -> None:
     """Score each run's prompts (and the manual prompt) into `data`, calling `save` after each;
     each score records the date, revision and machine it was made on."""
@@ -138,7 +133,7 @@ def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save)
         for r in members:
             wanted[r["name"]] = r["returned"]
             for prompt in r["pool"] if pool else []:
-                wanted.setdefault(f"{r['name']} ({pairs_shown(prompt, texts)} pairs)", prompt)
+                wanted.setdefault(f"{r['name']} ({count_pairs(prompt, texts)} pairs)", prompt)
         for label, prompt in wanted.items():
             group["labels"][label] = prompt
             if prompt in group["prompts"]:
@@ -149,7 +144,7 @@ def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save)
             test = next((r["test"][prompt] for r in members if prompt in r["test"]), None)
             group["prompts"][prompt] = {
                 "scores": scores,
-                "pairs": pairs_shown(prompt, texts),
+                "pairs": count_pairs(prompt, texts),
                 "test": test,
                 "seconds": seconds,
                 **provenance,

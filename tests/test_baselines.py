@@ -111,6 +111,8 @@ def test_in_context_counts_add_pairs_and_dev_chooses(tiny_model_dir, tmp_path):
         assert more.startswith(fewer)
     summary = trainer.train()
     assert len(summary["prompts"]) == 3  # each count scored on dev and on test
+    shown = {"": 0, three: 3, one: 1}
+    assert all(entry["pairs"] == shown[entry["prompt"]] for entry in summary["prompts"])
     assert summary["best"]["dev"] == max(p["dev"] for p in summary["prompts"])
     assert summary["best_prompt"] in (none, three, one)
     # chosen on dev and train too, a prompt is not scored on the train pairs it shows

@@ -291,6 +291,9 @@ def test_random_over_several_counts_is_chosen_on_dev_like_one_count(tiny_model_d
     summary = trainer.train()
     best = max(dict.fromkeys(prompts), key=lambda p: ctx.evaluate([p], "dev").values[0])
     assert summary["best"]["dev"] == pytest.approx(ctx.evaluate([best], "dev").values[0])
+    for entry in summary["prompts"]:  # each says how many pairs it shows, and so does the end
+        assert entry["pairs"] == sum(f"{ex.text} " in entry["prompt"] for ex in train)
+    assert f"learned ({summary['prompts'][0]['pairs']} pairs) " in format_summary(summary, "x")
     with pytest.raises(UserError, match="--demonstrations 4 needs more than 4 train examples"):
         kw["demonstrations"] = "1,4"
         Trainer(make_config(tiny_model_dir, tmp_path / "big", **kw), make_ctx(tiny_model_dir))

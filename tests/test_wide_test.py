@@ -10,6 +10,7 @@ import yaml
 
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
+from stableprompt.tasks.demonstrations import count_pairs
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import wide_test  # noqa: E402
@@ -55,7 +56,7 @@ def test_a_prompt_is_not_scored_on_the_pairs_it_shows(ii_root, tiny_model_dir):
     assert [s is None for s in scores] == shown and sum(shown) > 2  # a pair's copy is shown too
     assert all(isinstance(s, float) for s, hidden in zip(scores, shown) if not hidden)
     assert len(ctx.splits["train"]) == train  # the sample is put back
-    assert wide_test.pairs_shown(prompt, texts) == 2
+    assert count_pairs(prompt, texts) == 2
 
 
 def test_runs_write_scores_and_compare_on_inputs_neither_shows(ii_root, tiny_model_dir, tmp_path):

@@ -96,6 +96,8 @@ def format_summary(summary: dict, out: str) -> str:
     for kind, e in rows:
         # --demonstrations: the manual prompt is in the template, and its row shows none
         prompt = repr(e["prompt"]) if e["prompt"] else "(none shown)"
+        if e.get("pairs"):  # prompts made of solved pairs: how many, before the text
+            prompt = f"({e['pairs']} pairs) {prompt}"
         prompt = prompt if len(prompt) <= width else prompt[: width - 3] + "..."
         test = f"{e['test']:6.3f}" if "test" in e else f"{'-':>6}"
         ci = "[{:.3f}, {:.3f}]".format(*e["test_ci95"]) if "test_ci95" in e else ""

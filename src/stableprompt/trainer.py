@@ -50,6 +50,7 @@ from stableprompt.selection import (
     returned_prompt,
     split_half_reliability,
 )
+from stableprompt.tasks.demonstrations import count_pairs
 
 if TYPE_CHECKING:
     from stableprompt.algorithms.base import Algorithm
@@ -346,8 +347,12 @@ class Trainer:
         if test and self.ctx.label_words and self.config.conditioning == "task":
             self._score_test_together(entries)
 
+        pairs = self.algorithm.pair_texts
+
         def scored(entry: dict) -> dict:
             result = dict(entry)
+            if pairs:  # prompts made of solved pairs: how many this one shows
+                result["pairs"] = count_pairs(entry["prompt"], pairs)
             if test:
                 done[0] += 1
                 started = time.time()

@@ -38,6 +38,9 @@ class Algorithm(ABC):
     # Under --demonstrations-from all: the candidates, candidate i being train example i (a
     # prompt is not scored for selection on the train examples it shows).
     shown_texts: list[str] | None = None
+    # Prompts made of solved pairs (--demonstrations, in-context): every pair one may show, so
+    # best_prompts.json and the summary can say how many each shows.
+    pair_texts: list[str] | None = None
 
     def __init__(self, config: TrainConfig, ctx: TaskContext):
         self.config, self.ctx = config, ctx
@@ -95,6 +98,7 @@ class Algorithm(ABC):
         texts, classes = use_demonstrations(
             self.ctx, max(c.demonstration_counts), c.balanced_demonstrations, c.demonstrations_from
         )
+        self.pair_texts = texts
         if c.demonstrations_from == "all":
             self.shown_texts = texts
         return texts, classes

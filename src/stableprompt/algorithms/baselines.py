@@ -71,6 +71,7 @@ class FixedPrompts(Algorithm):
             self.ctx, max(counts), balanced=False, pool="all", flag="--num-shots"
         )
         self.shown_texts = texts  # --select-on dev+train leaves out the pairs a prompt shows
+        self.pair_texts = texts
         order = random.Random(self.config.seed).sample(range(len(texts)), max(counts))
         return ["".join(texts[i] for i in order[:k]) for k in counts]
 

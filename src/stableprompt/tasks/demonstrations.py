@@ -128,6 +128,11 @@ def unshown(actions: torch.Tensor, examples: list[Example], train: list[Example]
     return ~(actions[:, :, None] == rows[None, None, :]).any(1)
 
 
+def count_pairs(prompt: str, texts: list[str]) -> int:
+    """How many distinct solved pairs `prompt` shows (a pair the data holds twice is one)."""
+    return len({text for text in texts if text in prompt})
+
+
 def shows(prompts: list[str], texts: list[str]) -> torch.Tensor:
     """[prompts, candidates] True where the prompt contains candidate n's demonstration (read
     from the text, so a candidate whose text another contains counts as shown: never less)."""
