@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import torch
-from scoring import machine, revision
+from scoring import machine, pearson, revision
 
 from stableprompt.config import TrainConfig, read_yaml_mapping
 from stableprompt.contexts import build_context
@@ -211,10 +211,44 @@ def report(data: dict, comparisons: list[str]) -> str:
                 f"{group['task']:20} {group['seed']:>4}  {label:32} {entry['pairs']:>5}  "
                 f"{mean(entry['scores']):.3f} ({n:>4})  {test:>6}"
             )
+    lines += [means(data), agreement(data)]
     for spec in comparisons:
         first, _, second = spec.partition(":")
         lines.append(compare(data, first, second))
     return "\n".join(lines)
+
+
+def means(data: dict) -> str:
+    """Each label's mean held-out and test score over the runs (groups) that hold it."""
+    rows: dict[str, list[tuple[float, float | None]]] = {}
+    for group in data["groups"].values():
+        for label, prompt in group["labels"].items():
+            if prompt in group["prompts"]:
+                entry = group["prompts"][prompt]
+                rows.setdefault(label, []).append((mean(entry["scores"]), entry["test"]))
+    lines = ["mean over runs: held-out / test (runs)"]
+    for label, values in sorted(rows.items()):
+        tests = [t for _, t in values if t is not None]
+        test = f"{sum(tests) / len(tests):.3f}" if len(tests) == len(values) else "-"
+        held = sum(h for h, _ in values) / len(values)
+        lines.append(f"  {label:32} {held:.3f} / {test:>5} ({len(values)})")
+    return "\n".join(lines)
+
+
+def agreement(data: dict) -> str:
+    """Per task, the Pearson r over prompts of the held-out score with the 100-input test's:
+    how far test alone ranks prompts as the larger split does."""
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for group in data["groups"].values():
+        for entry in group["prompts"].values():
+            if entry["test"] is not None and entry["pairs"]:
+                pairs.setdefault(group["task"], []).append((mean(entry["scores"]), entry["test"]))
+    parts = [
+        f"{task} {pearson(*map(torch.tensor, zip(*values))):.2f} ({len(values)} prompts)"
+        for task, values in pairs.items()
+        if len(values) > 2
+    ]
+    return "held-out against test, Pearson r over the prompts showing pairs: " + ", ".join(parts)
 
 
 def main() -> None:
