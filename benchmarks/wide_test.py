@@ -38,6 +38,7 @@ from stableprompt.models import build_scorer
 from stableprompt.rundir import atomic_write_text
 from stableprompt.selection import against_manual
 from stableprompt.tasks.demonstrations import count_pairs, shows, use_demonstrations
+from stableprompt.tasks.metrics import sign_test
 from stableprompt.transfer import SETTINGS, read_run
 
 UNTRAINED = ("random", "in-context", "best-of-n")  # algorithms that read no train answers
@@ -165,7 +166,7 @@ def as_tensor(scores: list[float | None]) -> torch.Tensor:
 
 def compare(data: dict, first: str, second: str) -> str:
     """`first` against `second` in each group holding both, on the inputs neither shows."""
-    lines, diffs, ahead, behind = [], [], 0, 0
+    lines, diffs, ahead, behind, wins, losses = [], [], 0, 0, 0, 0
     for group in data["groups"].values():
         labels = group["labels"]
         if first not in labels or second not in labels:
@@ -177,6 +178,7 @@ def compare(data: dict, first: str, second: str) -> str:
         half = 1.96 * (a[both] - b[both]).std().item() / both.sum().item() ** 0.5
         test = against_manual(a, b)
         diffs.append(diff)
+        wins, losses = wins + test["wins"], losses + test["losses"]
         ahead += diff - half > 0
         behind += diff + half < 0
         lines.append(
@@ -187,7 +189,8 @@ def compare(data: dict, first: str, second: str) -> str:
         return f"{first} vs {second}: no group holds both"
     head = (
         f"{first} vs {second}: {sum(diffs) / len(diffs):+.3f} mean over {len(diffs)} runs, "
-        f"interval above 0 in {ahead}, below in {behind}"
+        f"interval above 0 in {ahead}, below in {behind}; all runs' inputs: better on {wins}, "
+        f"worse on {losses} (p = {sign_test(wins, losses):.2g})"
     )
     return "\n".join([head, *lines])
 
