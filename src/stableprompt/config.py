@@ -317,13 +317,15 @@ class TrainConfig:
         self.num_shots = parse_value("num_shots", self.num_shots)  # TrainConfig(num_shots=5)
         self.demonstrations = parse_value("demonstrations", self.demonstrations)
         counts = parse_counts("demonstrations", self.demonstrations)
-        if len(counts) > 1 and (self.algo != "random" or 0 in counts):
+        if len(counts) > 1 and self.algo != "random":
             raise UserError(
                 f"--demonstrations {self.demonstrations}: several counts of pairs share the sets "
                 f"of --algo random; {self.algo}'s policy shows one (give one count)"
-                if self.algo != "random"
-                else f"--demonstrations {self.demonstrations}: 0 means token prompts, not a count "
-                "of pairs (drop the 0)"
+            )
+        if len(counts) > 1 and 0 in counts:
+            raise UserError(
+                f"--demonstrations {self.demonstrations}: 0 means token prompts, not a count of "
+                "pairs (drop the 0)"
             )
         if len(self.shot_counts) > 1 and self.algo != "in-context":
             raise UserError(
