@@ -74,21 +74,16 @@ def group_key(config: dict) -> str:
     return json.dumps({k: config.get(k) for k in keys}, sort_keys=True)
 
 
+def scoring_config(config: dict) -> TrainConfig:
+    """What scoring a run's prompts needs from its config.yaml (the rest keeps the defaults)."""
+    keys = ("task", "data", "seed", "target", "dtype", *SETTINGS)
+    return TrainConfig.from_dict({k: config[k] for k in keys if k in config})
+
+
 def held_out_context(config: dict, scorer):
     """The run's task context in the demonstrations form, every train example a candidate:
     (ctx, rendered demonstration of each train example)."""
-    settings = {k: config[k] for k in SETTINGS if k in config}
-    train_config = TrainConfig.from_dict(
-        {
-            **settings,
-            "task": config["task"],
-            "data": config.get("data"),
-            "seed": int(config.get("seed", 0)),
-            "target": config.get("target", "smollm2-135m"),
-            "dtype": config.get("dtype", "auto"),
-        }
-    )
-    ctx = build_context(train_config, scorer, required=("train",))
+    ctx = build_context(scoring_config(config), scorer, required=("train",))
     texts, _ = use_demonstrations(ctx, 1, balanced=False, pool="all", flag="wide_test")
     return ctx, texts
 
@@ -114,7 +109,7 @@ def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save)
     for key in dict.fromkeys(group_key(r["config"]) for r in runs):
         members = [r for r in runs if group_key(r["config"]) == key]
         config = members[0]["config"]
-        target = (config.get("target", "smollm2-135m"), config.get("dtype", "auto"))
+        target = (scoring_config(config).target, scoring_config(config).dtype)
         if target not in scorers:
             scorers[target] = build_scorer(*target)
         ctx, texts = held_out_context(config, scorers[target])
