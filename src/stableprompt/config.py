@@ -113,6 +113,14 @@ class TrainConfig:
         "train examples it shows)",
         choices=("dev", "dev+train"),
     )
+    halving: int = option(
+        0,
+        "random: race the drawn prompts on dev by successive halving: each on this many dev "
+        "examples, the better half on twice as many, and so on until the survivors are scored "
+        "on all of dev, so the same calls try several times the prompts; 0 scores every prompt "
+        "on all of dev",
+        min=0,
+    )
     replace_manual_p: float = option(
         0.1,
         "the run returns its best learned prompt instead of the scored manual prompt only if "
@@ -331,6 +339,16 @@ class TrainConfig:
             raise UserError(
                 f"--num-shots {self.num_shots}: {self.algo}'s meta-prompt shows one number of "
                 "pairs; several counts are for --algo in-context (give one)"
+            )
+        if self.halving and self.algo != "random":
+            raise UserError(
+                f"--halving races the prompts --algo random draws; {self.algo} scores its own "
+                "on dev (drop --halving)"
+            )
+        if self.halving and self.select_on != "dev":
+            raise UserError(
+                "--halving races prompts on dev alone; --select-on dev+train scores each on "
+                "train too (drop one of them)"
             )
         if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
             raise UserError(

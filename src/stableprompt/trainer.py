@@ -87,7 +87,7 @@ class Trainer:
 
     @property
     def steps(self) -> int:
-        return self.config.steps if self.algorithm.trainable else 0
+        return self.algorithm.total_steps()
 
     def evaluates_at(self, step: int) -> bool:
         """Whether the loop scores the eval prompts on dev once `step` steps are done."""

@@ -7,7 +7,7 @@ it only when it has to build one, so `stableprompt eval` never pays for it.
 from __future__ import annotations
 
 from stableprompt.algorithms.base import Algorithm
-from stableprompt.algorithms.baselines import BestOfN, FixedPrompts
+from stableprompt.algorithms.baselines import BestOfN, FixedPrompts, RandomRace
 from stableprompt.algorithms.conditioned import ConditionedPPO
 from stableprompt.algorithms.ppo import AdaptivePPO
 from stableprompt.algorithms.sparse_sql import SparseSoftQLearning
@@ -35,6 +35,8 @@ def build_algorithm(config: TrainConfig, ctx: TaskContext) -> Algorithm:
         raise UserError(f"unknown algorithm {config.algo!r} (use {', '.join(REGISTRY)})")
     if config.conditioning == "input":  # a prompt per input; TrainConfig allows appo, ppo only
         return ConditionedPPO(config, ctx)
+    if config.algo == "random" and config.halving:
+        return RandomRace(config, ctx)
     return REGISTRY[config.algo](config, ctx)
 
 

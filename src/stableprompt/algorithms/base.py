@@ -34,7 +34,7 @@ class Algorithm(ABC):
     best_prompts.json.
     """
 
-    trainable = True  # False: fixed-prompt baselines, scored at step 0 and never stepped
+    trainable = True  # False: fixed-prompt baselines (no manual-prompt check, no learning)
     # Under --demonstrations-from all: the candidates, candidate i being train example i (a
     # prompt is not scored for selection on the train examples it shows).
     shown_texts: list[str] | None = None
@@ -61,6 +61,10 @@ class Algorithm(ABC):
         """How many train examples `train_examples()` returns."""
         n = self.config.train_examples or DEFAULT_TRAIN_EXAMPLES
         return min(n, len(self.ctx.splits["train"]))
+
+    def total_steps(self) -> int:
+        """Steps the trainer runs: `--steps`, none for fixed prompts (scored at step 0)."""
+        return self.config.steps if self.trainable else 0
 
     @abstractmethod
     def train_step(self, step: int) -> dict:

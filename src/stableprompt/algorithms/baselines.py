@@ -5,7 +5,8 @@ the same run directory (metrics.jsonl, best_prompts.json).
 * ``manual``: the task's hand-written prompt.
 * ``random``: `prompts_per_step` prompts of `prompt_length` tokens drawn uniformly from the
   tokens a token policy may emit (same length as the RL prompts); left open, as many as
-  `--max-target-calls` buys (one without a budget), so it spends what an RL run spends.
+  `--max-target-calls` buys (one without a budget), so it spends what an RL run spends. With
+  `--halving R` they race on dev (`RandomRace`), so the same calls buy several times as many.
 * ``in-context``: the manual prompt with `num_shots` train examples shown before the input,
   each rendered with the task template and its answer (`--demonstrations` form); with several
   counts (`--num-shots 5,10,20,40`) one prompt per count, chosen on dev like any other: how
@@ -29,6 +30,7 @@ from stableprompt.agents.token_policy import allowed_prompt_tokens, decode_after
 from stableprompt.algorithms.base import Algorithm, prompt_context
 from stableprompt.errors import UserError
 from stableprompt.models.loading import load_lm, trainable_dtype
+from stableprompt.selection import split_halves
 from stableprompt.tasks.demonstrations import class_cap, use_demonstrations
 
 
@@ -77,13 +79,20 @@ class FixedPrompts(Algorithm):
 
     def prompts_in_budget(self) -> int:
         """random: `--prompts-per-step`, else as many prompts as `--max-target-calls` buys
-        (each scored on the selection examples once, after the calls already spent, e.g. on
-        the label-word search, and the final choice of words), else one."""
+        (`selection_calls`, after the calls already spent, e.g. on the label-word search, and
+        the final choice of words), else one."""
         c = self.config
         if c.prompts_per_step or not c.max_target_calls:
             return c.num_prompts
         left = c.max_target_calls - self.ctx.scorer.calls - self.refit_calls()
-        return max(1, left // self.selection_size())  # one it cannot pay for: the trainer says so
+        n = 1  # one it cannot pay for: the trainer says so
+        while self.selection_calls(n + 1) <= left:
+            n += 1
+        return n
+
+    def selection_calls(self, n: int) -> int:
+        """Target calls of choosing among `n` prompts: each scored on the selection examples."""
+        return n * self.selection_size()
 
     def train_step(self, step: int) -> dict:
         raise RuntimeError("fixed-prompt baselines are not trained")
@@ -105,6 +114,100 @@ class FixedPrompts(Algorithm):
 
     def load_state(self, state: dict) -> None:
         pass
+
+
+class RandomRace(FixedPrompts):
+    """random with `--halving R`: the drawn prompts race on dev by successive halving (Karnin
+    et al. 2013; Jamieson and Talwalkar 2016). Each step is a round: the prompts still in score
+    the next dev examples of a seeded order (R of them in the first round, as many as all
+    rounds before in each next one), and the better half by their mean so far go on; the last
+    round reaches all of dev, and its survivors enter the pool with their dev score. Most
+    prompts are dropped after a few examples, so the same calls try several times as many
+    prompts as scoring each on all of dev; a prompt is never dropped on fewer examples than
+    the first round's."""
+
+    def __init__(self, config, ctx):
+        super().__init__(config, ctx)  # draws as many prompts as the race's calls allow
+        dev = len(ctx.splits["dev"])
+        self.rounds = halving_rounds(len(self.prompts), config.halving, dev, config.pool_size)
+        self.order = random.Random(config.seed).sample(range(dev), dev)  # the examples' order
+        self.alive = list(range(len(self.prompts)))  # the racing prompts, by index
+        self.scores: dict[int, list[float]] = {i: [] for i in self.alive}  # in `order`
+
+    def selection_calls(self, n: int) -> int:
+        c = self.config
+        return sum(round_calls(halving_rounds(n, c.halving, self.selection_size(), c.pool_size)))
+
+    def total_steps(self) -> int:
+        return len(self.rounds)
+
+    def train_step(self, step: int) -> dict:
+        size, seen = self.rounds[step][1], len(self.scores[self.alive[0]])
+        rows = self.order[seen:size]
+        chunk = self.ctx.example_scores([self.prompts[i] for i in self.alive], "dev", rows=rows)
+        for i, row in zip(self.alive, chunk.tolist(), strict=True):
+            self.scores[i] += row
+        means = {i: sum(self.scores[i]) / size for i in self.alive}
+        leader = max(self.alive, key=means.__getitem__)  # the first drawn on a tie
+        values = torch.tensor(list(means.values()))
+        metrics = {
+            "reward_mean": values.mean().item(),
+            "reward_std": values.std().item() if len(means) > 1 else 0.0,
+            "reward_max": means[leader],
+            "prompt": self.prompts[leader],
+            "racing": len(self.alive),
+            "dev_examples": size,
+        }
+        if step + 1 < len(self.rounds):  # the better half (by mean so far) goes on
+            ranked = sorted(self.alive, key=lambda i: -means[i])
+            self.alive = sorted(ranked[: self.rounds[step + 1][0]])
+            return metrics
+        # The survivors have scored all of dev: their dev scores, as `dev_scores` would give.
+        dev_order = torch.tensor(self.order).argsort()
+        full = torch.tensor([self.scores[i] for i in self.alive])[:, dev_order]
+        survivors = [self.prompts[i] for i in self.alive]
+        self.dev_seen.update(zip(survivors, full.mean(1).tolist(), strict=True))
+        self.dev_halves.update(zip(survivors, split_halves(full), strict=True))
+        scores = {prompt: self.dev_seen[prompt] for prompt in survivors}
+        best = max(scores, key=scores.__getitem__)
+        return metrics | {"dev_scores": scores, "dev_accuracy": scores[best], "dev_prompt": best}
+
+    def eval_prompts(self) -> list[str]:
+        return []  # the rounds score on dev themselves
+
+    def calls_per_step(self) -> int:
+        return self.selection_calls(len(self.prompts)) // len(self.rounds)
+
+    def step_calls(self, step: int) -> int:
+        calls = round_calls(self.rounds)
+        return calls[step] if step < len(calls) else 0  # the trainer asks after the last too
+
+    def summary(self) -> dict:
+        return {"halving": [{"prompts": k, "dev_examples": m} for k, m in self.rounds]}
+
+    def state(self) -> dict:
+        return {"alive": self.alive, "scores": {str(i): v for i, v in self.scores.items()}}
+
+    def load_state(self, state: dict) -> None:
+        self.alive = state["alive"]
+        self.scores = {int(i): v for i, v in state["scores"].items()}
+
+
+def halving_rounds(n: int, first: int, size: int, keep: int) -> list[tuple[int, int]]:
+    """(prompts racing, dev examples each has scored by the round's end) of each round of
+    successive halving: `n` prompts on `first` of `size` examples, then the better half (never
+    fewer than `keep`, nor more than are left) on twice as many, until all `size` are scored."""
+    rounds, examples = [(n, min(first, size))], min(first, size)
+    while examples < size:
+        n, examples = min(n, max(keep, -(-n // 2))), min(2 * examples, size)
+        rounds.append((n, examples))
+    return rounds
+
+
+def round_calls(rounds: list[tuple[int, int]]) -> list[int]:
+    """Target calls of each round of `halving_rounds`: its prompts on its new examples."""
+    before = [0] + [examples for _, examples in rounds[:-1]]
+    return [k * (examples - b) for (k, examples), b in zip(rounds, before, strict=True)]
 
 
 def random_token_prompts(

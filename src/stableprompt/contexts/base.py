@@ -54,10 +54,15 @@ class TaskContext(Protocol):
         ...
 
     def example_scores(
-        self, prompts: list[str], split: str, label_words: list[str] | None = None
+        self,
+        prompts: list[str],
+        split: str,
+        label_words: list[str] | None = None,
+        rows: Sequence[int] | None = None,
     ) -> Tensor:
         """[prompts, examples] the task metric of each prompt on each example of a split (1/0
-        for accuracy); `label_words` as for `report`."""
+        for accuracy), or on the split's examples at `rows` (`pick`); `label_words` as for
+        `report`."""
         ...
 
     def evaluate(
@@ -84,3 +89,8 @@ class TaskContext(Protocol):
     def reward_metrics(self) -> dict[str, float]:
         """Extra metrics of the last `rewards` call for the step's log (none by default)."""
         return {}
+
+
+def pick(examples: list, rows: Sequence[int] | None) -> list:
+    """The examples at `rows`, in that order (all of them for None)."""
+    return examples if rows is None else [examples[i] for i in rows]

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from stableprompt.contexts.base import TaskContext
+from stableprompt.contexts.base import TaskContext, pick
 from stableprompt.errors import UserError
 from stableprompt.models.clip import DEFAULT_CLIP, ClipScorer, load_clip
 from stableprompt.tasks.images import (
@@ -90,10 +90,14 @@ class ImageTaskContext(TaskContext):
         return "clip_similarity"
 
     def example_scores(
-        self, prompts: list[str], split: str, label_words: list[str] | None = None
+        self,
+        prompts: list[str],
+        split: str,
+        label_words: list[str] | None = None,
+        rows: Sequence[int] | None = None,
     ) -> Tensor:
         """[prompts, images] cosine similarity of each prompt with each image of a split."""
-        return self.similarities(prompts, self.splits[split])
+        return self.similarities(prompts, pick(self.splits[split], rows))
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:
         """Mean cosine ("accuracy"), a normal 95% interval on it, its sd and n."""

@@ -10,13 +10,14 @@ cached; `stableprompt.tasks.style` scores them.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 from stableprompt.config import STYLE_TRAIN_EXAMPLES
-from stableprompt.contexts.base import TaskContext
+from stableprompt.contexts.base import TaskContext, pick
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.models.encoders import DEFAULT_ENCODER, SentenceEncoder
@@ -235,11 +236,15 @@ class StyleTransferContext(TaskContext):
         return "joint" if self.settings.select_by == "joint" else "content_style_mean"
 
     def example_scores(
-        self, prompts: list[str], split: str, label_words: list[str] | None = None
+        self,
+        prompts: list[str],
+        split: str,
+        label_words: list[str] | None = None,
+        rows: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """[prompts, inputs] dev-selection score: the joint score J of each input's rewrite (or
         the mean of its content and style)."""
-        evaluations = self.evaluations(prompts, self.splits[split])
+        evaluations = self.evaluations(prompts, pick(self.splits[split], rows))
         return torch.tensor([self._selection_scores(ev) for ev in evaluations])
 
     def report(self, prompt: str, split: str, label_words: list[str] | None = None) -> dict:

@@ -3,11 +3,11 @@ target's greedy answers (or the likelihood of the gold answer while training).""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
-from stableprompt.contexts.base import TaskContext
+from stableprompt.contexts.base import TaskContext, pick
 from stableprompt.errors import UserError
 from stableprompt.models.scoring import TargetScorer
 from stableprompt.tasks import Example, TaskSpec, accuracy_report, validate_labels
@@ -208,10 +208,14 @@ class TextContext(TaskContext):
         return self.task.metric or ("exact_match" if self.generation else "accuracy")
 
     def example_scores(
-        self, prompts: list[str], split: str, label_words: list[str] | None = None
+        self,
+        prompts: list[str],
+        split: str,
+        label_words: list[str] | None = None,
+        rows: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """[prompts, examples]: 1/0 correct, or the generation metric of each answer."""
-        examples = self.splits[split]
+        examples = pick(self.splits[split], rows)
         if self.generation:
             return self.generation_scores(prompts, examples)
         predictions = self.logprobs(prompts, examples, label_words).argmax(-1)

@@ -1,0 +1,93 @@
+"""--algo random --halving: prompts raced on dev by successive halving."""
+
+import json
+import random
+
+import pytest
+
+from stableprompt.algorithms.baselines import RandomRace, halving_rounds, round_calls
+from stableprompt.errors import UserError
+from stableprompt.tasks import Example
+from stableprompt.trainer import Trainer
+
+from .test_appo import one_thread  # noqa: F401 (autouse: tiny matmuls on one thread)
+from .test_trainer import TEXTS, make_config, make_ctx
+
+
+def test_rounds_halve_the_prompts_and_double_the_examples():
+    assert halving_rounds(40, 4, 30, keep=3) == [(40, 4), (20, 8), (10, 16), (5, 30)]
+    assert round_calls([(40, 4), (20, 8), (10, 16), (5, 30)]) == [160, 80, 80, 70]
+    # never fewer than `keep` survivors, nor more than are racing; one round when it covers dev
+    assert halving_rounds(5, 2, 16, keep=3) == [(5, 2), (3, 4), (3, 8), (3, 16)]
+    assert halving_rounds(2, 2, 8, keep=3) == [(2, 2), (2, 4), (2, 8)]
+    assert halving_rounds(7, 50, 30, keep=3) == [(7, 30)]
+
+
+def race_ctx(model_dir: str):
+    """The tiny model on 12 dev examples (every text twice, labels as in make_ctx)."""
+    ctx = make_ctx(model_dir)
+    examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
+    ctx.splits = {**ctx.splits, "dev": examples + examples}
+    return ctx
+
+
+def test_a_race_keeps_the_better_half_and_scores_survivors_on_all_of_dev(
+    tiny_model_dir, tmp_path
+):
+    ctx = race_ctx(tiny_model_dir)
+    config = make_config(
+        tiny_model_dir, tmp_path, algo="random", halving=3, max_target_calls=125, pool_size=2,
+        prompts_per_step=None,
+    )
+    trainer = Trainer(config, ctx, progress=False)
+    race = trainer.algorithm
+    assert isinstance(race, RandomRace)
+    # 125 calls: 20 prompts race (20 x 3 + 10 x 3 + 5 x 6 = 120; 21 would cost 132), where
+    # scoring each on all 12 dev examples buys 10
+    assert race.rounds == [(20, 3), (10, 6), (5, 12)]
+    prompts = race.prompts
+    order = random.Random(config.seed).sample(range(12), 12)
+    scores = ctx.example_scores(prompts, "dev")  # every prompt on all of dev, to check against
+    ctx.scorer.calls = 0  # (not the run's calls)
+    first = scores[:, order[:3]].mean(1)
+    kept = sorted(sorted(range(20), key=lambda i: -first[i])[:10])
+
+    summary = trainer.train()
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("racing") for r in records[1:]] == [20, 10, 5]
+    assert [r["calls"] for r in records] == [0, 60, 90, 120]
+    assert summary["target_calls"] == 120 and summary["steps"] == 3
+    survivors = {prompts[i] for i in race.alive}
+    assert survivors <= {prompts[i] for i in kept}
+    second = scores[kept][:, order[:6]].mean(1)
+    assert survivors == {prompts[kept[j]] for j in sorted(range(10), key=lambda j: -second[j])[:5]}
+    for entry in summary["prompts"]:  # each survivor's dev score is its mean on all of dev
+        assert entry["prompt"] in survivors
+        assert entry["dev"] == pytest.approx(scores[prompts.index(entry["prompt"])].mean().item())
+    assert summary["dev_prompts_scored"] == 5
+    assert summary["halving"] == [
+        {"prompts": 20, "dev_examples": 3},
+        {"prompts": 10, "dev_examples": 6},
+        {"prompts": 5, "dev_examples": 12},
+    ]
+
+
+def test_a_killed_race_resumes_at_its_round(tiny_model_dir, tmp_path):
+    kw = dict(algo="random", halving=3, prompts_per_step=8, pool_size=2, save_every=1)
+    whole = Trainer(make_config(tiny_model_dir, tmp_path / "a", **kw), race_ctx(tiny_model_dir))
+    expected = whole.train()
+    cut = Trainer(make_config(tiny_model_dir, tmp_path / "b", **kw), race_ctx(tiny_model_dir))
+    cut.algorithm.total_steps = lambda: 1  # stops after the first round, as a kill would
+    cut.train()
+    resumed = Trainer(make_config(tiny_model_dir, tmp_path / "b", **kw), race_ctx(tiny_model_dir))
+    summary = resumed.train(resume=True)
+    assert resumed.algorithm.alive == whole.algorithm.alive
+    assert summary["prompts"] == expected["prompts"]
+    assert summary["target_calls"] == expected["target_calls"]
+
+
+def test_halving_needs_random_on_dev(tiny_model_dir, tmp_path):
+    with pytest.raises(UserError, match="--halving races the prompts --algo random draws; sql"):
+        make_config(tiny_model_dir, tmp_path, algo="sql", halving=4)
+    with pytest.raises(UserError, match="--halving races prompts on dev alone"):
+        make_config(tiny_model_dir, tmp_path, algo="random", halving=4, select_on="dev+train")
