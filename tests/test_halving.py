@@ -4,9 +4,11 @@ import json
 import random
 
 import pytest
+import torch
 
 from stableprompt.algorithms.baselines import RandomRace, halving_rounds, round_calls
 from stableprompt.errors import UserError
+from stableprompt.selection import split_half_reliability, split_halves
 from stableprompt.tasks import Example
 from stableprompt.trainer import Trainer
 
@@ -24,19 +26,41 @@ def test_rounds_halve_the_prompts_and_double_the_examples():
 
 
 def race_ctx(model_dir: str):
-    """The tiny model on 12 dev examples (every text twice, labels as in make_ctx)."""
+    """The tiny model on 12 dev examples, whose dev scores are scripted so that prompts differ
+    (the tiny random model scores prompts alike): prompt p gets dev example i right where a
+    draw seeded by (p, i) falls below p's own seeded quality. Calls are counted as the
+    scorer counts them."""
     ctx = make_ctx(model_dir)
     examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
     ctx.splits = {**ctx.splits, "dev": examples + examples}
+    real = ctx.example_scores
+
+    def example_scores(prompts, split, label_words=None, rows=None):
+        if split != "dev":
+            return real(prompts, split, label_words, rows)
+        rows = range(len(ctx.splits["dev"])) if rows is None else rows
+        ctx.scorer.calls += len(prompts) * len(rows)
+        quality = {p: random.Random(p).random() for p in prompts}
+        return torch.tensor(
+            [
+                [float(random.Random(f"{p}|{i}").random() < quality[p]) for i in rows]
+                for p in prompts
+            ]
+        )
+
+    ctx.example_scores = example_scores
     return ctx
 
 
-def test_a_race_keeps_the_better_half_and_scores_survivors_on_all_of_dev(
-    tiny_model_dir, tmp_path
-):
+def test_a_race_keeps_the_better_half_and_scores_survivors_on_all_of_dev(tiny_model_dir, tmp_path):
     ctx = race_ctx(tiny_model_dir)
     config = make_config(
-        tiny_model_dir, tmp_path, algo="random", halving=3, max_target_calls=125, pool_size=2,
+        tiny_model_dir,
+        tmp_path,
+        algo="random",
+        halving=3,
+        max_target_calls=125,
+        pool_size=2,
         prompts_per_step=None,
     )
     trainer = Trainer(config, ctx, progress=False)
@@ -64,7 +88,12 @@ def test_a_race_keeps_the_better_half_and_scores_survivors_on_all_of_dev(
     for entry in summary["prompts"]:  # each survivor's dev score is its mean on all of dev
         assert entry["prompt"] in survivors
         assert entry["dev"] == pytest.approx(scores[prompts.index(entry["prompt"])].mean().item())
-    assert summary["dev_prompts_scored"] == 5
+    assert summary["dev_prompts_scored"] == 5  # reliability: the survivors', in dev's order
+    for prompt in survivors:
+        halves = split_halves(scores[[prompts.index(prompt)]])[0]
+        assert race.dev_halves[prompt] == pytest.approx(halves)
+    rows = scores[[prompts.index(p) for p in sorted(survivors, key=prompts.index)]]
+    assert summary["dev_reliability"] == pytest.approx(split_half_reliability(split_halves(rows)))
     assert summary["halving"] == [
         {"prompts": 20, "dev_examples": 3},
         {"prompts": 10, "dev_examples": 6},
