@@ -109,7 +109,8 @@ def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save)
     for key in dict.fromkeys(group_key(r["config"]) for r in runs):
         members = [r for r in runs if group_key(r["config"]) == key]
         config = members[0]["config"]
-        target = (scoring_config(config).target, scoring_config(config).dtype)
+        settings = scoring_config(config)
+        target = (settings.target, settings.dtype)
         if target not in scorers:
             scorers[target] = build_scorer(*target)
         ctx, texts = held_out_context(config, scorers[target])

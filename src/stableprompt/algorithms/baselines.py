@@ -148,16 +148,8 @@ class RandomRace(FixedPrompts):
         for i, row in zip(self.alive, chunk.tolist(), strict=True):
             self.scores[i] += row
         means = {i: sum(self.scores[i]) / size for i in self.alive}
-        leader = max(self.alive, key=means.__getitem__)  # the first drawn on a tie
-        values = torch.tensor(list(means.values()))
-        metrics = {
-            "reward_mean": values.mean().item(),
-            "reward_std": values.std().item() if len(means) > 1 else 0.0,
-            "reward_max": means[leader],
-            "prompt": self.prompts[leader],
-            "racing": len(self.alive),
-            "dev_examples": size,
-        }
+        metrics = score_metrics([self.prompts[i] for i in self.alive], list(means.values()))
+        metrics |= {"racing": len(self.alive), "dev_examples": size}
         if step + 1 < len(self.rounds):  # the better half (by mean so far) goes on
             ranked = sorted(self.alive, key=lambda i: -means[i])
             self.alive = sorted(ranked[: self.rounds[step + 1][0]])
@@ -191,6 +183,18 @@ class RandomRace(FixedPrompts):
     def load_state(self, state: dict) -> None:
         self.alive = state["alive"]
         self.scores = {int(i): v for i, v in state["scores"].items()}
+
+
+def score_metrics(prompts: list[str], scores: list[float]) -> dict:
+    """A step's metrics over prompts scored on dev: their mean, sd and best score, and the best
+    prompt (the first on a tie)."""
+    values = torch.tensor(scores)
+    return {
+        "reward_mean": values.mean().item(),
+        "reward_std": values.std().item() if len(scores) > 1 else 0.0,
+        "reward_max": values.max().item(),
+        "prompt": prompts[int(values.argmax())],
+    }
 
 
 def halving_rounds(n: int, first: int, size: int, keep: int) -> list[tuple[int, int]]:
@@ -285,12 +289,7 @@ class BestOfN(Algorithm):
         for prompt, score in zip(prompts, scores, strict=True):
             if self.best is None or score > self.best[0]:
                 self.best = (score, prompt)
-        values = torch.tensor(scores)
-        return {
-            "reward_mean": values.mean().item(),
-            "reward_std": values.std().item() if len(scores) > 1 else 0.0,
-            "reward_max": values.max().item(),
-            "prompt": prompts[int(values.argmax())],
+        return score_metrics(prompts, scores) | {
             "dev_scores": dict(zip(prompts, scores, strict=True)),  # the trainer pools these
             "dev_accuracy": self.best[0],  # the best so far: every draw is already scored on dev
             "dev_prompt": self.best[1],
