@@ -1,6 +1,7 @@
-"""--algo random --halving: prompts raced on dev by successive halving."""
+"""--algo random --halving: prompts raced on dev (and train) by successive halving."""
 
 import json
+import math
 import random
 
 import pytest
@@ -26,24 +27,24 @@ def test_rounds_halve_the_prompts_and_double_the_examples():
 
 
 def race_ctx(model_dir: str):
-    """The tiny model on 12 dev examples, whose dev scores are scripted so that prompts differ
-    (the tiny random model scores prompts alike): prompt p gets dev example i right where a
-    draw seeded by (p, i) falls below p's own seeded quality. Calls are counted as the
-    scorer counts them."""
+    """The tiny model on 12 dev and 6 train examples, whose dev and train scores are scripted
+    so that prompts differ (the tiny random model scores prompts alike): prompt p gets example
+    i of a split right where a draw seeded by (split, p, i) falls below p's own seeded quality.
+    Calls are counted as the scorer counts them."""
     ctx = make_ctx(model_dir)
     examples = [Example(t, i % 2) for i, t in enumerate(TEXTS)]
-    ctx.splits = {**ctx.splits, "dev": examples + examples}
+    ctx.splits = {**ctx.splits, "dev": examples + examples, "train": examples}
     real = ctx.example_scores
 
     def example_scores(prompts, split, label_words=None, rows=None):
-        if split != "dev":
+        if split == "test":
             return real(prompts, split, label_words, rows)
-        rows = range(len(ctx.splits["dev"])) if rows is None else rows
+        rows = range(len(ctx.splits[split])) if rows is None else rows
         ctx.scorer.calls += len(prompts) * len(rows)
         quality = {p: random.Random(p).random() for p in prompts}
         return torch.tensor(
             [
-                [float(random.Random(f"{p}|{i}").random() < quality[p]) for i in rows]
+                [float(random.Random(f"{split}|{p}|{i}").random() < quality[p]) for i in rows]
                 for p in prompts
             ]
         )
@@ -115,8 +116,53 @@ def test_a_killed_race_resumes_at_its_round(tiny_model_dir, tmp_path):
     assert summary["target_calls"] == expected["target_calls"]
 
 
-def test_halving_needs_random_on_dev(tiny_model_dir, tmp_path):
+def test_a_race_on_dev_and_train_ranks_prompts_on_both(tiny_model_dir, tmp_path):
+    ctx = race_ctx(tiny_model_dir)
+    kw = dict(algo="random", halving=3, prompts_per_step=12, pool_size=2, select_on="dev+train")
+    trainer = Trainer(make_config(tiny_model_dir, tmp_path, **kw), ctx, progress=False)
+    race = trainer.algorithm
+    assert race.rounds == [(12, 3), (6, 6), (3, 12), (2, 18)]  # 12 dev, then 6 train examples
+    prompts = race.prompts
+    dev, train = ctx.example_scores(prompts, "dev"), ctx.example_scores(prompts, "train")
+    full = torch.cat([dev, train], 1)
+    rows = [15, 2, 17, 0]  # train, dev, train, dev: scored in the order asked
+    assert torch.equal(race.selection_scores(prompts, rows=rows), full[:, rows])
+    ctx.scorer.calls = 0  # (not the run's calls)
+    summary = trainer.train()
+    assert summary["target_calls"] == 12 * 3 + 6 * 3 + 3 * 6 + 2 * 6
+    alive = list(range(12))  # the race, replayed on the full scores in its seeded order
+    for (_, seen), (keep, _) in zip(race.rounds, race.rounds[1:], strict=False):
+        means = full[:, race.order[:seen]].mean(1)
+        alive = sorted(sorted(alive, key=lambda i: -means[i])[:keep])
+    assert race.alive == alive
+    assert {e["prompt"] for e in summary["prompts"]} == {prompts[i] for i in alive}
+    for entry in summary["prompts"]:  # each survivor's score is its mean on dev and train
+        assert entry["dev"] == pytest.approx(full[prompts.index(entry["prompt"])].mean().item())
+
+
+def test_a_race_on_train_leaves_out_the_pairs_a_set_shows(tiny_model_dir, tmp_path):
+    ctx = race_ctx(tiny_model_dir)  # 12 dev, 6 train examples
+    kw = dict(demonstrations=2, demonstrations_from="all", select_on="dev+train", pool_size=2)
+    config = make_config(
+        tiny_model_dir, tmp_path, algo="random", halving=2, prompts_per_step=16, seed=1, **kw
+    )
+    trainer = Trainer(config, ctx, progress=False)
+    race, prompts = trainer.algorithm, trainer.algorithm.prompts
+    shown = [[f"{ex.text} " in p for ex in ctx.splits["train"]] for p in prompts]
+    scores = race.selection_scores(prompts, rows=[17, 0, 13])  # train 5, dev 0, train 1
+    assert scores.isnan().tolist() == [[row[5], False, row[1]] for row in shown]
+    full = race.selection_scores(prompts)
+    assert full[:, 12:].isnan().tolist() == shown
+    summary = trainer.train()
+    alive = list(range(len(prompts)))  # a shown pair counts neither way in the race's means
+    for (_, seen), (keep, _) in zip(race.rounds, race.rounds[1:], strict=False):
+        means = full[:, race.order[:seen]].nanmean(1).nan_to_num(-math.inf)
+        alive = sorted(sorted(alive, key=lambda i: -means[i])[:keep])
+    assert race.alive == alive
+    for entry in summary["prompts"]:  # the mean over dev and the train pairs it does not show
+        assert entry["dev"] == pytest.approx(full[prompts.index(entry["prompt"])].nanmean().item())
+
+
+def test_halving_needs_random(tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="--halving races the prompts --algo random draws; sql"):
         make_config(tiny_model_dir, tmp_path, algo="sql", halving=4)
-    with pytest.raises(UserError, match="--halving races prompts on dev alone"):
-        make_config(tiny_model_dir, tmp_path, algo="random", halving=4, select_on="dev+train")

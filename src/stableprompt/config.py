@@ -115,10 +115,10 @@ class TrainConfig:
     )
     halving: int = option(
         0,
-        "random: race the drawn prompts on dev by successive halving: each on this many dev "
-        "examples, the better half on twice as many, and so on until the survivors are scored "
-        "on all of dev, so the same calls try several times the prompts; 0 scores every prompt "
-        "on all of dev",
+        "random: race the drawn prompts on dev (--select-on dev+train: dev and train) by "
+        "successive halving: each on this many of those examples, the better half on twice as "
+        "many, and so on until the survivors are scored on all, so the same calls try several "
+        "times the prompts; 0 scores every prompt on all of them",
         min=0,
     )
     replace_manual_p: float = option(
@@ -344,11 +344,6 @@ class TrainConfig:
             raise UserError(
                 f"--halving races the prompts --algo random draws; {self.algo} scores its own "
                 "on dev (drop --halving)"
-            )
-        if self.halving and self.select_on != "dev":
-            raise UserError(
-                "--halving races prompts on dev alone; --select-on dev+train scores each on "
-                "train too (drop one of them)"
             )
         if self.conditioning == "input" and self.algo not in CONDITIONED_ALGOS:
             raise UserError(

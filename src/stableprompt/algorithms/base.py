@@ -125,17 +125,31 @@ class Algorithm(ABC):
         return c.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
 
     def selection_scores(
-        self, prompts: list[str], label_words: list[str] | None = None
+        self,
+        prompts: list[str],
+        label_words: list[str] | None = None,
+        rows: list[int] | None = None,
     ) -> torch.Tensor:
         """[prompts, examples] each prompt's score on the examples that choose prompts
-        (`--select-on`): dev, then train; NaN on a train example the prompt shows."""
-        dev = self.ctx.example_scores(prompts, "dev", label_words)
+        (`--select-on`): dev, then train, or those at `rows` of that sequence in that order;
+        NaN on a train example the prompt shows."""
         if self.config.select_on == "dev":
-            return dev
-        train = self.ctx.example_scores(prompts, "train", label_words)
-        if self.shown_texts is not None:
-            train = train.masked_fill(shows(prompts, self.shown_texts), float("nan"))
-        return torch.cat([dev, train], 1)
+            return self.ctx.example_scores(prompts, "dev", label_words, rows=rows)
+        n_dev = len(self.ctx.splits["dev"])
+        rows = list(range(self.selection_size())) if rows is None else rows
+        dev_rows = [r for r in rows if r < n_dev]
+        train_rows = [r - n_dev for r in rows if r >= n_dev]
+        parts = [torch.zeros(len(prompts), 0)]  # a race's round may hold no dev example
+        if dev_rows:
+            parts.append(self.ctx.example_scores(prompts, "dev", label_words, rows=dev_rows))
+        if train_rows:
+            train = self.ctx.example_scores(prompts, "train", label_words, rows=train_rows)
+            if self.shown_texts is not None:
+                shown = shows(prompts, [self.shown_texts[r] for r in train_rows])
+                train = train.masked_fill(shown, float("nan"))
+            parts.append(train)
+        where = {r: j for j, r in enumerate([*dev_rows, *(n_dev + r for r in train_rows)])}
+        return torch.cat(parts, 1)[:, [where[r] for r in rows]]
 
     def dev_scores(self, prompts: list[str]) -> list[float]:
         """The selection score of each eval prompt: its mean over `selection_scores` (the dev

@@ -20,6 +20,7 @@ The first three are not trained: the trainer scores them on dev at step 0 and on
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 
@@ -117,20 +118,20 @@ class FixedPrompts(Algorithm):
 
 
 class RandomRace(FixedPrompts):
-    """random with `--halving R`: the drawn prompts race on dev by successive halving (Karnin
-    et al. 2013; Jamieson and Talwalkar 2016). Each step is a round: the prompts still in score
-    the next dev examples of a seeded order (R of them in the first round, as many as all
-    rounds before in each next one), and the better half by their mean so far go on; the last
-    round reaches all of dev, and its survivors enter the pool with their dev score. Most
-    prompts are dropped after a few examples, so the same calls try several times as many
-    prompts as scoring each on all of dev; a prompt is never dropped on fewer examples than
-    the first round's."""
+    """random with `--halving R`: the drawn prompts race on the selection examples (dev, with
+    `--select-on dev+train` dev and train) by successive halving (Karnin et al. 2013; Jamieson
+    and Talwalkar 2016). Each step is a round: the prompts still in score the next examples of
+    a seeded order (R of them in the first round, as many as all rounds before in each next
+    one), and the better half by their mean so far go on; the last round reaches all of them,
+    and its survivors enter the pool with their selection score. Most prompts are dropped after
+    a few examples, so the same calls try several times as many prompts as scoring each on all
+    of them; a prompt is never dropped on fewer examples than the first round's."""
 
     def __init__(self, config, ctx):
         super().__init__(config, ctx)  # draws as many prompts as the race's calls allow
-        dev = len(ctx.splits["dev"])
-        self.rounds = halving_rounds(len(self.prompts), config.halving, dev, config.pool_size)
-        self.order = random.Random(config.seed).sample(range(dev), dev)  # the examples' order
+        size = self.selection_size()
+        self.rounds = halving_rounds(len(self.prompts), config.halving, size, config.pool_size)
+        self.order = random.Random(config.seed).sample(range(size), size)  # the examples' order
         self.alive = list(range(len(self.prompts)))  # the racing prompts, by index
         self.scores: dict[int, list[float]] = {i: [] for i in self.alive}  # in `order`
 
@@ -144,21 +145,26 @@ class RandomRace(FixedPrompts):
     def train_step(self, step: int) -> dict:
         size, seen = self.rounds[step][1], len(self.scores[self.alive[0]])
         rows = self.order[seen:size]
-        chunk = self.ctx.example_scores([self.prompts[i] for i in self.alive], "dev", rows=rows)
+        chunk = self.selection_scores([self.prompts[i] for i in self.alive], rows=rows)
         for i, row in zip(self.alive, chunk.tolist(), strict=True):
-            self.scores[i] += row
-        means = {i: sum(self.scores[i]) / size for i in self.alive}
+            self.scores[i] += row  # NaN where the prompt shows the (train) example
+        # A prompt's mean leaves out the pairs it shows; one that showed every example so far
+        # has nothing to be ranked on and goes last.
+        means = {
+            i: torch.tensor(self.scores[i]).nanmean().nan_to_num(-math.inf).item()
+            for i in self.alive
+        }
         metrics = score_metrics([self.prompts[i] for i in self.alive], list(means.values()))
         metrics |= {"racing": len(self.alive), "dev_examples": size}
         if step + 1 < len(self.rounds):  # the better half (by mean so far) goes on
             ranked = sorted(self.alive, key=lambda i: -means[i])
             self.alive = sorted(ranked[: self.rounds[step + 1][0]])
             return metrics
-        # The survivors have scored all of dev: their dev scores, as `dev_scores` would give.
-        dev_order = torch.tensor(self.order).argsort()
-        full = torch.tensor([self.scores[i] for i in self.alive])[:, dev_order]
+        # The survivors have scored every selection example: their scores as `dev_scores` gives.
+        in_order = torch.tensor(self.order).argsort()
+        full = torch.tensor([self.scores[i] for i in self.alive])[:, in_order]
         survivors = [self.prompts[i] for i in self.alive]
-        self.dev_seen.update(zip(survivors, full.mean(1).tolist(), strict=True))
+        self.dev_seen.update(zip(survivors, full.nanmean(1).tolist(), strict=True))
         self.dev_halves.update(zip(survivors, split_halves(full), strict=True))
         scores = {prompt: self.dev_seen[prompt] for prompt in survivors}
         best = max(scores, key=scores.__getitem__)
