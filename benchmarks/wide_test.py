@@ -11,7 +11,9 @@ prompts show, so every other train example is as unseen as test. For each run th
 prompt it returned (`--pool`: its whole pool) and the manual prompt on a seeded sample of
 `--examples` train inputs of the run's seed, each prompt leaving out the pairs it shows, and
 compares prompts pairwise on the inputs neither shows (sign test, as `train`'s check does).
-Runs that trained, or chose on train, are refused: their train split is not held out. Only
+A `random` run with `--select-on dev+train` chose on the half of train its prompts may not
+show (`--demonstrations-from half`): only the other half's inputs count for it. Other runs
+that trained, or chose on train, are refused: their train split is not held out. Only
 prompts in the demonstrations form are scored (the manual prompt then is the empty prompt).
 
 `--out` keeps every score per input and is rewritten after each prompt, so a rerun skips what
@@ -37,7 +39,12 @@ from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
 from stableprompt.rundir import atomic_write_text
 from stableprompt.selection import against_manual
-from stableprompt.tasks.demonstrations import count_pairs, shows, use_demonstrations
+from stableprompt.tasks.demonstrations import (
+    count_pairs,
+    shows,
+    split_for_demonstrations,
+    use_demonstrations,
+)
 from stableprompt.tasks.metrics import sign_test
 from stableprompt.transfer import SETTINGS, read_run
 
@@ -50,11 +57,15 @@ def read_unread_run(run_dir: str) -> dict:
     config = read_yaml_mapping(Path(run_dir) / "config.yaml")
     best = json.loads((Path(run_dir) / "best_prompts.json").read_text())
     algo, select_on = config.get("algo"), config.get("select_on", "dev")
-    if algo not in UNTRAINED or select_on != "dev" or best.get("label_word_search"):
+    # random sets drawn from one half of train and chosen on the other leave the first unread
+    read_half = algo == "random" and config.get("demonstrations_from", "half") == "half"
+    chose_on_train = select_on != "dev" and not read_half
+    if algo not in UNTRAINED or chose_on_train or best.get("label_word_search"):
         raise UserError(
             f"{run_dir}: {algo} with --select-on {select_on} read train answers (training, "
             "choosing on train or searching label words), so its train split is not held out; "
-            f"pass runs of {', '.join(UNTRAINED)} chosen on dev"
+            f"pass runs of {', '.join(UNTRAINED)} chosen on dev, or random ones with "
+            "--select-on dev+train and --demonstrations-from half"
         )
     name = re.sub(r"-s\d+$", "", Path(run_dir).name)
     return {
@@ -63,6 +74,7 @@ def read_unread_run(run_dir: str) -> dict:
         "template": run.template,
         "returned": run.prompt,
         "pool": [p["prompt"] for p in best["prompts"]],
+        "read_half": select_on != "dev",  # it chose on the half of train that rewards
         "test": {p["prompt"]: p.get("test") for p in [*best["prompts"], best["best"]]},
     }
 
@@ -126,11 +138,19 @@ def score_runs(run_dirs: list[str], examples: int, pool: bool, data: dict, save)
         group.update(task=config["task"], seed=int(config.get("seed", 0)), train=len(texts))
         draw = random.Random(f"wide-{key}").sample(range(len(texts)), n)
         group.setdefault("sample", sorted(draw))  # kept on reruns
-        wanted = {"manual": ""}
+        rewarded = {id(ex) for ex in split_for_demonstrations(ctx.splits["train"])[1]}
+        group["rewarded"] = [  # the sample's positions in the half that rewards
+            j for j, i in enumerate(group["sample"]) if id(ctx.splits["train"][i]) in rewarded
+        ]
+        wanted, read_half = {"manual": ""}, set(group.get("read_half", []))
         for r in members:
+            labels = [r["name"]]
             wanted[r["name"]] = r["returned"]
             for prompt in r["pool"] if pool else []:
-                wanted.setdefault(f"{r['name']} ({count_pairs(prompt, texts)} pairs)", prompt)
+                labels.append(f"{r['name']} ({count_pairs(prompt, texts)} pairs)")
+                wanted.setdefault(labels[-1], prompt)
+            read_half |= set(labels) if r["read_half"] else set()
+        group["read_half"] = sorted(read_half)
         for label, prompt in wanted.items():
             group["labels"][label] = prompt
             if prompt in group["prompts"]:
@@ -156,6 +176,16 @@ def mean(scores: list[float | None]) -> float:
     return sum(kept) / len(kept) if kept else float("nan")
 
 
+def label_scores(group: dict, label: str) -> list[float | None]:
+    """The held-out scores of a label's prompt: None where the prompt shows the input, and for
+    a run that chose on the half of train that rewards (`--select-on dev+train`), there."""
+    scores = group["prompts"][group["labels"][label]]["scores"]
+    if label not in group.get("read_half", []):
+        return scores
+    read = set(group["rewarded"])
+    return [None if j in read else s for j, s in enumerate(scores)]
+
+
 def as_tensor(scores: list[float | None]) -> torch.Tensor:
     return torch.tensor([float("nan") if s is None else s for s in scores])
 
@@ -167,8 +197,7 @@ def compare(data: dict, first: str, second: str) -> str:
         labels = group["labels"]
         if first not in labels or second not in labels:
             continue
-        a = as_tensor(group["prompts"][labels[first]]["scores"])
-        b = as_tensor(group["prompts"][labels[second]]["scores"])
+        a, b = as_tensor(label_scores(group, first)), as_tensor(label_scores(group, second))
         both = ~(a.isnan() | b.isnan())
         diff = (a[both] - b[both]).mean().item()
         half = 1.96 * (a[both] - b[both]).std().item() / both.sum().item() ** 0.5
@@ -204,11 +233,12 @@ def report(data: dict, comparisons: list[str]) -> str:
             entry = group["prompts"].get(prompt)
             if entry is None:
                 continue
-            n = sum(s is not None for s in entry["scores"])
+            scores = label_scores(group, label)
+            n = sum(s is not None for s in scores)
             test = "" if entry["test"] is None else f"{entry['test']:.2f}"
             lines.append(
                 f"{group['task']:20} {group['seed']:>4}  {label:32} {entry['pairs']:>5}  "
-                f"{mean(entry['scores']):.3f} ({n:>4})  {test:>6}"
+                f"{mean(scores):.3f} ({n:>4})  {test:>6}"
             )
     lines += [means(data), agreement(data)]
     for spec in comparisons:
@@ -223,8 +253,8 @@ def means(data: dict) -> str:
     for group in data["groups"].values():
         for label, prompt in group["labels"].items():
             if prompt in group["prompts"]:
-                entry = group["prompts"][prompt]
-                rows.setdefault(label, []).append((mean(entry["scores"]), entry["test"]))
+                held = mean(label_scores(group, label))
+                rows.setdefault(label, []).append((held, group["prompts"][prompt]["test"]))
     lines = ["mean over runs: held-out / test (runs)"]
     for label, values in sorted(rows.items()):
         tests = [t for _, t in values if t is not None]

@@ -10,7 +10,7 @@ import yaml
 
 from stableprompt.errors import UserError
 from stableprompt.models import build_scorer
-from stableprompt.tasks.demonstrations import count_pairs
+from stableprompt.tasks.demonstrations import count_pairs, split_for_demonstrations
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import wide_test  # noqa: E402
@@ -83,11 +83,40 @@ def test_runs_write_scores_and_compare_on_inputs_neither_shows(ii_root, tiny_mod
     assert f"on {both} inputs" in wide_test.compare(data, "two", "one")
 
 
+def test_a_run_chosen_on_train_counts_only_the_half_it_never_read(
+    ii_root, tiny_model_dir, tmp_path
+):
+    ctx, texts = wide_test.held_out_context(config(tiny_model_dir), build_scorer(tiny_model_dir))
+    rewarded = split_for_demonstrations(ctx.splits["train"])[1]  # what the race chose on
+    values = config(tiny_model_dir, select_on="dev+train")
+    runs = [
+        make_run(tmp_path, "dev-s0", config(tiny_model_dir), texts[0], ctx.template),
+        make_run(tmp_path, "train-s0", values, texts[1], ctx.template),
+    ]
+    data = {"groups": {}}
+    wide_test.score_runs(runs, 12, True, data, lambda: None)
+    (group,) = data["groups"].values()
+    unread = [
+        j
+        for j, i in enumerate(group["sample"])
+        if all(ctx.splits["train"][i] is not ex for ex in rewarded)
+    ]
+    assert 0 < len(unread) < 12 and group["read_half"] == ["train", "train (1 pairs)"]
+    scores = wide_test.label_scores(group, "train")
+    assert [j for j, s in enumerate(scores) if s is not None] == [
+        j for j in unread if texts[group["sample"][j]] not in texts[1]
+    ]
+    assert wide_test.label_scores(group, "dev") == group["prompts"][texts[0]]["scores"]
+    both = [j for j in unread if texts[group["sample"][j]] not in texts[0] + texts[1]]
+    assert f"on {len(both)} inputs" in wide_test.compare(data, "dev", "train")
+
+
 @pytest.mark.parametrize(
     "values, template, message",
     [
         ({"algo": "sql"}, None, "sql with --select-on dev read train answers"),
-        ({"select_on": "dev+train"}, None, "random with --select-on dev+train"),
+        ({"select_on": "dev+train", "demonstrations_from": "all"}, None, "random with --select"),
+        ({"algo": "in-context", "select_on": "dev+train"}, None, "in-context with --select-on"),
         ({}, "{prompt}\nInput: {input}\nOutput:", "not the demonstrations form"),
     ],
 )
