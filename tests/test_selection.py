@@ -74,3 +74,6 @@ def test_the_summary_says_how_well_dev_told_the_prompts_apart():
     assert "dev reliability" not in format_summary(summary | {"dev_reliability": None}, "out")
     text = format_summary(summary | {"dev_reliability": 0.0, "dev_prompts_scored": 41}, "out")
     assert "dev reliability over the 41 prompts scored: 0.00 (split-half; near 0" in text
+    assert "e.g. --select-on dev+train, may" in text  # not said to a run that chose on it
+    pooled = summary | {"dev_reliability": 0.9, "dev_prompts_scored": 3, "select_on": "dev+train"}
+    assert "more search will not help)" in format_summary(pooled, "out")

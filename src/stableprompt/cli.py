@@ -136,11 +136,11 @@ def format_summary(summary: dict, out: str) -> str:
         )
     reliability = summary.get("dev_reliability")
     if reliability is not None:  # how much the choice on dev is worth
+        more = "" if pooled else "; more examples to choose on, e.g. --select-on dev+train, may"
         lines.append(
             f"dev reliability over the {summary['dev_prompts_scored']} prompts scored: "
             f"{reliability:.2f} (split-half; near 0, dev cannot tell them apart, so the best "
-            "dev score is luck and more search will not help; more examples to choose on, e.g. "
-            "--select-on dev+train, may)"
+            f"dev score is luck and more search will not help{more})"
         )
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
