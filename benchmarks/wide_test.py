@@ -58,8 +58,8 @@ def read_unread_run(run_dir: str) -> dict:
     best = json.loads((Path(run_dir) / "best_prompts.json").read_text())
     algo, select_on = config.get("algo"), config.get("select_on", "dev")
     # random sets drawn from one half of train and chosen on the other leave the first unread
-    read_half = algo == "random" and config.get("demonstrations_from", "half") == "half"
-    chose_on_train = select_on != "dev" and not read_half
+    from_half = algo == "random" and config.get("demonstrations_from", "half") == "half"
+    chose_on_train = select_on != "dev" and not from_half
     if algo not in UNTRAINED or chose_on_train or best.get("label_word_search"):
         raise UserError(
             f"{run_dir}: {algo} with --select-on {select_on} read train answers (training, "

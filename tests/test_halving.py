@@ -116,6 +116,16 @@ def test_a_killed_race_resumes_at_its_round(tiny_model_dir, tmp_path):
     assert summary["target_calls"] == expected["target_calls"]
 
 
+def replayed_race(race: RandomRace, full: torch.Tensor) -> list[int]:
+    """The prompts a race keeps, replayed on every prompt's scores on all selection examples
+    (`full`, NaN where a prompt shows the example) in the race's seeded order."""
+    alive = list(range(len(race.prompts)))
+    for (_, seen), (keep, _) in zip(race.rounds, race.rounds[1:], strict=False):
+        means = full[:, race.order[:seen]].nanmean(1).nan_to_num(-math.inf)
+        alive = sorted(sorted(alive, key=lambda i: -means[i])[:keep])
+    return alive
+
+
 def test_a_race_on_dev_and_train_ranks_prompts_on_both(tiny_model_dir, tmp_path):
     ctx = race_ctx(tiny_model_dir)
     kw = dict(algo="random", halving=3, prompts_per_step=12, pool_size=2, select_on="dev+train")
@@ -130,10 +140,7 @@ def test_a_race_on_dev_and_train_ranks_prompts_on_both(tiny_model_dir, tmp_path)
     ctx.scorer.calls = 0  # (not the run's calls)
     summary = trainer.train()
     assert summary["target_calls"] == 12 * 3 + 6 * 3 + 3 * 6 + 2 * 6
-    alive = list(range(12))  # the race, replayed on the full scores in its seeded order
-    for (_, seen), (keep, _) in zip(race.rounds, race.rounds[1:], strict=False):
-        means = full[:, race.order[:seen]].mean(1)
-        alive = sorted(sorted(alive, key=lambda i: -means[i])[:keep])
+    alive = replayed_race(race, full)
     assert race.alive == alive
     assert {e["prompt"] for e in summary["prompts"]} == {prompts[i] for i in alive}
     for entry in summary["prompts"]:  # each survivor's score is its mean on dev and train
@@ -154,11 +161,7 @@ def test_a_race_on_train_leaves_out_the_pairs_a_set_shows(tiny_model_dir, tmp_pa
     full = race.selection_scores(prompts)
     assert full[:, 12:].isnan().tolist() == shown
     summary = trainer.train()
-    alive = list(range(len(prompts)))  # a shown pair counts neither way in the race's means
-    for (_, seen), (keep, _) in zip(race.rounds, race.rounds[1:], strict=False):
-        means = full[:, race.order[:seen]].nanmean(1).nan_to_num(-math.inf)
-        alive = sorted(sorted(alive, key=lambda i: -means[i])[:keep])
-    assert race.alive == alive
+    assert race.alive == replayed_race(race, full)  # a shown pair counts neither way
     for entry in summary["prompts"]:  # the mean over dev and the train pairs it does not show
         assert entry["dev"] == pytest.approx(full[prompts.index(entry["prompt"])].nanmean().item())
 
