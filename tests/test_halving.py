@@ -166,6 +166,36 @@ def test_a_race_on_train_leaves_out_the_pairs_a_set_shows(tiny_model_dir, tmp_pa
         assert entry["dev"] == pytest.approx(full[prompts.index(entry["prompt"])].nanmean().item())
 
 
+def test_a_racer_with_nothing_to_be_ranked_on_goes_last_and_out_of_the_figures(
+    tiny_model_dir, tmp_path
+):
+    ctx = race_ctx(tiny_model_dir)
+    kw = dict(algo="random", halving=3, prompts_per_step=8, pool_size=2)
+    trainer = Trainer(make_config(tiny_model_dir, tmp_path, **kw), ctx, progress=False)
+    race = trainer.algorithm
+    real, asked = race.selection_scores, []
+
+    def selection_scores(prompts, label_words=None, rows=None):
+        scores = real(prompts, label_words, rows=rows)
+        if not asked:  # the round's leader shows every example of the first round
+            scores[scores.mean(1).argmax()] = math.nan
+        asked.append((prompts, scores))
+        return scores
+
+    race.selection_scores = selection_scores
+    trainer.train()
+    records = [
+        json.loads(line, parse_constant=lambda c: pytest.fail(f"{c} in metrics.jsonl"))
+        for line in (tmp_path / "metrics.jsonl").read_text().splitlines()
+    ]
+    (first, scores), (second, _) = asked[:2]
+    hidden = scores.isnan().all(1)
+    assert hidden.sum() == 1 and first[int(hidden.nonzero())] not in second  # it went out
+    others = scores[~hidden].mean(1)
+    assert records[1]["reward_mean"] == pytest.approx(others.mean().item())
+    assert records[1]["reward_max"] == pytest.approx(others.max().item())
+
+
 def test_halving_needs_random(tiny_model_dir, tmp_path):
     with pytest.raises(UserError, match="--halving races the prompts --algo random draws; sql"):
         make_config(tiny_model_dir, tmp_path, algo="sql", halving=4)

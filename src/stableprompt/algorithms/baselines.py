@@ -154,7 +154,9 @@ class RandomRace(FixedPrompts):
             i: torch.tensor(self.scores[i]).nanmean().nan_to_num(-math.inf).item()
             for i in self.alive
         }
-        metrics = score_metrics([self.prompts[i] for i in self.alive], list(means.values()))
+        # The step's reward figures leave such a prompt out: a -inf would reach metrics.jsonl.
+        ranked = [i for i in self.alive if math.isfinite(means[i])] or self.alive
+        metrics = score_metrics([self.prompts[i] for i in ranked], [means[i] for i in ranked])
         metrics |= {"racing": len(self.alive), "dev_examples": size}
         if step + 1 < len(self.rounds):  # the better half (by mean so far) goes on
             ranked = sorted(self.alive, key=lambda i: -means[i])
