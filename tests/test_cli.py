@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 
-from stableprompt.cli import main
+from stableprompt.cli import format_summary, main
 from stableprompt.config import TrainConfig
 from stableprompt.contexts import build_context
 
@@ -70,17 +70,48 @@ def test_eval_versus_tests_one_prompt_against_another_on_each_example(
     assert (versus["wins"], versus["losses"], versus["p"]) == (0, 0, 1.0)
 
 
+def write_antonyms(tmp_path, monkeypatch, words: list[str]) -> None:
+    """An instruction-induction task `ii:antonyms` whose induce and execute parts (train and
+    dev, test) both hold `words`, each answered "not <word>" (or "other")."""
+    rows = {str(i): {"input": w, "output": [f"not {w}", "other"]} for i, w in enumerate(words)}
+    for part in ("induce", "execute"):
+        (tmp_path / "ii" / part).mkdir(parents=True)
+        (tmp_path / "ii" / part / "antonyms.json").write_text(json.dumps({"examples": rows}))
+    monkeypatch.setenv("STABLEPROMPT_DATA", str(tmp_path))
+
+
+def test_a_generation_run_that_shows_no_pairs_is_told_of_them(
+    capsys, tiny_model_dir, tmp_path, monkeypatch
+):
+    write_antonyms(tmp_path, monkeypatch, ["hot", "up", "in", "big", "old", "wet", "far", "low"])
+    common = (
+        "train", "--task", "antonyms", "--data", "ii:antonyms", "--target", tiny_model_dir,
+        "--dtype", "float32", "--answer-tokens", "2", "--no-progress",
+    )  # fmt: skip
+    printed = {}
+    for algo in ("manual", "in-context"):
+        out = tmp_path / algo
+        code, printed[algo], _ = run(
+            capsys, *common, "--algo", algo, "--num-shots", "1", "--out", str(out)
+        )
+        assert code == 0
+        shows = json.loads((out / "best_prompts.json").read_text())["shows_pairs"]
+        assert shows is (algo == "in-context")
+    hint = " ".join(printed["manual"].split("the target read no solved pairs")[1].split())
+    assert "(--algo in-context --num-shots 5, a few hundred calls)" in hint
+    assert "(--algo random --demonstrations 20)" in hint
+    assert "solved pairs" not in printed["in-context"]
+    summary = json.loads((tmp_path / "manual" / "best_prompts.json").read_text())
+    assert "solved pairs" not in format_summary(summary | {"answer_tokens": None}, "x")  # classes
+
+
 def test_eval_of_a_generation_task_shows_and_writes_each_answer(
     capsys, tiny_model_dir, tmp_path, monkeypatch
 ):
     """A generation task's eval writes every input's answer beside its gold one and score (the
     scores average to the metric) and prints the first wrong ones."""
     words = ["hot", "up", "in", "big"]
-    rows = {str(i): {"input": w, "output": [f"not {w}", "other"]} for i, w in enumerate(words)}
-    for part in ("induce", "execute"):
-        (tmp_path / "ii" / part).mkdir(parents=True)
-        (tmp_path / "ii" / part / "antonyms.json").write_text(json.dumps({"examples": rows}))
-    monkeypatch.setenv("STABLEPROMPT_DATA", str(tmp_path))
+    write_antonyms(tmp_path, monkeypatch, words)
     out = tmp_path / "result.json"
     code, stdout, _ = run(
         capsys, "eval", "--task", "antonyms", "--data", "ii:antonyms", "--target", tiny_model_dir,

@@ -142,6 +142,13 @@ def format_summary(summary: dict, out: str) -> str:
             f"{reliability:.2f} (split-half; near 0, dev cannot tell them apart, so the best "
             f"dev score is luck and more search will not help{more})"
         )
+    if summary.get("answer_tokens") and summary.get("shows_pairs") is False:  # generation
+        lines.append(
+            "the target read no solved pairs: on the instruction-induction tasks measured, five "
+            "train pairs before each input (--algo in-context --num-shots 5, a few hundred "
+            "calls) beat every learned instruction, and random sets of 20 (--algo random "
+            "--demonstrations 20) did best (docs/RESULTS.md)"
+        )
     agent = summary.get("agent") or {}
     if summary.get("conditioning") == "input" and "seconds_per_input" in agent:
         lines.append(

@@ -405,6 +405,12 @@ class TrainConfig:
         return [] if counts == [0] else counts
 
     @property
+    def shows_pairs(self) -> bool:
+        """Whether the target reads solved train pairs before each input: `--demonstrations`,
+        `--target-shots` or `in-context`."""
+        return bool(self.demonstration_counts or self.target_shots or self.algo == "in-context")
+
+    @property
     def num_prompts(self) -> int:
         """Prompts per step: `prompts_per_step`, else the algorithm's default."""
         return self.prompts_per_step or DEFAULT_PROMPTS_PER_STEP.get(self.algo, 1)

@@ -389,6 +389,7 @@ class Trainer:
             "select_on": self.config.select_on,  # what "dev" scores: dev, or dev and train
             "dtype": dtype_name(self.config.dtype),  # what local models ran in (auto resolved)
             "template": self.ctx.template,  # solved pairs change it
+            "shows_pairs": self.config.shows_pairs,  # solved train pairs before each input
             "label_words": list(self.ctx.task.label_words),
             "label_word_search": self.ctx.label_search,
             # generation: where answers were cut (--answer-tokens, or its default resolved)

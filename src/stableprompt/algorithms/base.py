@@ -115,11 +115,10 @@ class Algorithm(ABC):
     def refit_calls(self) -> int:
         """Calls of choosing each pool prompt's own label words at the end (`fit_label_words`)."""
         c = self.config
-        shows_pairs = c.demonstration_counts or c.target_shots or c.algo == "in-context"
         wanted = (  # solved pairs carry the words they were rendered with: no refit
             c.refit_label_words
             and c.conditioning == "task"
-            and not shows_pairs
+            and not c.shows_pairs
             and c.select_on == "dev"  # the words would be ranked on dev alone
         )
         return c.pool_size * self.ctx.fit_label_words_calls() if wanted else 0
