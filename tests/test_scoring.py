@@ -63,33 +63,39 @@ def test_engine_matches_naive_forward(tiny_lm, template, labels):
     assert (fast < 0).all()
 
 
-def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
-    """Gemma 3 mixes sliding-window and full-attention layers: the scorer writes suffixes in
-    place after the prefix in the full ones and leaves the sliding ones to transformers."""
+def tiny_gemma3(tokenizer, sliding_window: int):
+    """A tiny random Gemma 3, which mixes sliding-window and full-attention layers."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=len(tiny_tokenizer),
+        vocab_size=len(tokenizer),
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=3,
         num_attention_heads=4,
         num_key_value_heads=2,
         head_dim=8,
-        sliding_window=64,  # longer than every test sequence: sliding = full attention here
+        sliding_window=sliding_window,
         layer_types=["sliding_attention", "full_attention", "sliding_attention"],
         pad_token_id=0,
         eos_token_id=1,
         bos_token_id=1,
     )
-    model = Gemma3ForCausalLM(config).eval()
+    return Gemma3ForCausalLM(config).eval()
+
+
+def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
+    """Gemma 3 mixes sliding-window and full-attention layers: the scorer writes suffixes in
+    place after the prefix in the full ones and leaves the sliding ones to transformers."""
+    # a window longer than every test sequence: sliding = full attention here
+    model = tiny_gemma3(tiny_tokenizer, sliding_window=64)
     engine = LocalScorer(model, tiny_tokenizer, prefix_batch_size=3, suffix_batch_size=5)
     args = PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
     fast, slow = engine.score(*args), NaiveScorer(model, tiny_tokenizer).score(*args)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
-    config.sliding_window = 16  # now an input of 18 tokens would lose its first KV
-    short = LocalScorer(Gemma3ForCausalLM(config).eval(), tiny_tokenizer)
+    # now an input of 18 tokens would lose its first KV
+    short = LocalScorer(tiny_gemma3(tiny_tokenizer, sliding_window=16), tiny_tokenizer)
     with pytest.raises(UserError, match="16-token sliding attention window"):
         short.score(PROMPTS, ["a long input " * 6], "{input} {prompt}", [" great"])
 
@@ -414,6 +420,27 @@ def test_greedy_answers_over_a_shared_prefix_are_transformers_generate_answers(s
     shared = tokenizer(solved_pairs_texts(PROMPTS[:1])[0]).input_ids
     longest = max(len(p) for p in scorer.prefix_store)
     assert longest > len(shared) // 2  # the pairs were encoded once, as a prefix
+
+
+def test_gemma3_decodes_over_the_shared_prefix_inside_its_sliding_window(tiny_tokenizer):
+    """A model with sliding-window layers decodes a batch over the stored prefix when the
+    batch's layout stays inside the window (there sliding attention is full attention), and
+    with `generate` when it would not; the answers are `generate`'s either way."""
+    texts = solved_pairs_texts(PROMPTS[:2])
+    longest = max(len(tiny_tokenizer(t).input_ids) for t in texts)
+    # the decoding's 6 tokens fit in the first window only: the second drops a long text's
+    # first tokens (the prefix path would answer otherwise), the third only its room
+    for window, shared in ((4 * longest, True), (longest, False), (longest + 3, False)):
+        model = tiny_gemma3(tiny_tokenizer, sliding_window=window)
+        with torch.no_grad():  # peaked attention: a wrong position or mask changes answers
+            for layer in model.model.layers:
+                layer.self_attn.q_norm.weight.fill_(5.0)
+                layer.self_attn.k_norm.weight.fill_(5.0)
+        scorer = LocalScorer(model, tiny_tokenizer)
+        answers = scorer.generate(texts, max_new_tokens=6, stop=None)
+        assert answers == greedy_generate(model, tiny_tokenizer, texts, 6, None)
+        assert len(set(answers)) > 1
+        assert bool(scorer.prefix_store) is shared  # the pairs were encoded once, as a prefix
 
 
 def test_greedy_answers_end_at_eos_like_generate(sharp_lm):

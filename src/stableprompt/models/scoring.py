@@ -483,21 +483,40 @@ class LocalScorer(TargetScorer):
         into the prefix store, so a row runs only its input and its answer: under five solved
         pairs a few times faster than transformers' `generate`, which encodes every text whole
         (benchmarks/generation.py). Models whose generation config changes greedy decoding
-        (a repetition penalty, say) or that attend within a sliding window take `generate`."""
-        if self.window or not plain_greedy(self.model.generation_config):
+        (a repetition penalty, say) take `generate`, and so does a batch that would reach a
+        sliding attention window (Gemma 3)."""
+        if not plain_greedy(self.model.generation_config):
             return greedy_generate(
                 self.model, self.tokenizer, texts, max_new_tokens, stop, GENERATION_CHUNK
             )
         ends = end_token_ids(self.model, self.tokenizer, as_stops(stop))
         answers = []
         for start in range(0, len(texts), GENERATION_CHUNK):
-            encoded = [self._encode(text, True) for text in texts[start : start + GENERATION_CHUNK]]
+            chunk = texts[start : start + GENERATION_CHUNK]
+            encoded = [self._encode(text, True) for text in chunk]
             prefixes = shared_prefixes(encoded)
             rows = [_Row(p, ids[len(p) :], []) for p, ids in zip(prefixes, encoded, strict=True)]
+            if not self.inside_window(rows, max_new_tokens):
+                answers += greedy_generate(
+                    self.model, self.tokenizer, chunk, max_new_tokens, stop, GENERATION_CHUNK
+                )
+                continue
             self._encode_prefixes({row.prefix for row in rows})
             answers += self._greedy_answers(rows, max_new_tokens, ends)
             self._trim_prefix_store()
         return [cut_at_stops(answer, stop) for answer in answers]
+
+    def inside_window(self, rows: list[_Row], room: int) -> bool:
+        """Whether a batch of `rows` with `room` more tokens stays inside the sliding attention
+        window, if the model has one. A batch lays its rows out as prefixes (each encoded
+        padded to a PREFIX_BUCKET multiple) right-padded to the longest, then suffixes
+        left-padded, then the room; sliding layers mask and trim by that layout, so below the
+        window they attend to every token, as the model on each text alone does."""
+        if not self.window:
+            return True
+        prefix = max(len(row.prefix) for row in rows)
+        layout = prefix + max(len(row.suffix) for row in rows) + room
+        return max(-(-prefix // PREFIX_BUCKET) * PREFIX_BUCKET, layout) < self.window
 
     def _greedy_answers(self, rows: list[_Row], max_new_tokens: int, ends: torch.Tensor):
         """Decode `rows` greedily on top of their prefixes until each has written one of `ends`
