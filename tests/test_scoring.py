@@ -94,10 +94,23 @@ def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
     args = PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
     fast, slow = engine.score(*args), NaiveScorer(model, tiny_tokenizer).score(*args)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
-    # now an input of 18 tokens would lose its first KV
+    # a prompt written per input: each (13 + 5, 2 + 19 tokens) fits in 28, but one batch
+    # would lay them out as 13 + 19 and the sliding layers would drop tokens
+    pairs = [("acting was okay but the plot", "fun"), ("it", "I hate it, the plot is bad.")]
+    args = pairs, "{prompt} {input} It was", [" terrible", " great"]
+    model = tiny_gemma3(tiny_tokenizer, sliding_window=28)
+    with torch.no_grad():  # peaked attention: a dropped token changes the scores
+        for layer in model.model.layers:
+            layer.self_attn.q_norm.weight.fill_(5.0)
+            layer.self_attn.k_norm.weight.fill_(5.0)
+    fast = LocalScorer(model, tiny_tokenizer).score_pairs(*args)
+    torch.testing.assert_close(fast, NaiveScorer(model, tiny_tokenizer).score_pairs(*args))
+    # an input of 18 tokens after its prompt would lose its first KV
     short = LocalScorer(tiny_gemma3(tiny_tokenizer, sliding_window=16), tiny_tokenizer)
-    with pytest.raises(UserError, match="16-token sliding attention window"):
+    with pytest.raises(UserError, match=r"is \d+ tokens, beyond the 16-token sliding attention"):
         short.score(PROMPTS, ["a long input " * 6], "{input} {prompt}", [" great"])
+    with pytest.raises(UserError, match="beyond the 16-token sliding attention window"):
+        short.score(["a long prompt " * 2], ["fun"], "{prompt} {input}", [" great"])
 
 
 def test_padded_batches_cut_where_padding_grows():
@@ -422,25 +435,37 @@ def test_greedy_answers_over_a_shared_prefix_are_transformers_generate_answers(s
     assert longest > len(shared) // 2  # the pairs were encoded once, as a prefix
 
 
-def test_gemma3_decodes_over_the_shared_prefix_inside_its_sliding_window(tiny_tokenizer):
-    """A model with sliding-window layers decodes a batch over the stored prefix when the
-    batch's layout stays inside the window (there sliding attention is full attention), and
-    with `generate` when it would not; the answers are `generate`'s either way."""
+def test_gemma3_decodes_over_the_shared_prefix_inside_its_sliding_window(
+    tiny_tokenizer, monkeypatch
+):
+    """A model with sliding-window layers decodes over the stored prefix the batches whose
+    layout stays inside the window (there sliding attention is full attention), and with
+    `generate` the texts the window cannot hold with their answers; the answers are
+    `generate`'s either way."""
     texts = solved_pairs_texts(PROMPTS[:2])
-    longest = max(len(tiny_tokenizer(t).input_ids) for t in texts)
-    # the decoding's 6 tokens fit in the first window only: the second drops a long text's
-    # first tokens (the prefix path would answer otherwise), the third only its room
-    for window, shared in ((4 * longest, True), (longest, False), (longest + 3, False)):
+    lengths = [len(tiny_tokenizer(t).input_ids) for t in texts]
+    generated = []  # the texts the scorer hands to `generate`
+
+    def recorded(model, tokenizer, texts, *args, **kwargs):
+        generated.extend(texts)
+        return greedy_generate(model, tokenizer, texts, *args, **kwargs)
+
+    monkeypatch.setattr(scoring, "greedy_generate", recorded)
+    # the first window holds every text with its 6 answer tokens; the second cuts the longest
+    # texts' first tokens (decoded over the prefix they would answer otherwise), the third
+    # only their answers' last tokens
+    for window in (4 * max(lengths), max(lengths), max(lengths) + 3):
         model = tiny_gemma3(tiny_tokenizer, sliding_window=window)
         with torch.no_grad():  # peaked attention: a wrong position or mask changes answers
             for layer in model.model.layers:
                 layer.self_attn.q_norm.weight.fill_(5.0)
                 layer.self_attn.k_norm.weight.fill_(5.0)
-        scorer = LocalScorer(model, tiny_tokenizer)
-        answers = scorer.generate(texts, max_new_tokens=6, stop=None)
+        generated.clear()
+        answers = LocalScorer(model, tiny_tokenizer).generate(texts, max_new_tokens=6, stop=None)
+        # the texts the window cannot hold with their answers, and only those, take `generate`
+        assert generated == [t for t, n in zip(texts, lengths, strict=True) if n + 6 >= window]
         assert answers == greedy_generate(model, tiny_tokenizer, texts, 6, None)
         assert len(set(answers)) > 1
-        assert bool(scorer.prefix_store) is shared  # the pairs were encoded once, as a prefix
 
 
 def test_greedy_answers_end_at_eos_like_generate(sharp_lm):

@@ -318,17 +318,19 @@ class LocalScorer(TargetScorer):
             if not prefix:  # the shared prefix must hold at least one token to attend to
                 prefix, suffix = suffix[:1], suffix[1:]
             check_context(self, len(prefix) + len(suffix) + max(map(len, label_ids)), text)
-            if self.window and -(-len(prefix) // PREFIX_BUCKET) * PREFIX_BUCKET >= self.window:
-                raise UserError(
-                    f"an input is {len(prefix):,} tokens, longer than the {self.window}-token "
-                    f"sliding attention window of target {self.name}, which the local scorer "
-                    f"cannot reuse (it starts {text[:40]!r}): shorten such inputs, or serve the "
-                    "target with vLLM or llama.cpp (--target http://...)"
-                )
             if single:
                 rows.append([_Row(prefix, suffix, label_ids)])
             else:
                 rows.append([_Row(prefix, suffix + tuple(ids[:-1]), [ids]) for ids in label_ids])
+            longest = max(rows[-1], key=lambda row: len(row.suffix))
+            if not self.inside_window([longest], 0):
+                raise UserError(
+                    f"an input with its prompt is {len(prefix) + len(longest.suffix):,} tokens, "
+                    f"beyond the {self.window}-token sliding attention window of target "
+                    f"{self.name}, which the local scorer cannot reuse (the input starts "
+                    f"{text[:40]!r}): shorten such inputs or prompts, or serve the target with "
+                    "vLLM or llama.cpp (--target http://...)"
+                )
         return rows
 
     @torch.inference_mode()
@@ -351,9 +353,10 @@ class LocalScorer(TargetScorer):
         results: list[torch.Tensor | None] = [None] * len(rows)
         lengths = [len(rows[i].suffix) for i in order]
         for span in padded_batches(lengths, self.suffix_batch_size):
-            chunk = order[span]
-            for i, score in zip(chunk, self._score_suffixes([rows[i] for i in chunk])):
-                results[i] = score
+            for cut in self.window_batches([rows[i] for i in order[span]], room=0):
+                chunk = [order[span][j] for j in cut]
+                for i, score in zip(chunk, self._score_suffixes([rows[i] for i in chunk])):
+                    results[i] = score
         self._trim_prefix_store()
         return results
 
@@ -483,8 +486,9 @@ class LocalScorer(TargetScorer):
         into the prefix store, so a row runs only its input and its answer: under five solved
         pairs a few times faster than transformers' `generate`, which encodes every text whole
         (benchmarks/generation.py). Models whose generation config changes greedy decoding
-        (a repetition penalty, say) take `generate`, and so does a batch that would reach a
-        sliding attention window (Gemma 3)."""
+        (a repetition penalty, say) take `generate`; with a sliding attention window (Gemma 3)
+        a batch is cut into batches the window holds, and texts it cannot hold with their
+        answers take `generate`."""
         if not plain_greedy(self.model.generation_config):
             return greedy_generate(
                 self.model, self.tokenizer, texts, max_new_tokens, stop, GENERATION_CHUNK
@@ -496,13 +500,23 @@ class LocalScorer(TargetScorer):
             encoded = [self._encode(text, True) for text in chunk]
             prefixes = shared_prefixes(encoded)
             rows = [_Row(p, ids[len(p) :], []) for p, ids in zip(prefixes, encoded, strict=True)]
-            if not self.inside_window(rows, max_new_tokens):
-                answers += greedy_generate(
-                    self.model, self.tokenizer, chunk, max_new_tokens, stop, GENERATION_CHUNK
+            out: list[str] = [""] * len(rows)
+            too_long = []  # texts the window cannot hold with their answers: `generate`
+            for cut in self.window_batches(rows, max_new_tokens):
+                batch = [rows[j] for j in cut]
+                if not self.inside_window(batch, max_new_tokens):
+                    too_long += cut
+                    continue
+                self._encode_prefixes({row.prefix for row in batch})
+                for j, answer in zip(cut, self._greedy_answers(batch, max_new_tokens, ends)):
+                    out[j] = answer
+            if too_long:
+                generated = greedy_generate(
+                    self.model, self.tokenizer, [chunk[j] for j in too_long], max_new_tokens, stop
                 )
-                continue
-            self._encode_prefixes({row.prefix for row in rows})
-            answers += self._greedy_answers(rows, max_new_tokens, ends)
+                for j, answer in zip(too_long, generated, strict=True):
+                    out[j] = answer
+            answers += out
             self._trim_prefix_store()
         return [cut_at_stops(answer, stop) for answer in answers]
 
@@ -517,6 +531,17 @@ class LocalScorer(TargetScorer):
         prefix = max(len(row.prefix) for row in rows)
         layout = prefix + max(len(row.suffix) for row in rows) + room
         return max(-(-prefix // PREFIX_BUCKET) * PREFIX_BUCKET, layout) < self.window
+
+    def window_batches(self, rows: list[_Row], room: int) -> list[list[int]]:
+        """Positions of `rows`, cut in order into batches that each stay `inside_window` (one
+        batch without a window); a row the window cannot hold is a batch of its own."""
+        batches: list[list[int]] = [[]]
+        for i, row in enumerate(rows):
+            batch = [rows[j] for j in batches[-1]] + [row]
+            if batches[-1] and not self.inside_window(batch, room):
+                batches.append([])
+            batches[-1].append(i)
+        return batches
 
     def _greedy_answers(self, rows: list[_Row], max_new_tokens: int, ends: torch.Tensor):
         """Decode `rows` greedily on top of their prefixes until each has written one of `ends`
