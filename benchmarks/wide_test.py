@@ -248,13 +248,16 @@ def report(data: dict, comparisons: list[str]) -> str:
 
 
 def means(data: dict) -> str:
-    """Each label's mean held-out and test score over the runs (groups) that hold it."""
+    """Each label's mean held-out and test score over the runs (groups) that hold it, per
+    target when the file holds several (the manual prompt on two targets is two prompts)."""
     rows: dict[str, list[tuple[float, float | None]]] = {}
-    for group in data["groups"].values():
+    targets = {json.loads(key)["target"] for key in data["groups"]}
+    for key, group in data["groups"].items():
+        on = f" on {json.loads(key)['target']}" if len(targets) > 1 else ""
         for label, prompt in group["labels"].items():
             if prompt in group["prompts"]:
                 held = mean(label_scores(group, label))
-                rows.setdefault(label, []).append((held, group["prompts"][prompt]["test"]))
+                rows.setdefault(label + on, []).append((held, group["prompts"][prompt]["test"]))
     lines = ["mean over runs: held-out / test (runs)"]
     for label, values in sorted(rows.items()):
         tests = [t for _, t in values if t is not None]

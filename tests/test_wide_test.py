@@ -128,3 +128,17 @@ def test_runs_that_read_train_or_are_not_demonstrations_are_refused(
     run = make_run(tmp_path, "run-s0", values, "x", template or ctx.template)
     with pytest.raises(UserError, match=re.escape(message)):
         wide_test.score_runs([run], 4, False, {"groups": {}}, lambda: None)
+
+
+def test_the_means_keep_targets_apart():
+    def group(target: str, held: list[float], test: float) -> tuple[str, dict]:
+        key = json.dumps({"task": "t", "seed": 0, "target": target})
+        prompts = {"p": {"scores": held, "test": test}}
+        return key, {"labels": {"manual": "p"}, "prompts": prompts}
+
+    one = dict([group("small", [1.0, 0.0], 0.5)])
+    assert re.search(r"\n  manual +0.500 / 0.500 \(1\)$", wide_test.means({"groups": one}))
+    both = dict([group("small", [1.0, 0.0], 0.5), group("large", [0.0, None, 0.0], 0.1)])
+    printed = wide_test.means({"groups": both})
+    assert "manual on small" in printed and "manual on large" in printed
+    assert re.search(r"manual on large +0.000 / 0.100 \(1\)", printed)
