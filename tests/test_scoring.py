@@ -63,8 +63,9 @@ def test_engine_matches_naive_forward(tiny_lm, template, labels):
     assert (fast < 0).all()
 
 
-def tiny_gemma3(tokenizer, sliding_window: int):
-    """A tiny random Gemma 3, which mixes sliding-window and full-attention layers."""
+def tiny_gemma3(tokenizer, sliding_window: int, sharp: bool = False):
+    """A tiny random Gemma 3, which mixes sliding-window and full-attention layers; `sharp`:
+    with peaked attention, so that a dropped token or a wrong mask changes its outputs."""
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     torch.manual_seed(0)
@@ -82,7 +83,13 @@ def tiny_gemma3(tokenizer, sliding_window: int):
         eos_token_id=1,
         bos_token_id=1,
     )
-    return Gemma3ForCausalLM(config).eval()
+    model = Gemma3ForCausalLM(config).eval()
+    if sharp:  # Gemma normalises queries and keys: scale the norms, not the projections
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.self_attn.q_norm.weight.fill_(5.0)
+                layer.self_attn.k_norm.weight.fill_(5.0)
+    return model
 
 
 def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
@@ -94,15 +101,11 @@ def test_engine_matches_naive_forward_on_gemma3_sliding_layers(tiny_tokenizer):
     args = PROMPTS, INPUTS, "{input} {prompt}", [" terrible", " great"]
     fast, slow = engine.score(*args), NaiveScorer(model, tiny_tokenizer).score(*args)
     torch.testing.assert_close(fast, slow, atol=1e-4, rtol=1e-4)
-    # a prompt written per input: each (13 + 5, 2 + 19 tokens) fits in 28, but one batch
-    # would lay them out as 13 + 19 and the sliding layers would drop tokens
+    # a prompt written per input: each row (prefix 12 + suffix 6, 1 + 20 tokens) fits in 28,
+    # but one batch would lay them out as 12 + 20 and the sliding layers would drop tokens
     pairs = [("acting was okay but the plot", "fun"), ("it", "I hate it, the plot is bad.")]
     args = pairs, "{prompt} {input} It was", [" terrible", " great"]
-    model = tiny_gemma3(tiny_tokenizer, sliding_window=28)
-    with torch.no_grad():  # peaked attention: a dropped token changes the scores
-        for layer in model.model.layers:
-            layer.self_attn.q_norm.weight.fill_(5.0)
-            layer.self_attn.k_norm.weight.fill_(5.0)
+    model = tiny_gemma3(tiny_tokenizer, sliding_window=28, sharp=True)
     fast = LocalScorer(model, tiny_tokenizer).score_pairs(*args)
     torch.testing.assert_close(fast, NaiveScorer(model, tiny_tokenizer).score_pairs(*args))
     # an input of 18 tokens after its prompt would lose its first KV
@@ -455,11 +458,7 @@ def test_gemma3_decodes_over_the_shared_prefix_inside_its_sliding_window(
     # texts' first tokens (decoded over the prefix they would answer otherwise), the third
     # only their answers' last tokens
     for window in (4 * max(lengths), max(lengths), max(lengths) + 3):
-        model = tiny_gemma3(tiny_tokenizer, sliding_window=window)
-        with torch.no_grad():  # peaked attention: a wrong position or mask changes answers
-            for layer in model.model.layers:
-                layer.self_attn.q_norm.weight.fill_(5.0)
-                layer.self_attn.k_norm.weight.fill_(5.0)
+        model = tiny_gemma3(tiny_tokenizer, sliding_window=window, sharp=True)
         generated.clear()
         answers = LocalScorer(model, tiny_tokenizer).generate(texts, max_new_tokens=6, stop=None)
         # the texts the window cannot hold with their answers, and only those, take `generate`

@@ -39,6 +39,11 @@ from stableprompt.tasks.registry import check_template, fill_template
 PREFIX_BUCKET = 16  # prefixes are padded to a multiple of this many tokens (see _encode_prefixes)
 
 
+def prefix_width(tokens: int) -> int:
+    """The width a prefix of `tokens` is encoded at: the next multiple of PREFIX_BUCKET."""
+    return -(-tokens // PREFIX_BUCKET) * PREFIX_BUCKET
+
+
 def split_template(template: str, prompt: str, text: str) -> tuple[str, str]:
     """Split the filled template after the last placeholder of the kind that comes first, before
     the other kind appears: (shared prefix, rest). A template that repeats the prompt before the
@@ -373,7 +378,7 @@ class LocalScorer(TargetScorer):
         """
         widths: dict[int, list[tuple[int, ...]]] = {}
         for p in sorted(p for p in prefixes if p not in self.prefix_store):
-            widths.setdefault(-(-len(p) // PREFIX_BUCKET) * PREFIX_BUCKET, []).append(p)
+            widths.setdefault(prefix_width(len(p)), []).append(p)
         pad = self.tokenizer.pad_token_id
         for width, group in sorted(widths.items()):
             for start in range(0, len(group), self.prefix_batch_size):
@@ -530,7 +535,7 @@ class LocalScorer(TargetScorer):
             return True
         prefix = max(len(row.prefix) for row in rows)
         layout = prefix + max(len(row.suffix) for row in rows) + room
-        return max(-(-prefix // PREFIX_BUCKET) * PREFIX_BUCKET, layout) < self.window
+        return max(prefix_width(prefix), layout) < self.window
 
     def window_batches(self, rows: list[_Row], room: int) -> list[list[int]]:
         """Positions of `rows`, cut in order into batches that each stay `inside_window` (one
